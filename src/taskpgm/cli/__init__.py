@@ -1,0 +1,55 @@
+"""The ``taskpgm`` command line.
+
+Each subcommand lives in a module of this package that exposes
+``register(subparsers)``; the module adds its parser and sets ``handler`` to a
+function ``(args) -> int``. This file only dispatches and is the boundary where
+library errors become one clean message on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from taskpgm import __version__
+from taskpgm.errors import TaskPGMError
+
+# Modules that register subcommands, in the order they appear in --help.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskpgm",
+        description="Choose how much of each task dataset goes into a fine-tuning mixture.",
+    )
+    parser.add_argument("--version", action="version", version=f"taskpgm {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (also used by the console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args))
+    except TaskPGMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
