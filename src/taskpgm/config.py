@@ -1,0 +1,224 @@
+"""The run configuration: one YAML file read into typed models that reject unknown keys.
+
+Each stage owns one section (``base``, ``tasks``, ``experts``, ``signals``; later
+stages add theirs as new fields of :class:`RunConfig`). Every field carries a
+comment on its trade-off. All validation errors of a file are collected and
+reported together, each with its YAML line and what to change.
+
+A minimal file::
+
+    tasks:
+      names: [bigbench:hyperbaton, bigbench:navigate]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskpgm.errors import ConfigError, NotFoundError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors (a typo fails loudly)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class BaseModelConfig(Section):
+    """Which base model every expert is fine-tuned from."""
+
+    # A known name (smollm2-135m: 135M params, runs on 2 CPU cores), a local checkpoint
+    # directory, a .gguf file or a Hugging Face id. Bigger models learn more tasks but
+    # every expert and every scoring pass costs proportionally more.
+    model: str = "smollm2-135m"
+    # Run Python code shipped with the checkpoint. Needed by some architectures; it
+    # executes the checkpoint author's code, so it is off unless you trust them.
+    trust_remote_code: bool = False
+    # torch CPU threads; None = torch's default (all cores). Lower it to share a machine.
+    threads: int | None = Field(default=None, ge=1)
+
+
+class TasksConfig(Section):
+    """Which tasks enter the mixture and how each is split (see ``taskpgm.tasks``)."""
+
+    # Task specs, "source:name" (bigbench:hyperbaton, bigbench:arithmetic/2_digit_addition).
+    # Each gets an expert: cost grows linearly with their number, relations quadratically.
+    names: list[str] = Field(default_factory=list)
+    # Probe examples per task: every model is scored on all of them. More → tighter
+    # relation estimates; scoring cost grows with (tasks + 1) × tasks × probe.
+    probe: int = Field(default=200, ge=1)
+    # Held-out evaluation examples per task (never trained on, never probed).
+    eval: int = Field(default=200, ge=0)
+    # Cap on training examples per task: more gives experts more variety; an expert
+    # sees steps × batch_size examples either way.
+    max_train: int = Field(default=2000, ge=1)
+    # Seed of the deterministic split.
+    seed: int = 0
+
+
+class ExpertsConfig(Section):
+    """How each task's LoRA expert is trained (defaults measured on the embedded model)."""
+
+    # LoRA rank: higher fits more of the task but trains slower and overfits small tasks.
+    rank: int = Field(default=8, ge=1)
+    # LoRA alpha: the update is scaled by alpha / rank; 2×rank is the usual choice.
+    alpha: float = Field(default=16.0, gt=0)
+    # Dropout on the LoRA input; > 0 regularizes but makes runs depend on the RNG stream.
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    # Modules that get adapters. Attention projections only is cheap; adding the MLP
+    # (gate_proj, up_proj, down_proj) learns more per step at ~2× adapter cost.
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Peak learning rate: 3e-3 learns the default tasks in ~100 steps; at 1e-4 the
+    # experts barely move in that budget, much higher diverges.
+    lr: float = Field(default=3e-3, gt=0)
+    # Optimizer steps per expert (None: use epochs). Time per expert grows linearly.
+    steps: int | None = Field(default=100, ge=1)
+    # Passes over the training set when steps is None.
+    epochs: float = Field(default=1.0, gt=0)
+    # Examples per step: larger is smoother and faster per example, slower per step.
+    batch_size: int = Field(default=16, ge=1)
+    # Token cap per example (prompt is cut from the left, the answer never).
+    max_length: int = Field(default=256, ge=8)
+    # Linear warm-up steps, then linear decay to min_lr_ratio × lr.
+    warmup_steps: int = Field(default=10, ge=1)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    # AdamW weight decay on the adapter weights.
+    weight_decay: float = Field(default=0.0, ge=0)
+    # Gradient-norm clip (0 = off): guards the high learning rate against spikes.
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    # bf16 autocast for forward/backward (weights and optimizer stay float32): ~1.4×
+    # faster on CPUs with bf16 support, same predictions on the tasks measured.
+    bf16: bool = True
+    # Seed of LoRA initialization and batch order: same seed, same adapter.
+    seed: int = 0
+    # Save adapter + optimizer state every N steps: smaller loses less work on a kill,
+    # each save costs ~0.1 s.
+    checkpoint_every: int = Field(default=20, ge=1)
+    # Use existing adapters instead of training: {task: directory with adapter_config.json
+    # and adapter_model.safetensors}. Checked against the base model's shapes.
+    import_: dict[str, str] = Field(default_factory=dict, alias="import")
+
+
+class SignalsConfig(Section):
+    """How every model is scored on the probe set."""
+
+    # Top-k kept of the next-token distribution at each generative answer position, plus
+    # one tail bucket. Larger k: tighter JSD lower bound, bigger shards.
+    top_k: int = Field(default=32, ge=1)
+    # Examples per forward pass (all their choices share the prompt's KV cache). Larger
+    # is faster until memory runs out; ~16 keeps peak memory under 4 GB at 135M.
+    batch_size: int = Field(default=16, ge=1)
+    # Token cap per prompt + answer (prompt cut from the left).
+    max_length: int = Field(default=512, ge=8)
+    # bf16 autocast for scoring: ~1.9× faster but log-likelihoods move by ~1e-2; off so
+    # the signals are exact float32 numbers.
+    bf16: bool = False
+
+
+class RunConfig(Section):
+    """A whole run. Later stages add their sections here."""
+
+    base: BaseModelConfig = BaseModelConfig()
+    tasks: TasksConfig = TasksConfig()
+    experts: ExpertsConfig = ExpertsConfig()
+    signals: SignalsConfig = SignalsConfig()
+    # Where stage artifacts go; None = $TASKPGM_HOME/artifacts. Relative paths are
+    # relative to the config file.
+    output_dir: str | None = None
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a directory path or omitted")
+        return value
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (the deepest one that exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if getattr(k, "value", None) == str(key)]
+            if not match:
+                return line
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Parse YAML text into a :class:`RunConfig`; every problem reported at once.
+
+    Raises:
+        ConfigError: YAML syntax error, unknown key, wrong type or impossible value.
+    """
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({err})") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections "
+                          f"({', '.join(RunConfig.model_fields)})")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for problem in err.errors():
+            loc = tuple(problem["loc"])
+            where = ".".join(str(p) for p in loc)
+            line = _line_of(node, loc)
+            msg = problem["msg"]
+            if problem["type"] == "extra_forbidden":
+                section = _section_model(loc[:-1])
+                allowed = ", ".join(
+                    f.alias or n for n, f in section.model_fields.items()
+                ) if section else ""
+                msg = f"unknown key; allowed here: {allowed}"
+            lines.append(f"  {source}:{line}: {where}: {msg}" if line else f"  {source}: {where}: {msg}")
+        raise ConfigError(f"{len(lines)} problem(s) in {source}:\n" + "\n".join(lines)) from None
+    if config.output_dir is not None and base_dir is not None:
+        out = Path(config.output_dir).expanduser()
+        if not out.is_absolute():
+            config = config.model_copy(update={"output_dir": str(base_dir / out)})
+    return config
+
+
+def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def load(path: str | Path) -> RunConfig:
+    """Read a config file.
+
+    Raises:
+        NotFoundError: no such file.
+        ConfigError: see :func:`parse`.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise NotFoundError(f"config file {file} does not exist; pass the path of a YAML file")
+    return parse(file.read_text(), source=str(file), base_dir=file.parent.resolve())
+
+
+def dump(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data (saved next to artifacts, like nanoGPT does)."""
+    return config.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,429 @@
+"""Experts: one LoRA adapter per task, trained from the base model (or imported), resumable.
+
+Training is a plain loop (read it top to bottom in :func:`train_expert`):
+
+* each example is ``prompt + continuation(answer)``; the loss is the mean negative
+  log-likelihood of the *answer* tokens only (prompt positions get label -100):
+
+      L = − (1 / Σ_b |A_b|) Σ_b Σ_{t ∈ A_b} log p_θ(x_t | x_<t),
+
+* batches are built by length (a shuffled window of examples sorted by length is
+  cut into batches, the batches shuffled again), so little compute goes to padding;
+  the schedule is a pure function of ``(seed, step)``;
+* AdamW with linear warm-up then linear decay, the learning rate a pure function of
+  the step; optional bf16 autocast (weights and optimizer stay float32);
+* every ``checkpoint_every`` steps the adapter, the optimizer moments, the RNG state
+  and the log so far are written to one safetensors file (atomically). A killed run
+  resumes from it and produces the same adapter as an uninterrupted run.
+
+A finished expert is an artifact directory (see :mod:`taskpgm.artifacts`) holding
+``adapter_model.safetensors`` + ``adapter_config.json`` (PEFT's format) and
+``training_log.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from taskpgm import artifacts
+from taskpgm.config import ExpertsConfig
+from taskpgm.errors import DataError, ModelError, NotFoundError
+from taskpgm.models import Base, LoadedModel, encode
+from taskpgm.progress import Progress, format_seconds
+from taskpgm.tasks.schema import Example
+
+STAGE = "experts"
+VERSION = 1
+ADAPTER_FILE = "adapter_model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class Expert:
+    """A finished expert: where its adapter lives and what it was trained on.
+
+    Attributes:
+        task: the task it was trained on.
+        path: its artifact directory (adapter files + ``training_log.json`` + manifest).
+        fingerprint: the artifact fingerprint (the directory name's hash).
+        source: ``"trained"`` or ``"imported"``.
+    """
+
+    task: str
+    path: Path
+    fingerprint: str
+    source: str
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """Content hash of a training set (ids, prompts and targets, in order)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.task, ex.id, ex.prompt, ex.answer_text]).encode())
+    return digest.hexdigest()[:32]
+
+
+def tokenize_training(
+    tokenizer: Any, examples: Sequence[Example], max_length: int
+) -> list[tuple[list[int], int]]:
+    """Each example as ``(token ids, number of prompt tokens)``: prompt + training target."""
+    out = []
+    for ex in examples:
+        prompt_ids, (answer_ids,) = encode(tokenizer, ex.prompt, [ex.answer_text], max_length)
+        out.append((prompt_ids + answer_ids, len(prompt_ids)))
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch of length-bucketed batches, deterministic in ``(seed, epoch)``.
+
+    The examples are shuffled, cut into windows of ``50 · batch_size``, each window
+    sorted by length and cut into batches; the batches are then shuffled, so every
+    batch holds examples of similar length while the order stays random.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = 50 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def schedule(n_examples: int, cfg: ExpertsConfig) -> tuple[int, int]:
+    """``(total steps, batches per epoch)`` from ``steps`` or ``epochs``."""
+    per_epoch = math.ceil(n_examples / cfg.batch_size)
+    total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * per_epoch))
+    return total, per_epoch
+
+
+def learning_rate(step: int, total: int, cfg: ExpertsConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then linear decay to ``min_lr_ratio · lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (1.0 - (1.0 - cfg.min_lr_ratio) * frac)
+
+
+def collate(items: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 off the answer)."""
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean NLL of the answer tokens of a batch and how many answer tokens there were."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    picked = logits[:, :-1][keep].float()
+    loss = torch.nn.functional.cross_entropy(picked, labels[keep])
+    return loss, int(keep.sum())
+
+
+def lora_config(cfg: ExpertsConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
+                     step: int, log: list[dict[str, float]]) -> None:
+    """Adapter weights, AdamW moments, RNG state and the log so far, in one safetensors file."""
+    from peft import get_peft_model_state_dict
+
+    tensors: dict[str, torch.Tensor] = {
+        f"adapter.{k}": v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()
+    }
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"optim.{i}.{key}"] = value.detach().clone().reshape(value.shape).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"step": str(step), "log": json.dumps(log)}
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer
+                     ) -> tuple[int, list[dict[str, float]]]:
+    from peft import set_peft_model_state_dict
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"checkpoint {path} is unreadable ({err}); delete it to restart") from err
+    adapter = {k[len("adapter.") :]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    set_peft_model_state_dict(model, adapter)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        if state:
+            optimizer.state[param] = state
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["step"]), json.loads(meta["log"])
+
+
+def train_expert(
+    base: LoadedModel,
+    task: str,
+    examples: Sequence[Example],
+    cfg: ExpertsConfig,
+    workdir: Path,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+    label: str = "",
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
+
+    Args:
+        base: the loaded base model (its weights are not changed; LoRA is injected
+            for the duration of the call and removed again).
+        task: task name, for messages.
+        examples: the training examples.
+        cfg: the ``experts`` configuration.
+        workdir: persistent scratch directory holding the resumable checkpoint.
+        out_dir: where the adapter files and ``training_log.json`` are written.
+        progress: overall progress, advanced one unit per step.
+        label: prefix of progress notes (``"expert 2/8 hyperbaton"``).
+
+    Returns:
+        The training log (also written to ``out_dir/training_log.json``).
+    """
+    from peft import get_peft_model
+
+    if not examples:
+        raise DataError(f"task {task!r} has no training examples; it cannot get an expert")
+    tok = base.tokenizer
+    data = tokenize_training(tok, examples, cfg.max_length)
+    lengths = [len(ids) for ids, _ in data]
+    total, per_epoch = schedule(len(data), cfg)
+    torch.manual_seed(cfg.seed)
+    model = get_peft_model(base.model, lora_config(cfg))
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
+        )
+        ckpt = workdir / CHECKPOINT_FILE
+        step, log = 0, []
+        if ckpt.is_file():
+            step, log = _load_checkpoint(ckpt, model, optimizer)
+            if progress is not None:
+                progress.update(step, note=f"{label} resumed at step {step}/{total}")
+        model.train()
+        epoch_batches: dict[int, list[list[int]]] = {}
+        t_start = time.monotonic()
+        while step < total:
+            epoch, index = divmod(step, per_epoch)
+            if epoch not in epoch_batches:
+                epoch_batches = {epoch: length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+            batch = collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id)
+            lr = learning_rate(step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.monotonic()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, n_answer = answer_loss(model, batch)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            log.append({
+                "step": step, "loss": round(float(loss.detach()), 6), "lr": lr,
+                "seconds": round(time.monotonic() - t0, 4), "answer_tokens": n_answer,
+                "tokens": int(batch["attention_mask"].sum()),
+            })
+            if step % cfg.checkpoint_every == 0 and step < total:
+                _save_checkpoint(ckpt, model, optimizer, step, log)
+            if progress is not None:
+                rate = step / max(time.monotonic() - t_start, 1e-9) if step else 0.0
+                left = (total - step) / rate if rate > 0 else 0.0
+                progress.update(1, note=f"{label} step {step}/{total} loss {float(loss.detach()):.3f} "
+                                        f"expert ETA {format_seconds(left)}")
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+        (out_dir / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
+        summary = {
+            "task": task, "steps": total, "examples": len(data), "epochs": total / per_epoch,
+            "seconds": round(sum(e["seconds"] for e in log), 2),
+            "tokens": sum(int(e["tokens"]) for e in log),
+            "answer_tokens": sum(int(e["answer_tokens"]) for e in log),
+            "first_loss": log[0]["loss"], "final_loss": log[-1]["loss"],
+            "steps_log": log,
+        }
+        summary["tokens_per_second"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 1)
+        (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
+        return summary
+    finally:
+        model.unload()  # removes the LoRA layers: the base model is untouched
+        base.model.eval()
+
+
+def check_adapter(base: LoadedModel, path: Path) -> dict[str, Any]:
+    """Check an existing PEFT adapter directory against the base; return its adapter config.
+
+    Raises:
+        NotFoundError: the directory or its files are missing.
+        ModelError: unreadable files, or a tensor whose shape does not fit the base
+            (the adapter was trained for another model).
+    """
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    cfg_file, weights = path / "adapter_config.json", path / ADAPTER_FILE
+    if not cfg_file.is_file() or not weights.is_file():
+        raise NotFoundError(
+            f"{path} is not a PEFT LoRA adapter (needs adapter_config.json and {ADAPTER_FILE}; "
+            "pickled adapter_model.bin files are not read — re-save it with safetensors)"
+        )
+    try:
+        config = json.loads(cfg_file.read_text())
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"cannot read the adapter at {path} ({err}); the files are corrupt") from err
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ModelError(f"{path} holds a {config.get('peft_type')} adapter; only LoRA is supported")
+    known = set(LoraConfig.__dataclass_fields__)
+    lcfg = LoraConfig(**{k: v for k, v in config.items() if k in known and k != "peft_type"})
+    try:
+        probe = get_peft_model(base.model, lcfg)
+    except Exception as err:
+        raise ModelError(
+            f"the adapter at {path} targets modules the base model {base.name} lacks ({err})"
+        ) from err
+    try:
+        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(probe).items()}
+    finally:
+        probe.unload()
+    for key, tensor in tensors.items():
+        name = key.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+        if name not in expected:
+            raise ModelError(
+                f"adapter {path}: tensor {key} has no counterpart in base model {base.name}; "
+                "it was trained for another base — retrain it or set base.model to its base"
+            )
+        if tuple(tensor.shape) != expected[name]:
+            raise ModelError(
+                f"adapter {path}: tensor {key} has shape {tuple(tensor.shape)} but base model "
+                f"{base.name} needs {expected[name]}; it was trained for another base"
+            )
+    return dict(config)
+
+
+def _write_progress_header(stream: TextIO | None, text: str) -> None:
+    print(text, file=stream or sys.stderr, flush=True)
+
+
+def ensure_experts(
+    base: Base,
+    train_sets: Mapping[str, Sequence[Example]],
+    cfg: ExpertsConfig,
+    *,
+    root: Path | None = None,
+    stream: TextIO | None = None,
+) -> dict[str, Expert]:
+    """Train (or import) every missing expert; reuse finished ones. Returns them by task.
+
+    Each expert is its own artifact whose fingerprint covers the base model, the
+    task's training data, the stage version and the non-default ``experts`` settings,
+    so adding a task or changing one task's data retrains only that expert.
+    """
+    params = cfg.model_dump(exclude={"import_", "threads"})
+    defaults = ExpertsConfig().model_dump(exclude={"import_", "threads"})
+    plans: list[tuple[str, str, Path | None]] = []
+    for task, examples in train_sets.items():
+        imported = cfg.import_.get(task)
+        if imported is not None:
+            ipath = Path(imported).expanduser()
+            if not ipath.is_dir():
+                raise NotFoundError(f"experts.import[{task!r}]: {ipath} is not a directory")
+            digest = hashlib.sha256((ipath / ADAPTER_FILE).read_bytes()).hexdigest()[:32] \
+                if (ipath / ADAPTER_FILE).is_file() else "missing"
+            fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, digest],
+                                       {"task": task, "imported": True}, {})
+        else:
+            fp = artifacts.fingerprint(STAGE, VERSION,
+                                       [base.fingerprint, examples_fingerprint(examples)],
+                                       {"task": task, **params}, defaults)
+        plans.append((task, fp, Path(imported).expanduser() if imported else None))
+    for task in cfg.import_:
+        if task not in train_sets:
+            raise NotFoundError(
+                f"experts.import names task {task!r}, which is not in tasks: "
+                f"({', '.join(train_sets)}); fix the name or add the task"
+            )
+    done: dict[str, Expert] = {}
+    todo = []
+    for task, fp, ipath in plans:
+        found = artifacts.find(STAGE, task, fp, root=root)
+        if found is not None:
+            done[task] = Expert(task, found, fp, "imported" if ipath else "trained")
+        else:
+            todo.append((task, fp, ipath))
+    total_steps = sum(schedule(len(train_sets[t]), cfg)[0] for t, _, ip in todo if ip is None)
+    progress = Progress("experts", total_steps or None, unit="step", every=10.0, stream=stream)
+    _write_progress_header(stream, f"experts: {len(done)} of {len(plans)} finished already, "
+                                   f"{len(todo)} to do ({total_steps} steps)")
+    for n, (task, fp, ipath) in enumerate(todo, start=len(done) + 1):
+        label = f"expert {n}/{len(plans)} {task}"
+        manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
+                                    "base_name": base.name}
+        with artifacts.write(STAGE, task, fp, manifest, root=root) as tmp:
+            if ipath is not None:
+                config = check_adapter(base.load(), ipath)
+                shutil.copyfile(ipath / ADAPTER_FILE, tmp / ADAPTER_FILE)
+                (tmp / "adapter_config.json").write_text(json.dumps(config, indent=1))
+                manifest.update(source="imported", imported_from=str(ipath))
+                _write_progress_header(stream, f"{label}: imported from {ipath}")
+            else:
+                work = artifacts.work_dir(STAGE, task, fp, root=root)
+                log = train_expert(base.load(), task, train_sets[task], cfg, work, tmp,
+                                   progress=progress, label=label, stream=stream)
+                manifest.update(source="trained", examples=examples_fingerprint(train_sets[task]),
+                                config=cfg.model_dump(exclude={"import_"}),
+                                final_loss=log["final_loss"], seconds=log["seconds"])
+        artifacts.remove_work_dir(STAGE, task, fp, root=root)
+        path = artifacts.find(STAGE, task, fp, root=root)
+        assert path is not None  # written just above
+        done[task] = Expert(task, path, fp, manifest["source"])
+    return {task: done[task] for task, _, _ in plans}

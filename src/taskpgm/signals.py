@@ -1,0 +1,375 @@
+"""Signals: what the base model and every expert predict on the whole probe set.
+
+For each model M and probe example x with prompt tokens c and answer tokens
+a = (a_1..a_n), the stored quantities are
+
+    ℓ_M(x) = Σ_t log p_M(a_t | c, a_<t)            (gold answer; n stored too)
+    ℓ_M(x, k) for every choice k                   (multiple choice, raw sums)
+    top-k of log p_M(· | c, a_<t), tail mass 1 − Σ_top-k p   (generative, each t)
+
+Scoring is done in two passes per batch so the prompt is computed once:
+
+1. the prompts, left-padded, go through the backbone once with a KV cache; the
+   hidden state at the last prompt position gives the first answer token's
+   distribution for every choice;
+2. the cache rows are repeated once per choice and only the choice tokens go
+   through the backbone, attending to the cached prompt. Single-token choices
+   need no second pass at all.
+
+The language-model head is applied only to the positions whose next token is
+scored, never to every position. Experts are LoRA adapters switched on one
+loaded base. Each model's results are one safetensors shard; the artifact's
+manifest lists the probe example ids in order and every model's fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from taskpgm import artifacts
+from taskpgm.config import SignalsConfig
+from taskpgm.errors import DataError, ModelError
+from taskpgm.experts import Expert
+from taskpgm.models import Base, encode
+from taskpgm.progress import Progress
+from taskpgm.tasks.schema import Example
+
+STAGE = "signals"
+VERSION = 1
+BASE_KEY = "base"
+
+
+def probe_fingerprint(examples: Sequence[Example]) -> str:
+    """Content hash of the probe set (ids, prompts, choices, targets, in order)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.task, ex.id, ex.prompt, ex.choices, ex.correct,
+                                  ex.targets]).encode())
+    return digest.hexdigest()[:32]
+
+
+def _answers(ex: Example) -> list[str]:
+    """What is scored: every choice (multiple choice) or the first target (generative)."""
+    return list(ex.choices) if ex.choices is not None else [ex.targets[0]]
+
+
+def _gold(ex: Example) -> int:
+    return ex.correct[0] if ex.choices is not None else 0
+
+
+def _model_parts(model: Any) -> tuple[Any, Any]:
+    """The backbone (hidden states) and the LM head of a causal LM or a PEFT wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder(), inner.get_output_embeddings()
+
+
+def _cache_kwarg(backbone: Any) -> str:
+    """``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
+    params = inspect.signature(backbone.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.no_grad()
+def score_batch(
+    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig
+) -> list[dict[str, Any]]:
+    """Score a batch of examples (see the module docstring); one dict per example.
+
+    Each dict has ``choice_ll`` (float64, one per answer), ``choice_tokens``,
+    ``gold_ll``, ``gold_tokens`` and, for generative examples, ``topk_ids``
+    ``[n, k]``, ``topk_logprobs`` ``[n, k]``, ``tail_mass`` ``[n]`` and
+    ``target_logprobs`` ``[n]`` over the answer positions.
+    """
+    backbone, head = _model_parts(model)
+    pad = tokenizer.pad_token_id
+    encoded = [encode(tokenizer, ex.prompt, _answers(ex), cfg.max_length) for ex in examples]
+    for ex, (_, answers) in zip(examples, encoded, strict=True):
+        if any(len(a) == 0 for a in answers):
+            raise DataError(f"task {ex.task!r}, example {ex.id}: an answer tokenizes to nothing")
+    b = len(examples)
+    width = max(len(p) for p, _ in encoded)
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for row, (prompt, _) in enumerate(encoded):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    with autocast:
+        out = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # [b, V]
+    # Rows of the second pass: every (example, answer) pair with more than one token.
+    rows = [(e, a) for e, (_, answers) in enumerate(encoded) for a in range(len(answers))]
+    multi = [(e, a) for e, a in rows if len(encoded[e][1][a]) > 1]
+    rest: dict[tuple[int, int], torch.Tensor] = {}  # log-probs at answer positions 2..n
+    if multi:
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.batch_select_indices(torch.tensor([e for e, _ in multi]))
+        lc = max(len(encoded[e][1][a]) for e, a in multi)
+        cids = torch.full((len(multi), lc), pad, dtype=torch.long)
+        cmask = torch.zeros((len(multi), lc), dtype=torch.long)
+        for r, (e, a) in enumerate(multi):
+            toks = encoded[e][1][a]
+            cids[r, : len(toks)] = torch.tensor(toks)
+            cmask[r, : len(toks)] = 1
+        sel = torch.tensor([e for e, _ in multi])
+        full_mask = torch.cat([mask[sel], cmask], dim=1)
+        start = torch.tensor([len(encoded[e][0]) for e, _ in multi])
+        cpos = start[:, None] + torch.arange(lc)[None, :]
+        with autocast:
+            hidden = backbone(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
+                              use_cache=True, **{_cache_kwarg(backbone): cache}).last_hidden_state
+            # Only positions whose next token is an answer token: j < len - 1.
+            need = torch.zeros_like(cmask, dtype=torch.bool)
+            for r, (e, a) in enumerate(multi):
+                need[r, : len(encoded[e][1][a]) - 1] = True
+            logp = torch.log_softmax(head(hidden[need]).float(), dim=-1)
+        offset = 0
+        for e, a in multi:
+            n = len(encoded[e][1][a]) - 1
+            rest[(e, a)] = logp[offset : offset + n]
+            offset += n
+    results = []
+    for e, ex in enumerate(examples):
+        answers = encoded[e][1]
+        lls, positions_lp = [], []
+        for a, toks in enumerate(answers):
+            dist = [first[e]] + ([*rest[(e, a)]] if (e, a) in rest else [])
+            token_lp = torch.stack([d[t] for d, t in zip(dist, toks, strict=True)]).double()
+            lls.append(float(token_lp.sum()))
+            if ex.choices is None:
+                positions_lp = dist
+        g = _gold(ex)
+        item: dict[str, Any] = {
+            "choice_ll": np.array(lls, dtype=np.float64),
+            "choice_tokens": np.array([len(t) for t in answers], dtype=np.int32),
+            "gold_ll": lls[g], "gold_tokens": len(answers[g]),
+        }
+        if ex.choices is None:
+            stacked = torch.stack(positions_lp)  # [n, V]
+            top = torch.topk(stacked, k=min(cfg.top_k, stacked.shape[-1]), dim=-1)
+            item["topk_ids"] = top.indices.numpy().astype(np.int32)
+            item["topk_logprobs"] = top.values.numpy().astype(np.float32)
+            mass = top.values.double().exp().sum(-1)
+            item["tail_mass"] = (1.0 - mass).clamp(min=0.0).numpy().astype(np.float32)
+            item["target_logprobs"] = torch.stack(
+                [d[t] for d, t in zip(positions_lp, answers[0], strict=True)]
+            ).numpy().astype(np.float32)
+        results.append(item)
+    return results
+
+
+def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig,
+          *, progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Score every example with one model; returns the arrays of one shard.
+
+    Examples are batched by prompt length (sorted, then cut into batches of
+    ``cfg.batch_size``); the arrays are in the original order:
+
+    * ``gold_ll`` [N] float64, ``gold_tokens`` [N] int32;
+    * ``choice_offsets`` [N+1] int64 into ``choice_ll`` / ``choice_tokens``
+      (one entry per choice; generative examples have one: their target);
+    * ``position_offsets`` [N+1] int64 into the answer-position arrays
+      ``topk_ids`` / ``topk_logprobs`` [P, k], ``tail_mass``, ``target_logprobs`` [P]
+      (generative examples only; multiple-choice examples own no positions).
+    """
+    model.eval()
+    k = cfg.top_k
+    order = sorted(range(len(examples)),
+                   key=lambda i: (len(examples[i].prompt), len(_answers(examples[i]))))
+    items: list[dict[str, Any] | None] = [None] * len(examples)
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        for i, item in zip(idx, score_batch(model, tokenizer, [examples[i] for i in idx], cfg),
+                           strict=True):
+            items[i] = item
+        if progress is not None:
+            progress.update(len(idx))
+    done = [it for it in items if it is not None]
+    n_pos = [len(it["tail_mass"]) if "tail_mass" in it else 0 for it in done]
+    kk = max([it["topk_ids"].shape[1] for it in done if "topk_ids" in it], default=k)
+
+    def cat(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        parts = [it[key] for it in done if key in it]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype=dtype)
+
+    return {
+        "gold_ll": np.array([it["gold_ll"] for it in done], dtype=np.float64),
+        "gold_tokens": np.array([it["gold_tokens"] for it in done], dtype=np.int32),
+        "choice_offsets": np.concatenate([[0], np.cumsum([len(it["choice_ll"]) for it in done])]
+                                         ).astype(np.int64),
+        "choice_ll": np.concatenate([it["choice_ll"] for it in done]).astype(np.float64),
+        "choice_tokens": np.concatenate([it["choice_tokens"] for it in done]).astype(np.int32),
+        "position_offsets": np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64),
+        "topk_ids": cat("topk_ids", (0, kk), np.int32),
+        "topk_logprobs": cat("topk_logprobs", (0, kk), np.float32),
+        "tail_mass": cat("tail_mass", (0,), np.float32),
+        "target_logprobs": cat("target_logprobs", (0,), np.float32),
+    }
+
+
+@torch.no_grad()
+def score_naive(model: Any, tokenizer: Any, prompt: str, answer: str, max_length: int = 512
+                ) -> float:
+    """Reference: one full forward pass over prompt + answer, full-vocabulary log-softmax."""
+    prompt_ids, (answer_ids,) = encode(tokenizer, prompt, [answer], max_length)
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    n = len(prompt_ids)
+    return float(sum(logp[n - 1 + j, t].double() for j, t in enumerate(answer_ids)))
+
+
+@dataclass(frozen=True)
+class Signals:
+    """A finished signals artifact: the manifest and a reader for each model's shard."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def models(self) -> list[str]:
+        """``"base"`` then ``"expert:<task>"`` for each expert, in task order."""
+        return list(self.manifest["models"])
+
+    @property
+    def example_ids(self) -> list[str]:
+        return list(self.manifest["probe"]["ids"])
+
+    def arrays(self, model: str) -> dict[str, np.ndarray]:
+        """The shard of one model (``"base"`` or ``"expert:<task>"``)."""
+        entry = self.manifest["models"].get(model)
+        if entry is None:
+            raise DataError(f"signals at {self.path} have no model {model!r}; "
+                            f"known: {', '.join(self.manifest['models'])}")
+        return load_file(str(self.path / entry["shard"]))
+
+
+def open_signals(path: Path) -> Signals:
+    """Read a finished signals artifact (no model is loaded)."""
+    return Signals(path, artifacts.read_manifest(path))
+
+
+def probe_set(probes: Mapping[str, Sequence[Example]]) -> list[Example]:
+    """The union of every task's probe split, in task order; empty parts are errors."""
+    if not probes:
+        raise DataError("the probe set is empty: the config lists no tasks (tasks.names)")
+    for task, examples in probes.items():
+        if not examples:
+            raise DataError(f"task {task!r} has no probe examples; raise tasks.probe or "
+                            "drop the task (it may be too small to split)")
+    return [ex for examples in probes.values() for ex in examples]
+
+
+def _shard_name(key: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    return f"{safe}.safetensors"
+
+
+def ensure_signals(
+    base: Base,
+    experts: Mapping[str, Expert],
+    probes: Mapping[str, Sequence[Example]],
+    cfg: SignalsConfig,
+    *,
+    root: Path | None = None,
+    stream: TextIO | None = None,
+) -> Signals:
+    """Score the base and every expert on the probe set, reusing finished work.
+
+    The artifact's fingerprint covers the base, the probe set, every expert's
+    fingerprint and the non-default ``signals`` settings. Each model's shard is
+    written to the work directory as soon as it is done, so a killed run rescoring
+    resumes at the next model.
+    """
+    examples = probe_set(probes)
+    ids = [ex.id for ex in examples]
+    if len(set(zip([ex.task for ex in examples], ids, strict=True))) != len(ids):
+        raise DataError("the probe set holds the same (task, example id) twice; "
+                        "check the task loaders' ids")
+    probe_fp = probe_fingerprint(examples)
+    parents = [base.fingerprint, probe_fp, *(f"{t}={e.fingerprint}" for t, e in experts.items())]
+    fp = artifacts.fingerprint(STAGE, VERSION, parents, cfg.model_dump(),
+                               SignalsConfig().model_dump())
+    name = "probe"
+    found = artifacts.find(STAGE, name, fp, root=root)
+    out = stream or sys.stderr
+    if found is not None:
+        print(f"signals: reusing {found}", file=out, flush=True)
+        return open_signals(found)
+    keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
+    fps = {BASE_KEY: base.fingerprint, **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
+    work = artifacts.work_dir(STAGE, name, fp, root=root)
+    todo = [k for k in keys if not (work / _shard_name(k)).is_file()]
+    print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
+          f"{len(keys) - len(todo)} already scored", file=out, flush=True)
+    if todo:
+        _score_models(base, experts, examples, cfg, todo, work, out)
+    manifest: dict[str, Any] = {
+        "base": {"name": base.name, "fingerprint": base.fingerprint},
+        "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
+                  "kinds": [ex.kind for ex in examples],
+                  "gold": [_gold(ex) for ex in examples]},
+        "models": {k: {"fingerprint": fps[k], "shard": _shard_name(k)} for k in keys},
+        "config": cfg.model_dump(),
+    }
+    with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
+        for k in keys:
+            os.link(work / _shard_name(k), tmp / _shard_name(k))
+    artifacts.remove_work_dir(STAGE, name, fp, root=root)
+    path = artifacts.find(STAGE, name, fp, root=root)
+    assert path is not None
+    return open_signals(path)
+
+
+def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
+                  cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO) -> None:
+    from peft import PeftModel
+
+    loaded = base.load()
+    progress = Progress("signals", len(todo) * len(examples), unit="ex", every=10.0, stream=out)
+
+    def save(key: str, arrays: dict[str, np.ndarray]) -> None:
+        tmp = work / f".{_shard_name(key)}.partial-{os.getpid()}"
+        save_file(arrays, str(tmp), metadata={"model": key})
+        os.replace(tmp, work / _shard_name(key))
+
+    if BASE_KEY in todo:
+        print("signals: scoring base", file=out, flush=True)
+        save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg, progress=progress))
+    wrapped: Any = None
+    previous = ""
+    try:
+        for task, expert in experts.items():
+            key = f"expert:{task}"
+            if key not in todo:
+                continue
+            print(f"signals: scoring {key}", file=out, flush=True)
+            try:
+                if wrapped is None:
+                    wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),
+                                                        adapter_name=task)
+                else:
+                    wrapped.load_adapter(str(expert.path), adapter_name=task)
+                    wrapped.set_adapter(task)
+                    wrapped.delete_adapter(previous)  # one adapter loaded at a time
+                previous = task
+            except Exception as err:
+                raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
+                                 f"to base {base.name} ({err}); delete it and rerun "
+                                 "`taskpgm experts`") from err
+            save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress))
+    finally:
+        if wrapped is not None:
+            wrapped.unload()
