@@ -41,11 +41,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from taskpgm import artifacts
-from taskpgm.config import ExpertsConfig
-from taskpgm.errors import DataError, ModelError, NotFoundError
+from taskpgm.config import ExpertsConfig, RunConfig
+from taskpgm.errors import ConfigError, DataError, ModelError, NotFoundError
 from taskpgm.models import Base, LoadedModel, encode
 from taskpgm.progress import Progress, format_seconds
-from taskpgm.tasks.schema import Example
+from taskpgm.tasks.schema import Example, TaskSplits
 
 STAGE = "experts"
 VERSION = 1
@@ -427,3 +427,33 @@ def ensure_experts(
         assert path is not None  # written just above
         done[task] = Expert(task, path, fp, manifest["source"])
     return {task: done[task] for task, _, _ in plans}
+
+
+def load_tasks(config: RunConfig) -> dict[str, TaskSplits]:
+    """Load every task of the config with its splits (through ``taskpgm.tasks``)."""
+    from taskpgm.tasks import load_task  # type: ignore[attr-defined]
+
+    cfg = config.tasks
+    if not cfg.names:
+        raise ConfigError("tasks.names is empty: list the tasks to build experts for, "
+                          "e.g. [bigbench:hyperbaton, bigbench:navigate]")
+    loaded: dict[str, TaskSplits] = {}
+    for spec in cfg.names:
+        splits = load_task(spec, probe=cfg.probe, eval=cfg.eval, max_train=cfg.max_train,
+                           seed=cfg.seed)
+        if splits.name in loaded:
+            raise ConfigError(f"tasks.names lists task {splits.name!r} twice")
+        loaded[splits.name] = splits
+    return loaded
+
+
+def run(config: RunConfig, *, stream: TextIO | None = None
+        ) -> tuple[Base, dict[str, TaskSplits], dict[str, Expert]]:
+    """The experts stage of a run: resolve the base, load the tasks, ensure every expert."""
+    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
+                threads=config.base.threads)
+    tasks = load_tasks(config)
+    root = Path(config.output_dir) if config.output_dir else None
+    found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
+                           root=root, stream=stream)
+    return base, tasks, found

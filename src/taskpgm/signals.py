@@ -39,7 +39,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from taskpgm import artifacts
-from taskpgm.config import SignalsConfig
+from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.errors import DataError, ModelError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, encode
@@ -373,3 +373,13 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
     finally:
         if wrapped is not None:
             wrapped.unload()
+
+
+def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
+    """The signals stage of a run: ensure the experts (reused when done), then score."""
+    from taskpgm import experts as experts_stage
+
+    base, tasks, found = experts_stage.run(config, stream=stream)
+    root = Path(config.output_dir) if config.output_dir else None
+    return ensure_signals(base, found, {t: s.probe for t, s in tasks.items()}, config.signals,
+                          root=root, stream=stream)
