@@ -1,4 +1,4 @@
-"""A tiny randomly initialized llama (2 layers, 64 dims) with a tokenizer built here, no download."""
+"""A tiny random llama (2 layers, 64 dims) and a tokenizer built here: no download."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def corpus() -> list[str]:
     rng = random.Random(0)
     lines = [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(300)]
     lines += [f"{a} + {b} = {a + b}" for a in range(30) for b in range(5)]
-    return lines + ["Question: Answer: \n"]
+    return [*lines, "Question: Answer: \n"]
 
 
 def build(folder: Path, seed: int = 0) -> Path:

@@ -91,7 +91,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         data = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError as err:
-        raise DataError(f"{path} is not a finished artifact (no {MANIFEST}); rerun its stage") from err
+        raise DataError(
+            f"{path} is not a finished artifact (no {MANIFEST}); rerun its stage"
+        ) from err
     except json.JSONDecodeError as err:
         raise DataError(f"{path / MANIFEST} is corrupt ({err}); delete {path} and rerun") from err
     if not isinstance(data, dict):
@@ -110,7 +112,8 @@ def write(
     """
     final = path_of(stage, name, fp, root=root)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    _sweep(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         manifest.setdefault("stage", stage)
@@ -125,6 +128,24 @@ def write(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sweep(final: Path) -> None:
+    """Remove temporary directories left by killed writers of this artifact (dead pids only)."""
+    for leftover in final.parent.glob(f".{final.name}.partial-*"):
+        pid = leftover.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def work_dir(stage: str, name: str, fp: str, *, root: Path | None = None) -> Path:

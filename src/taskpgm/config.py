@@ -186,7 +186,8 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None) 
                     f.alias or n for n, f in section.model_fields.items()
                 ) if section else ""
                 msg = f"unknown key; allowed here: {allowed}"
-            lines.append(f"  {source}:{line}: {where}: {msg}" if line else f"  {source}: {where}: {msg}")
+            at = f"{source}:{line}" if line else source
+            lines.append(f"  {at}: {where}: {msg}")
         raise ConfigError(f"{len(lines)} problem(s) in {source}:\n" + "\n".join(lines)) from None
     if config.output_dir is not None and base_dir is not None:
         out = Path(config.output_dir).expanduser()

@@ -89,7 +89,9 @@ def tokenize_training(
     return out
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
     """One epoch of length-bucketed batches, deterministic in ``(seed, epoch)``.
 
     The examples are shuffled, cut into windows of ``50 · batch_size``, each window
@@ -152,7 +154,7 @@ def lora_config(cfg: ExpertsConfig) -> Any:
 
     return LoraConfig(
         r=cfg.rank,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # PEFT accepts floats
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
         bias="none",
@@ -161,7 +163,7 @@ def lora_config(cfg: ExpertsConfig) -> Any:
 
 
 def _save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
-                     step: int, log: list[dict[str, float]]) -> None:
+                     step: int, log: list[dict[str, Any]]) -> None:
     """Adapter weights, AdamW moments, RNG state and the log so far, in one safetensors file."""
     from peft import get_peft_model_state_dict
 
@@ -180,7 +182,7 @@ def _save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
 
 
 def _load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer
-                     ) -> tuple[int, list[dict[str, float]]]:
+                     ) -> tuple[int, list[dict[str, Any]]]:
     from peft import set_peft_model_state_dict
     from safetensors import safe_open
 
@@ -233,6 +235,7 @@ def train_expert(
 
     if not examples:
         raise DataError(f"task {task!r} has no training examples; it cannot get an expert")
+    workdir.mkdir(parents=True, exist_ok=True)
     tok = base.tokenizer
     data = tokenize_training(tok, examples, cfg.max_length)
     lengths = [len(ids) for ids, _ in data]
@@ -245,7 +248,7 @@ def train_expert(
             params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
         )
         ckpt = workdir / CHECKPOINT_FILE
-        step, log = 0, []
+        step, log = 0, list[dict[str, Any]]()
         if ckpt.is_file():
             step, log = _load_checkpoint(ckpt, model, optimizer)
             if progress is not None:
@@ -264,7 +267,7 @@ def train_expert(
             t0 = time.monotonic()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, n_answer = answer_loss(model, batch)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -280,11 +283,12 @@ def train_expert(
             if progress is not None:
                 rate = step / max(time.monotonic() - t_start, 1e-9) if step else 0.0
                 left = (total - step) / rate if rate > 0 else 0.0
-                progress.update(1, note=f"{label} step {step}/{total} loss {float(loss.detach()):.3f} "
-                                        f"expert ETA {format_seconds(left)}")
+                note = (f"{label} step {step}/{total} loss {log[-1]['loss']:.3f} "
+                        f"expert ETA {format_seconds(left)}")
+                progress.update(1, note=note)
         model.save_pretrained(str(out_dir), safe_serialization=True)
         (out_dir / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
-        summary = {
+        summary: dict[str, Any] = {
             "task": task, "steps": total, "examples": len(data), "epochs": total / per_epoch,
             "seconds": round(sum(e["seconds"] for e in log), 2),
             "tokens": sum(int(e["tokens"]) for e in log),
@@ -320,9 +324,30 @@ def check_adapter(base: LoadedModel, path: Path) -> dict[str, Any]:
         config = json.loads(cfg_file.read_text())
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read the adapter at {path} ({err}); the files are corrupt") from err
+        raise ModelError(
+            f"cannot read the adapter at {path} ({err}); the files are corrupt"
+        ) from err
+    if any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import AutoTokenizer
+
+        from taskpgm.models import tokenizer_fingerprint
+
+        try:
+            theirs = AutoTokenizer.from_pretrained(str(path))
+        except Exception as err:
+            raise ModelError(
+                f"cannot read the tokenizer saved with adapter {path} ({err})"
+            ) from err
+        if tokenizer_fingerprint(theirs) != tokenizer_fingerprint(base.tokenizer):
+            raise ModelError(
+                f"the adapter at {path} comes with a tokenizer that differs from base model "
+                f"{base.name}'s (vocabulary or special tokens); its signals would not be "
+                "comparable — train it on this base or set base.model to its base"
+            )
     if config.get("peft_type", "LORA") != "LORA":
-        raise ModelError(f"{path} holds a {config.get('peft_type')} adapter; only LoRA is supported")
+        raise ModelError(
+            f"{path} holds a {config.get('peft_type')} adapter; only LoRA is supported"
+        )
     known = set(LoraConfig.__dataclass_fields__)
     lcfg = LoraConfig(**{k: v for k, v in config.items() if k in known and k != "peft_type"})
     try:
@@ -361,6 +386,7 @@ def ensure_experts(
     *,
     root: Path | None = None,
     stream: TextIO | None = None,
+    progress_every: float = 10.0,
 ) -> dict[str, Expert]:
     """Train (or import) every missing expert; reuse finished ones. Returns them by task.
 
@@ -374,11 +400,11 @@ def ensure_experts(
     for task, examples in train_sets.items():
         imported = cfg.import_.get(task)
         if imported is not None:
-            ipath = Path(imported).expanduser()
-            if not ipath.is_dir():
-                raise NotFoundError(f"experts.import[{task!r}]: {ipath} is not a directory")
-            digest = hashlib.sha256((ipath / ADAPTER_FILE).read_bytes()).hexdigest()[:32] \
-                if (ipath / ADAPTER_FILE).is_file() else "missing"
+            src = Path(imported).expanduser()
+            if not src.is_dir():
+                raise NotFoundError(f"experts.import[{task!r}]: {src} is not a directory")
+            digest = hashlib.sha256((src / ADAPTER_FILE).read_bytes()).hexdigest()[:32] \
+                if (src / ADAPTER_FILE).is_file() else "missing"
             fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, digest],
                                        {"task": task, "imported": True}, {})
         else:
@@ -401,7 +427,8 @@ def ensure_experts(
         else:
             todo.append((task, fp, ipath))
     total_steps = sum(schedule(len(train_sets[t]), cfg)[0] for t, _, ip in todo if ip is None)
-    progress = Progress("experts", total_steps or None, unit="step", every=10.0, stream=stream)
+    progress = Progress("experts", total_steps or None, unit="step", every=progress_every,
+                        stream=stream)
     _write_progress_header(stream, f"experts: {len(done)} of {len(plans)} finished already, "
                                    f"{len(todo)} to do ({total_steps} steps)")
     for n, (task, fp, ipath) in enumerate(todo, start=len(done) + 1):
@@ -423,9 +450,8 @@ def ensure_experts(
                                 config=cfg.model_dump(exclude={"import_"}),
                                 final_loss=log["final_loss"], seconds=log["seconds"])
         artifacts.remove_work_dir(STAGE, task, fp, root=root)
-        path = artifacts.find(STAGE, task, fp, root=root)
-        assert path is not None  # written just above
-        done[task] = Expert(task, path, fp, manifest["source"])
+        done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
+                            manifest["source"])
     return {task: done[task] for task, _, _ in plans}
 
 

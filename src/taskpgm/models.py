@@ -22,6 +22,7 @@ caller asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -173,7 +174,7 @@ def _convert(gguf_path: Path, target: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     folder, fname = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
@@ -188,7 +189,9 @@ def _convert(gguf_path: Path, target: Path) -> Path:
     config_dict.pop("quantization_config", None)
     config_dict.pop("_name_or_path", None)
     config = AutoConfig.for_model(**config_dict)
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        config, dtype=torch.float32
+    )
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
@@ -207,10 +210,8 @@ def _convert(gguf_path: Path, target: Path) -> Path:
             digest.update(file.name.encode())
             digest.update(_sha256_file(file).encode())
         (tmp / "fingerprint.txt").write_text(digest.hexdigest()[:32] + "\n")
-        try:
+        with contextlib.suppress(OSError):  # another process converted it first
             os.replace(tmp, target)
-        except OSError:  # another process converted it first
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -254,10 +255,9 @@ def load(
         NotFoundError, ModelError: unknown name, corrupt or pickled-only checkpoint.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own progress lines are enough
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # our own progress lines are enough
     if threads:
         torch.set_num_threads(threads)
     t0 = time.monotonic()
@@ -280,7 +280,7 @@ def load(
         ) from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     for param in model.parameters():
         param.requires_grad_(False)
     return LoadedModel(
