@@ -618,7 +618,8 @@ def greedy_select(
     F(K) = −min {E(p) : p ∈ Δ, support(p) ⊆ K}. Each step adds the task with
     the largest decrease of the minimum energy. While the caps of K hold less
     than the whole mass, the problem on K is solved with Σ p = Σ_K c (every
-    task of K at its cap). Candidates are evaluated exactly: a bordered
+    task of K at its cap), and only tasks after which the remaining picks can
+    still fill the mass are candidates. Candidates are evaluated exactly: a bordered
     (Schur complement) update of the current face's factorization gives the
     new face optimum for every candidate at once; a candidate whose optimum
     leaves the current face is finished by the active-set method warm-started
@@ -632,12 +633,14 @@ def greedy_select(
     # Step 1: a single task j carries mass m_j = min(1, c_j), energy ½ S_jj m² − c_j m.
     m1 = np.minimum(1.0, caps)
     e1 = 0.5 * np.diag(S) * m1**2 - c * m1
+    e1[~_can_still_fill(caps, [], k)] = np.inf
     first = _first_min(e1)
     order, gains = [first], [float(-e1[first])]
     sub = _SubSolution.single(first, float(m1[first]), S, c)
     while len(order) < k:
         energies, points = _candidate_energies(S, c, caps, sub)
         energies[order] = np.inf
+        energies[~_can_still_fill(caps, order, k)] = np.inf
         best = _first_min(energies)
         gain = sub.energy - float(energies[best])
         if sub.mass >= 1.0 - 1e-12 and gain <= 1e-13 * (1.0 + abs(sub.energy)):
@@ -652,6 +655,27 @@ def greedy_select(
     result = QPResult(p=full, nu=sub.result.nu, status=status, n_iter=sub.result.n_iter,
                       unique=sub.result.unique, face=None)
     return result, order, gains
+
+
+def _can_still_fill(caps: FloatArray, order: list[int], k: int) -> NDArray[np.bool_]:
+    """Mask of tasks j after which the budget can still reach a full mixture.
+
+    True when Σ_{K ∪ j} c plus the largest caps of the k − |K| − 1 picks left is ≥ 1,
+    so greedy never paints itself into a support that cannot hold the whole mass.
+    """
+    caps = np.minimum(caps, 1.0)  # a cap of 1 or more (or none) can hold the whole mass
+    n = caps.shape[0]
+    left = k - len(order) - 1
+    taken = float(caps[order].sum()) if order else 0.0
+    outside = np.setdiff1d(np.arange(n), order)
+    ranked = outside[np.argsort(-caps[outside], kind="stable")]
+    rank = np.empty(n, dtype=np.int64)
+    rank[ranked] = np.arange(ranked.size)
+    top = np.concatenate(([0.0], np.cumsum(caps[ranked])))
+    best_rest = np.where(rank < left, top[min(left + 1, ranked.size)] - caps, top[left])
+    ok: NDArray[np.bool_] = taken + caps + best_rest >= 1.0 - 1e-12
+    ok[order] = False
+    return ok
 
 
 def _first_min(values: FloatArray) -> int:
