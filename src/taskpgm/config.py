@@ -9,6 +9,7 @@ A minimal file::
 
     tasks:
       names: [bigbench:hyperbaton, bigbench:navigate]
+      splits: {probe: 100, eval: 200, max_train: 2000}
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskpgm.errors import ConfigError, NotFoundError
+from taskpgm.tasks.collection import TaskEntry
+from taskpgm.tasks.splits import SplitOptions
 
 
 class Section(BaseModel):
@@ -43,21 +46,16 @@ class BaseModelConfig(Section):
 
 
 class TasksConfig(Section):
-    """Which tasks enter the mixture and how each is split (see ``taskpgm.tasks``)."""
+    """Which tasks enter the mixture and how each is split (see :mod:`taskpgm.tasks`)."""
 
-    # Task specs, "source:name" (bigbench:hyperbaton, bigbench:arithmetic/2_digit_addition).
-    # Each gets an expert: cost grows linearly with their number, relations quadratically.
-    names: list[str] = Field(default_factory=list)
-    # Probe examples per task: every model is scored on all of them. More → tighter
-    # relation estimates; scoring cost grows with (tasks + 1) × tasks × probe.
-    probe: int = Field(default=200, ge=1)
-    # Held-out evaluation examples per task (never trained on, never probed).
-    eval: int = Field(default=200, ge=0)
-    # Cap on training examples per task: more gives experts more variety; an expert
-    # sees steps × batch_size examples either way.
-    max_train: int = Field(default=2000, ge=1)
-    # Seed of the deterministic split.
-    seed: int = 0
+    # Task specs ("bigbench:hyperbaton", "bigbench:arithmetic/2_digit_addition", a file
+    # path) or entries {spec, name, mapping, template, max_examples}. Each gets an expert:
+    # cost grows linearly with their number, the relations quadratically.
+    names: list[TaskEntry | str] = Field(default_factory=list)
+    # Probe / eval / train sizes and the split seed. Every model is scored on every probe
+    # example: more probe examples tighten the relations but cost (tasks + 1) × tasks × probe
+    # scoring passes. max_train caps what an expert can see (it sees steps × batch_size).
+    splits: SplitOptions = Field(default_factory=lambda: SplitOptions(max_train=2000))
 
 
 class ExpertsConfig(Section):

@@ -140,12 +140,20 @@ def collate(items: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, to
 
 
 def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean NLL of the answer tokens of a batch and how many answer tokens there were."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Mean NLL of the answer tokens of a batch and how many answer tokens there were.
+
+    The backbone runs over every position, but the language-model head (vocabulary
+    × hidden, the largest matrix of a small model) only over the positions whose next
+    token is an answer token.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = inner.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
-    picked = logits[:, :-1][keep].float()
-    loss = torch.nn.functional.cross_entropy(picked, labels[keep])
+    logits = inner.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    loss = torch.nn.functional.cross_entropy(logits, labels[keep])
     return loss, int(keep.sum())
 
 
@@ -456,21 +464,14 @@ def ensure_experts(
 
 
 def load_tasks(config: RunConfig) -> dict[str, TaskSplits]:
-    """Load every task of the config with its splits (through ``taskpgm.tasks``)."""
-    from taskpgm.tasks import load_task  # type: ignore[attr-defined]
+    """Load every task of the config with its splits (through :mod:`taskpgm.tasks`)."""
+    from taskpgm.tasks import load_collection
 
-    cfg = config.tasks
-    if not cfg.names:
+    if not config.tasks.names:
         raise ConfigError("tasks.names is empty: list the tasks to build experts for, "
                           "e.g. [bigbench:hyperbaton, bigbench:navigate]")
-    loaded: dict[str, TaskSplits] = {}
-    for spec in cfg.names:
-        splits = load_task(spec, probe=cfg.probe, eval=cfg.eval, max_train=cfg.max_train,
-                           seed=cfg.seed)
-        if splits.name in loaded:
-            raise ConfigError(f"tasks.names lists task {splits.name!r} twice")
-        loaded[splits.name] = splits
-    return loaded
+    loaded = load_collection(list(config.tasks.names), options=config.tasks.splits)
+    return {splits.name: splits for splits in loaded}
 
 
 def run(config: RunConfig, *, stream: TextIO | None = None
