@@ -51,9 +51,9 @@ def _count(text: str) -> int | float:
     return value if 0 < value < 1 else int(value)
 
 
-def _max_train(text: str) -> int | None:
+def _max_train(text: str) -> int | str:
     if text == "all":
-        return None
+        return text
     try:
         return int(text)
     except ValueError as err:
@@ -64,7 +64,7 @@ def _split_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", type=_count, help="probe examples per task (count or fraction; "
                                                 "default 100)")
     p.add_argument("--eval", type=_count, help="eval examples per task (default 200)")
-    p.add_argument("--max-train", type=_max_train, default="unset",
+    p.add_argument("--max-train", type=_max_train,
                    help="cap on train examples per task, or 'all' (default 10000)")
     p.add_argument("--seed", type=int, help="seed of the splits (default 0)")
     p.add_argument("--no-shrink", action="store_true",
@@ -76,8 +76,8 @@ def _split_values(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("probe", "eval", "seed"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    if args.max_train != "unset":
-        values["max_train"] = args.max_train
+    if args.max_train is not None:
+        values["max_train"] = None if args.max_train == "all" else args.max_train
     if args.no_shrink:
         values["shrink"] = False
     return values

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from taskpgm.tasks.collection import TaskEntry
-from taskpgm.tasks.files import FieldMapping
 from taskpgm.tasks.loader import load_collection, load_task
+from taskpgm.tasks.records import FieldMapping
 from taskpgm.tasks.schema import Example, TaskSplits
 from taskpgm.tasks.splits import SplitOptions
 

@@ -20,7 +20,7 @@ supported.
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +34,7 @@ from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.progress import Progress
 from taskpgm.tasks.builder import Problems, TaskBuilder
-from taskpgm.tasks.formatting import Template, format_record
+from taskpgm.tasks.formatting import Template, format_record, suggest
 from taskpgm.tasks.loadprogress import LoadProgress
 
 REQUIREMENT = "bigbench==1.0.0"
@@ -96,7 +96,7 @@ def resolve(spec_name: str) -> tuple[str, list[str]]:
     index = members()
     name, _, sub = spec_name.partition("/")
     if name not in index:
-        close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
+        close = suggest(name, list(index))
         hint = f"did you mean {', '.join('bigbench:' + c for c in close)}? " if close else ""
         raise NotFoundError(f"BIG-bench has no task {name!r}; {hint}"
                             "see `taskpgm tasks list bigbench` for the names")
@@ -108,7 +108,7 @@ def resolve(spec_name: str) -> tuple[str, list[str]]:
     subs = sorted({f.split("/")[1] for f in files if f.count("/") == 2})
     if sub:
         if sub not in subs:
-            close = difflib.get_close_matches(sub, subs, n=3, cutoff=0.5)
+            close = suggest(sub, subs)
             hint = f"did you mean {', '.join(f'bigbench:{name}/{c}' for c in close)}? " \
                 if close else ""
             raise NotFoundError(f"BIG-bench task {name!r} has no subtask {sub!r}; {hint}its "
@@ -145,10 +145,8 @@ def extract(tasks: list[str]) -> None:
                 if not wanted:
                     break
         for task, tmp in staging.items():
-            try:
+            with contextlib.suppress(OSError):  # another process extracted it first
                 os.replace(tmp, tmp_root / task)
-            except OSError:  # another process extracted it first
-                pass
     finally:
         for tmp in staging.values():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -234,10 +232,11 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
     if target is None and isinstance(scores, dict) and scores:
         top = max(scores.values())
         target = [k for k, v in scores.items() if v == top]
-    targets = target if isinstance(target, list) else [target]
-    if not targets or not all(isinstance(t, str) for t in targets):
+    items: list[Any] = target if isinstance(target, list) else [target]
+    if not items or not all(isinstance(t, str) for t in items):
         problems.add(where, f"'target' must be a string or a list of strings, got {target!r}")
         return
+    targets = [str(t) for t in items]
     prompt = format_record(template, ex, (prefix + before + text + after).lstrip())
     builder.add(prompt, text, None, (), targets)
 

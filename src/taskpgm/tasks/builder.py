@@ -9,6 +9,7 @@ together, so a user fixes a file in one round instead of one line at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from taskpgm.errors import DataError
-from taskpgm.tasks.formatting import MASK64, RS, US, canonical, example_id, prompt_key
+from taskpgm.tasks.formatting import RS, US, canonical, example_id, prompt_key
 from taskpgm.tasks.schema import Example, Kind
 from taskpgm.tasks.splits import Selected, Selector, ranks
 
@@ -46,7 +47,8 @@ class Problems:
             return
         if self.count == 1:
             raise DataError(f"{self.source} {self.items[0]}")
-        more = f"\n  ... and {self.count - len(self.items)} more" if self.count > len(self.items) else ""
+        left = self.count - len(self.items)
+        more = f"\n  ... and {left} more" if left else ""
         listed = "\n  ".join(self.items)
         raise DataError(f"{self.source} has {self.count} problems:\n  {listed}{more}")
 
@@ -102,17 +104,16 @@ class TaskBuilder:
         """Hash and offer the rows added since the last flush."""
         if not self._rows:
             return
-        rows, canon = self._rows, self._canon
-        digests = [xxhash.xxh3_128_intdigest(c.encode("utf-8")) for c in canon]
-        low = np.fromiter((d & MASK64 for d in digests), dtype=np.uint64, count=len(digests))
+        rows = self._rows
+        canon = [c.encode("utf-8") for c in self._canon]
+        low = np.fromiter(map(xxhash.xxh3_64_intdigest, canon), dtype=np.uint64, count=len(canon))
         keys = np.array(self._keys, dtype=np.uint64)
         task = self.task
 
-        def make(idx: list[int]) -> list[Example]:
-            return [Example(task, example_id(digests[i]), rows[i][0], rows[i][1], rows[i][2],
-                            rows[i][3]) for i in idx]
+        def take(idx: np.ndarray) -> _RowChunk:
+            return _RowChunk(task, [(canon[i], *rows[i]) for i in idx.tolist()])
 
-        self.selector.add(keys, ranks(low, self.seed), make)
+        self.selector.add(keys, ranks(low, self.seed), take)
         self._rows, self._canon, self._keys = [], [], []
 
     def add_arrow(
@@ -145,31 +146,67 @@ class TaskBuilder:
             tjoined = pc.binary_join(target, US) if pa.types.is_list(target.type) or \
                 pa.types.is_large_list(target.type) else target
             canon = pc.binary_join_element_wise(task_col, prompt, "", tjoined, RS)
-        canon_b = canon.cast(pa.large_binary()).to_pylist()
-        h128, h64 = xxhash.xxh3_128_intdigest, xxhash.xxh3_64_intdigest
-        digests = [h128(c) for c in canon_b]
-        low = np.fromiter((d & MASK64 for d in digests), dtype=np.uint64, count=n)
-        keys = np.fromiter((h64(p) for p in raw_prompt.cast(pa.large_binary()).to_pylist()),
+        canon_b = canon.cast(pa.large_binary())
+        h64 = xxhash.xxh3_64_intdigest
+        low = np.fromiter(map(h64, canon_b.to_pylist()), dtype=np.uint64, count=n)
+        keys = np.fromiter(map(h64, raw_prompt.cast(pa.large_binary()).to_pylist()),
                            dtype=np.uint64, count=n)
-        task = self.task
-
-        def make(idx: list[int]) -> list[Example]:
-            take = pa.array(idx, type=pa.int64())
-            prompts = prompt.take(take).to_pylist()
-            if kind == "mc":
-                assert choices is not None and answer is not None
-                chs = choices.take(take).to_pylist()
-                ans = answer.take(take).to_pylist()
-                return [Example(task, example_id(digests[i]), p, tuple(c), (a,))
-                        for i, p, c, a in zip(idx, prompts, chs, ans, strict=True)]
+        columns = {"canon": canon_b, "prompt": prompt}
+        if kind == "mc":
+            assert choices is not None and answer is not None
+            columns.update(choices=choices, answer=answer)
+        else:
             assert target is not None
-            tg = target.take(take).to_pylist()
-            return [Example(task, example_id(digests[i]), p, None, (),
-                            tuple(t) if isinstance(t, list) else (t,))
-                    for i, p, t in zip(idx, prompts, tg, strict=True)]
-
-        self.selector.add(keys, ranks(low, self.seed), make)
+            columns["target"] = target
+        table = pa.table(columns)
+        task = self.task
+        self.selector.add(keys, ranks(low, self.seed),
+                          lambda idx: _ArrowChunk(task, kind, table.take(pa.array(idx))))
 
     def finish(self) -> Selected:
         self.flush()
         return self.selector.finish()
+
+
+class _RowChunk:
+    """Candidate rows of the record path: (canonical bytes, prompt, choices, correct, targets)."""
+
+    def __init__(self, task: str, rows: list[tuple[Any, ...]]) -> None:
+        self.task, self.rows = task, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, rows: np.ndarray) -> _RowChunk:
+        return _RowChunk(self.task, [self.rows[i] for i in rows.tolist()])
+
+    def examples(self, rows: list[int]) -> list[Example]:
+        out = []
+        for i in rows:
+            canon, prompt, choices, correct, targets = self.rows[i]
+            out.append(Example(self.task, example_id(canon), prompt, choices, correct, targets))
+        return out
+
+
+class _ArrowChunk:
+    """Candidate rows of the fast path, still as Arrow columns."""
+
+    def __init__(self, task: str, kind: Kind, table: pa.Table) -> None:
+        self.task, self.kind, self.table = task, kind, table
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def take(self, rows: np.ndarray) -> _ArrowChunk:
+        return _ArrowChunk(self.task, self.kind, self.table.take(pa.array(rows)))
+
+    def examples(self, rows: list[int]) -> list[Example]:
+        part = self.table.take(pa.array(rows, type=pa.int64())).to_pydict()
+        canon, prompts = part["canon"], part["prompt"]
+        if self.kind == "mc":
+            return [Example(self.task, example_id(c), p, tuple(ch), (a,))
+                    for c, p, ch, a in zip(canon, prompts, part["choices"], part["answer"],
+                                           strict=True)]
+        return [Example(self.task, example_id(c), p, None, (),
+                        tuple(t) if isinstance(t, list) else (t,))
+                for c, p, t in zip(canon, prompts, part["target"], strict=True)]

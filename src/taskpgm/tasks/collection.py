@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskpgm.errors import ConfigError, NotFoundError
-from taskpgm.tasks.files import FieldMapping
+from taskpgm.tasks.records import FieldMapping
 from taskpgm.tasks.splits import SplitOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
@@ -44,15 +44,15 @@ class TaskEntry(BaseModel):
     # Where the task comes from: bigbench:NAME[/SUBTASK], mmlu:SUBJECT, mmlu:*, a file, hf:ID.
     spec: str = Field(min_length=1)
     # Name used in every artifact and report; default: from the spec (file name, task name).
-    name: str | None = Field(None, pattern=NAME_PATTERN)
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
     # Which fields hold prompt / choices / answer / target (files only; defaults as named).
     mapping: FieldMapping | None = None
     # Prompt template with {field} placeholders; {prompt} is the mapped prompt.
     template: str | None = None
     # Read at most this many examples of the source (in source order); None: all.
-    max_examples: int | None = Field(None, ge=1)
+    max_examples: int | None = Field(default=None, ge=1)
     # Line of the collection file that declared this entry (set by read_collection).
-    line: int | None = Field(None, exclude=True, repr=False)
+    line: int | None = Field(default=None, exclude=True, repr=False)
 
 
 class Collection(BaseModel):
@@ -60,7 +60,7 @@ class Collection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    splits: SplitOptions = Field(default_factory=SplitOptions)
+    splits: SplitOptions = Field(default_factory=lambda: SplitOptions())
     tasks: list[TaskEntry | str] = Field(min_length=1)
 
     def entries(self) -> list[TaskEntry]:

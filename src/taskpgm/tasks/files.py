@@ -1,63 +1,51 @@
 """The user's own task files: JSONL, JSON, CSV, Parquet, ``datasets`` directories and ``hf:``.
 
-A record becomes an example through a :class:`FieldMapping`: by default
-``prompt``, ``choices`` (a list) and ``answer`` (index of the correct choice,
-or a list of indices when several are correct) for multiple choice, or
-``prompt`` and ``target`` (a string or a list of acceptable strings) for
-generative tasks.
-
-Tabular sources are read as Arrow record batches and, when a batch is clean,
-validated and hashed column-wise (the fast path). Anything unusual (a null, a
-wrongly typed value, an out-of-range answer, a file pyarrow cannot parse) sends
-the whole source through the record-by-record path, which is the authority: it
-accepts or rejects every record itself and says exactly where and why.
+Records become examples through a :class:`~taskpgm.tasks.records.FieldMapping`.
+Tabular sources are read as Arrow record batches; JSONL in chunks of about
+10 MB parsed by pyarrow. A clean batch is validated and hashed column-wise (the
+fast path). A batch with anything unusual (a null, a wrongly typed value, an
+out-of-range answer, a line pyarrow cannot parse) goes through the
+record-by-record path instead, which is the authority: it accepts or rejects
+each record itself and says exactly where and why. Every problem of a file is
+collected and reported together.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
 
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.tasks.builder import BATCH, Problems, TaskBuilder
-from taskpgm.tasks.formatting import US, Template, format_column, format_record
+from taskpgm.tasks.formatting import US, Template, format_column
 from taskpgm.tasks.loadprogress import LoadProgress
+from taskpgm.tasks.records import FieldMapping, add_record, check_mapping
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+CHUNK = 10 << 20  # bytes of JSONL parsed at once: large enough for pyarrow's threads
 
+Record = tuple[str, dict[str, Any] | None, str | None]  # (where, record, problem)
 
-class FieldMapping(BaseModel):
-    """Which source fields hold the prompt, the choices and the answer (or the target)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = "prompt"
-    # A field holding a list of choices, or a list of fields holding one choice each.
-    choices: str | list[str] = "choices"
-    # Index of the correct choice (or a list of indices when several are correct).
-    answer: str = "answer"
-    # Reference completion (or a list of acceptable completions) of a generative task.
-    target: str = "target"
-    # Force the kind instead of detecting it from the fields present.
-    kind: str | None = Field(None, pattern="^(mc|gen)$")
+__all__ = ["FieldMapping", "is_file_spec", "load_file", "task_name_for"]
 
 
 class _Stop(Exception):
-    """Raised inside the fast path when a batch needs the record-by-record path."""
+    """Raised by the fast path when a batch needs the record-by-record path."""
 
 
 def is_file_spec(spec: str) -> bool:
-    """A spec that names a local file or ``datasets`` directory (or ``hf:``)."""
-    return spec.startswith("hf:") or spec.lower().endswith(SUFFIXES) or os.path.isdir(spec) \
-        or os.sep in spec or spec.startswith(".")
+    """A spec that names a local file or ``datasets`` directory."""
+    return spec.lower().endswith(SUFFIXES) or os.path.isdir(spec) or os.sep in spec \
+        or spec.startswith(".")
 
 
 def task_name_for(spec: str) -> str:
@@ -66,6 +54,60 @@ def task_name_for(spec: str) -> str:
         return spec[3:].split("@")[0].replace("/", "__").replace(":", "__")
     path = Path(spec)
     return path.stem if path.suffix.lower() in SUFFIXES else path.name
+
+
+class _Reader:
+    """Feeds records and batches of one source into a builder, collecting problems."""
+
+    def __init__(self, spec: str, builder: TaskBuilder, mapping: FieldMapping,
+                 template: Template, max_examples: int | None) -> None:
+        self.spec, self.builder, self.mapping, self.template = spec, builder, mapping, template
+        self.max_examples = max_examples
+        self.problems = Problems(spec)
+        self.progress = LoadProgress(builder.task)
+        self.n = 0
+        self.checked = False
+
+    @property
+    def full(self) -> bool:
+        return self.max_examples is not None and self.n >= self.max_examples
+
+    def check(self, columns: set[str], first: str) -> None:
+        if not self.checked:
+            check_mapping(self.spec, columns, self.mapping, self.template, first)
+            self.checked = True
+
+    def records(self, items: Iterator[Record]) -> None:
+        for where, record, problem in items:
+            if self.full:
+                return
+            if problem is not None or record is None:
+                self.problems.add(where, problem or "not a record")
+                continue
+            self.check(set(record), where)
+            add_record(record, where, self.builder, self.mapping, self.template, self.problems)
+            self.n += 1
+            self.progress.update()
+
+    def batch(self, batch: pa.RecordBatch, fallback: Callable[[], Iterator[Record]]) -> None:
+        """Add a batch column-wise, or record by record (``fallback``) if it is unusual."""
+        self.check(set(batch.schema.names), "the first record")
+        if self.max_examples is not None and self.n + batch.num_rows > self.max_examples:
+            batch = batch.slice(0, self.max_examples - self.n)
+        try:
+            _fast_batch(batch, self.builder, self.mapping, self.template)
+        except _Stop:
+            self.records(fallback())
+            return
+        self.n += batch.num_rows
+        self.progress.update(batch.num_rows)
+
+    def finish(self) -> int:
+        if self.n == 0 and not self.problems:
+            raise DataError(f"{self.spec} is empty: it has no examples; add examples or "
+                            "remove the task")
+        self.problems.raise_if_any()
+        return self.n
 
 
 def load_file(
@@ -79,256 +121,110 @@ def load_file(
     """Stream a file source into ``builder``; returns the number of examples read.
 
     Raises:
-        NotFoundError: the file does not exist.
+        NotFoundError: the file does not exist, or ``hf:`` data cannot be fetched.
         DataError: the file is empty or has bad records (all of them are listed).
     """
+    reader = _Reader(spec, builder, mapping, template, max_examples)
     if spec.startswith("hf:"):
-        batches = _hf_batches(spec)
-        return _load_arrow(spec, lambda: batches, builder, mapping, template, max_examples,
-                           locate=lambda i: f"row {i}")
+        _arrow(reader, _hf_batches(spec), lambda i: f"row {i}")
+        return reader.finish()
     path = Path(spec)
     if not path.exists():
         raise NotFoundError(f"task file {spec} does not exist; check the path "
                             f"(supported: {', '.join(SUFFIXES)}, a datasets directory, hf:ID)")
     if path.is_dir():
-        return _load_arrow(spec, lambda: _dataset_dir_batches(path), builder, mapping, template,
-                           max_examples, locate=lambda i: f"row {i}")
+        _arrow(reader, _dataset_dir_batches(path), lambda i: f"row {i}")
+        return reader.finish()
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{spec}: unsupported file type {suffix!r}; use one of "
+                        f"{', '.join(SUFFIXES)}, a datasets directory or hf:ID")
     if path.stat().st_size == 0:
         raise DataError(f"{spec} is empty: it has no examples; add examples or remove the task")
     if suffix == ".jsonl":
-        try:
-            return _load_arrow(spec, lambda: _jsonl_batches(path), builder, mapping, template,
-                               max_examples, locate=None)
-        except _Stop:
-            return _load_records(spec, _jsonl_records(path), builder, mapping, template,
-                                 max_examples)
-    if suffix == ".json":
-        return _load_records(spec, _json_records(path), builder, mapping, template, max_examples)
-    if suffix == ".csv":
-        return _load_arrow(spec, lambda: _csv_batches(path), builder, mapping, template,
-                           max_examples, locate=lambda i: f"line {i + 2}")
-    if suffix == ".parquet":
-        return _load_arrow(spec, lambda: _parquet_batches(path), builder, mapping, template,
-                           max_examples, locate=lambda i: f"row {i}")
-    raise DataError(f"{spec}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
-
-
-# ---------------------------------------------------------------- record-by-record path
-
-def _load_records(
-    spec: str,
-    records: Iterator[tuple[str, dict[str, Any] | None, str | None]],
-    builder: TaskBuilder,
-    mapping: FieldMapping,
-    template: Template,
-    max_examples: int | None,
-) -> int:
-    """Validate and add records one by one; ``records`` yields (where, record, problem)."""
-    problems = Problems(spec)
-    progress = LoadProgress(builder.task)
-    n = 0
-    checked_mapping = False
-    for where, record, problem in records:
-        if problem is not None or record is None:
-            problems.add(where, problem or "not a record")
-            continue
-        if not checked_mapping:
-            _check_mapping(spec, set(record), mapping, template, first=where)
-            checked_mapping = True
-        add_record(record, where, builder, mapping, template, problems)
-        n += 1
-        progress.update()
-        if max_examples is not None and n >= max_examples:
-            break
-    if n == 0 and not problems:
-        raise DataError(f"{spec} is empty: it has no examples; add examples or remove the task")
-    problems.raise_if_any()
-    return n
-
-
-def add_record(
-    record: dict[str, Any],
-    where: str,
-    builder: TaskBuilder,
-    mapping: FieldMapping,
-    template: Template,
-    problems: Problems,
-) -> None:
-    """Validate one record against ``mapping`` and add it to ``builder`` (or note a problem)."""
-    prompt = record.get(mapping.prompt)
-    if prompt is None:
-        problems.add(where, f"missing field {mapping.prompt!r} (the prompt); the record has "
-                            f"fields {sorted(record)}; add it or map another field with prompt:")
-        return
-    if not isinstance(prompt, str) or not prompt:
-        problems.add(where, f"field {mapping.prompt!r} must be a non-empty string, got "
-                            f"{_show(prompt)}; fix the value")
-        return
-    kind = mapping.kind or _detect_kind(record, mapping)
-    if kind is None:
-        problems.add(where, f"no field {_name(mapping.choices)!r} (multiple choice) or "
-                            f"{mapping.target!r} (generative); the record has fields "
-                            f"{sorted(record)}; add one or give a field mapping")
-        return
-    if not builder.check_kind(kind, where, problems):  # type: ignore[arg-type]
-        return
-    try:
-        text = format_record(template, record, prompt)
-    except KeyError as err:
-        problems.add(where, f"the prompt template needs field {err.args[0]!r}, which this record "
-                            "lacks; add it or change the template")
-        return
-    if kind == "mc":
-        choices = _choices(record, mapping, where, problems)
-        if choices is None:
-            return
-        correct = _answer(record, mapping, len(choices), where, problems)
-        if correct is None:
-            return
-        builder.add(text, prompt, choices, correct)
+        _jsonl(reader, path)
+    elif suffix == ".json":
+        reader.records(_json_records(path))
+    elif suffix == ".csv":
+        _arrow(reader, _csv_batches(path), lambda i: f"line {i + 2}")
     else:
-        targets = _targets(record, mapping, where, problems)
-        if targets is not None:
-            builder.add(text, prompt, None, (), targets)
+        _arrow(reader, _parquet_batches(path), lambda i: f"row {i}")
+    return reader.finish()
 
 
-def _detect_kind(record: dict[str, Any], mapping: FieldMapping) -> str | None:
-    fields = mapping.choices if isinstance(mapping.choices, list) else [mapping.choices]
-    if all(f in record for f in fields):
-        return "mc"
-    if mapping.target in record:
-        return "gen"
-    return None
+def _arrow(reader: _Reader, batches: Iterator[pa.RecordBatch], locate: Callable[[int], str]
+           ) -> None:
+    start = 0
+    for batch in batches:
+        first = start
+
+        def rows(batch: pa.RecordBatch = batch, first: int = first) -> Iterator[Record]:
+            for i, record in enumerate(batch.to_pylist()):
+                yield locate(first + i), record, None
+
+        reader.batch(batch, rows)
+        start += batch.num_rows
+        if reader.full:
+            return
 
 
-def _choices(record: dict[str, Any], m: FieldMapping, where: str, problems: Problems
-             ) -> list[str] | None:
-    if isinstance(m.choices, list):
-        value: Any = [record.get(f) for f in m.choices]
-    else:
-        value = record.get(m.choices)
-        if isinstance(value, str) and value.startswith("["):  # a JSON list in a CSV cell
+def _jsonl(reader: _Reader, path: Path) -> None:
+    """JSONL in ~10 MB chunks of whole lines, each parsed by pyarrow or, failing that, by line."""
+    import pyarrow.json as pj
+
+    line, offset = 1, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            chunk += f.readline()
+            first_line, first_offset = line, offset
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+            def by_line(chunk: bytes = chunk, a: int = first_line, b: int = first_offset
+                        ) -> Iterator[Record]:
+                return _jsonl_records(io.BytesIO(chunk), a, b)
+
             try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-    name = _name(m.choices)
-    if value is None:
-        problems.add(where, f"missing field {name!r} (the choices); add it")
-        return None
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        problems.add(where, f"field {name!r} must be a list of strings, got {_show(value)}; "
-                            "fix the value")
-        return None
-    if len(value) < 2:
-        problems.add(where, f"field {name!r} has {len(value)} choice(s); a multiple-choice "
-                            "example needs at least 2: add choices or make the task generative")
-        return None
-    if len(set(value)) != len(value):
-        dup = next(c for c in value if value.count(c) > 1)
-        problems.add(where, f"field {name!r} lists the choice {dup!r} more than once; "
-                            "choices must be distinct: remove the duplicate")
-        return None
-    return value
-
-
-def _answer(record: dict[str, Any], m: FieldMapping, n: int, where: str, problems: Problems
-            ) -> list[int] | None:
-    value = record.get(m.answer)
-    if value is None:
-        problems.add(where, f"missing field {m.answer!r} (index of the correct choice); add it")
-        return None
-    values = value if isinstance(value, list) and value else [value]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        problems.add(where, f"field {m.answer!r} must be an integer index into the choices "
-                            f"(0..{n - 1}) or a list of them, got {_show(value)}; fix the value")
-        return None
-    bad = [v for v in values if not 0 <= v < n]
-    if bad:
-        problems.add(where, f"answer index {bad[0]} is out of range for {n} choices "
-                            f"(valid: 0..{n - 1}); fix the answer or the choices")
-        return None
-    return list(dict.fromkeys(values))
-
-
-def _targets(record: dict[str, Any], m: FieldMapping, where: str, problems: Problems
-             ) -> list[str] | None:
-    value = record.get(m.target)
-    if value is None:
-        problems.add(where, f"missing field {m.target!r} (the reference completion); add it")
-        return None
-    values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, str) for v in values):
-        problems.add(where, f"field {m.target!r} must be a string or a non-empty list of "
-                            f"strings, got {_show(value)}; fix the value")
-        return None
-    return values
-
-
-def _check_mapping(spec: str, columns: set[str], m: FieldMapping, template: Template,
-                   first: str) -> None:
-    """A field the user mapped (or the template names) must exist in the source at all."""
-    defaults = FieldMapping()
-    named: list[tuple[str, str]] = []
-    for role in ("prompt", "answer", "target"):
-        value = getattr(m, role)
-        if value != getattr(defaults, role):
-            named.append((role, value))
-    if m.choices != defaults.choices:
-        named += [("choices", c) for c in (m.choices if isinstance(m.choices, list)
-                                            else [m.choices])]
-    named += [("template", f) for f in template.fields if f != "prompt"]
-    missing = [(r, f) for r, f in named if f not in columns]
-    if m.kind == "gen":
-        missing = [(r, f) for r, f in missing if r not in ("choices", "answer")]
-    if m.kind == "mc" or any(r in ("choices", "answer") for r, _ in named):
-        missing = [(r, f) for r, f in missing if r != "target"]
-    if missing:
-        role, field = missing[0]
-        raise DataError(
-            f"{spec}: the field mapping names {role} field {field!r}, which is not a column of "
-            f"the file ({first} has {sorted(columns)}); fix the mapping in the collection file"
-        )
-
-
-def _name(choices: str | list[str]) -> str:
-    return choices if isinstance(choices, str) else "/".join(choices)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes) else repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+                table = pj.read_json(io.BytesIO(chunk), read_options=pj.ReadOptions(
+                    block_size=max(len(chunk) // 32, 1 << 16)))
+                batches = table.combine_chunks().to_batches()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                reader.records(by_line())
+            else:
+                if batches:
+                    reader.batch(batches[0] if len(batches) == 1 else
+                                 pa.Table.from_batches(batches).combine_chunks().to_batches()[0],
+                                 by_line)
+            if reader.full:
+                return
 
 
 # ---------------------------------------------------------------- readers
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
-    offset = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"line {lineno}"
-            start, offset = offset, offset + len(raw)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield where, None, (f"bytes that are not UTF-8 at byte offset {start + err.start} "
-                                    "of the file; re-encode the file as UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, None, (f"malformed JSON ({err.msg} at column {err.colno}); "
-                                    "fix the line or remove it")
-                continue
-            if not isinstance(record, dict):
-                yield where, None, (f"expected a JSON object, got {type(record).__name__}; "
-                                    "write one object per line")
-                continue
-            yield where, record, None
+def _jsonl_records(f: Any, first_line: int = 1, first_offset: int = 0) -> Iterator[Record]:
+    offset = first_offset
+    for lineno, raw in enumerate(f, first_line):
+        where = f"line {lineno}"
+        start, offset = offset, offset + len(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield where, None, (f"bytes that are not UTF-8 at byte offset {start + err.start} "
+                                "of the file; re-encode the file as UTF-8")
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield where, None, (f"malformed JSON ({err.msg} at column {err.colno}); "
+                                "fix the line or remove it")
+            continue
+        if not isinstance(record, dict):
+            yield where, None, (f"expected a JSON object, got {type(record).__name__}; "
+                                "write one object per line")
+            continue
+        yield where, record, None
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
@@ -382,17 +278,6 @@ def find_bad_utf8(path: Path) -> tuple[int, int] | None:
     except UnicodeDecodeError:
         return offset, lines + 1
     return None
-
-
-def _jsonl_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    import pyarrow.json as pj
-
-    try:
-        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=16 << 20),
-                              parse_options=pj.ParseOptions(unexpected_field_behavior="ignore"))
-        yield from reader
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        raise _Stop from err
 
 
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -450,56 +335,6 @@ def _hf_batches(spec: str) -> Iterator[pa.RecordBatch]:
 
 # ---------------------------------------------------------------- fast path
 
-def _load_arrow(
-    spec: str,
-    batches: Any,
-    builder: TaskBuilder,
-    mapping: FieldMapping,
-    template: Template,
-    max_examples: int | None,
-    locate: Any,
-) -> int:
-    """Fast column-wise load; on anything unusual, redo with the record path (or raise _Stop)."""
-    progress = LoadProgress(builder.task)
-    n = 0
-    snapshot = builder.selector.total
-    fast_ok = True
-    try:
-        first = True
-        for batch in batches():
-            if first:
-                _check_mapping(spec, set(batch.schema.names), mapping, template,
-                               first="the first record")
-                first = False
-            if max_examples is not None and n + batch.num_rows > max_examples:
-                batch = batch.slice(0, max_examples - n)
-            _fast_batch(batch, builder, mapping, template)
-            n += batch.num_rows
-            progress.update(batch.num_rows)
-            if max_examples is not None and n >= max_examples:
-                break
-        if first:
-            raise DataError(f"{spec} is empty: it has no examples; add examples or remove "
-                            "the task")
-    except _Stop:
-        fast_ok = False
-    if fast_ok:
-        return n
-    if builder.selector.total != snapshot or locate is None:
-        # Part of the source went through the fast path: start over record by record.
-        builder.reset()
-        if locate is None:
-            raise _Stop
-    def records() -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
-        i = 0
-        for batch in batches():
-            for record in batch.to_pylist():
-                yield locate(i), record, None
-                i += 1
-
-    return _load_records(spec, records(), builder, mapping, template, max_examples)
-
-
 def _fast_batch(batch: pa.RecordBatch, builder: TaskBuilder, m: FieldMapping,
                 template: Template) -> None:
     names = set(batch.schema.names)
@@ -509,7 +344,7 @@ def _fast_batch(batch: pa.RecordBatch, builder: TaskBuilder, m: FieldMapping,
     if kind is None or (builder.kind is not None and kind != builder.kind):
         raise _Stop
     prompt = _string_column(batch, m.prompt)
-    if pc.any(pc.equal(pc.utf8_length(prompt), 0)).as_py():
+    if len(batch) and pc.min(pc.binary_length(prompt)).as_py() == 0:
         raise _Stop
     columns = {"prompt": prompt}
     for field in template.fields:
@@ -528,13 +363,12 @@ def _fast_batch(batch: pa.RecordBatch, builder: TaskBuilder, m: FieldMapping,
             raise _Stop
         flat = pc.list_flatten(choices)
         lens = pc.list_value_length(choices)
-        if flat.null_count or len(batch) and (
+        if flat.null_count or (len(batch) and (
             pc.min(lens).as_py() < 2 or pc.min(answer).as_py() < 0
             or pc.any(pc.greater_equal(answer, lens)).as_py()
-            or pc.any(pc.match_substring(flat, US)).as_py()
-        ):
+        )):
             raise _Stop
-        _check_distinct(choices)
+        _check_distinct(choices, lens)
         builder.add_arrow("mc", text, prompt, choices, answer.cast(pa.int64()), None)
     else:
         if m.target not in names:
@@ -559,10 +393,15 @@ def _string_column(batch: pa.RecordBatch, name: str) -> pa.Array:
     return col
 
 
-def _check_distinct(choices: pa.Array) -> None:
-    """Raise _Stop if some list repeats a choice (checked once per distinct list of choices)."""
+def _check_distinct(choices: pa.Array, lens: pa.Array) -> None:
+    """Raise _Stop if a list repeats a choice or a choice holds the separator U+001F.
+
+    Checked once per distinct list of choices (most tasks reuse a few lists).
+    """
     encoded = pc.binary_join(choices, US).dictionary_encode()
-    for joined in encoded.dictionary.to_pylist():
+    _, first = np.unique(encoded.indices.to_numpy(), return_index=True)
+    expected = lens.to_numpy()[first].tolist()
+    for joined, n in zip(encoded.dictionary.to_pylist(), expected, strict=True):
         parts = joined.split(US)
-        if len(set(parts)) != len(parts):
+        if len(parts) != n or len(set(parts)) != n:
             raise _Stop

@@ -7,7 +7,8 @@ as it is. The formatted text is what the model sees and what the example's id
 (and so every later fingerprint) is computed from. Applying a base model's chat
 template is a later stage's job and happens on top of this text.
 
-The id is the 128-bit XXH3 hash (hex) of the canonical string
+The id is a 128-bit XXH3 hash (32 hex digits, see :func:`example_id`) of the
+canonical string
 
     task RS prompt RS choice_1 US choice_2 ... RS correct_1,correct_2   (multiple choice)
     task RS prompt RS RS target_1 US target_2 ...                         (generative)
@@ -18,6 +19,7 @@ leaked prompts is the 64-bit XXH3 hash of the prompt field before formatting.
 
 from __future__ import annotations
 
+import difflib
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,8 +67,9 @@ def parse_template(text: str | None) -> Template:
     for literal, name, spec, conversion in parsed:
         if name is not None and (not name.isidentifier() or spec or conversion):
             raise ConfigError(
-                f"prompt template {text!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
-                f"{':' + spec if spec else ''}}} is not supported; use a plain field name "
+                f"prompt template {text!r}: placeholder {{{name}"
+                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
+                "is not supported; use a plain field name "
                 "such as {prompt}"
             )
         parts.append((literal, name))
@@ -122,15 +125,30 @@ def canonical(
 
 
 def content_hash(text: str | bytes) -> int:
-    """128-bit XXH3 of the canonical string, as an int (its low 64 bits seed the rank)."""
-    return xxhash.xxh3_128_intdigest(text.encode("utf-8") if isinstance(text, str) else text)
+    """64-bit XXH3 of the canonical string: the low half of the id, and what seeds the rank."""
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8") if isinstance(text, str) else text)
 
 
-def example_id(digest: int) -> str:
-    """The id string of an example from its :func:`content_hash`."""
-    return f"{digest:032x}"
+def example_id(text: str | bytes, low: int | None = None) -> str:
+    """The 128-bit id (32 hex digits) of a canonical string.
+
+    The id is XXH3-64 of the string with seed 1 (high half) followed by XXH3-64
+    with seed 0 (low half, :func:`content_hash`), so ``int(id[16:], 16)`` is the
+    value the split rank is computed from.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if low is None:
+        low = xxhash.xxh3_64_intdigest(data)
+    return f"{xxhash.xxh3_64_intdigest(data, 1):016x}{low:016x}"
 
 
 def prompt_key(prompt: str | bytes) -> int:
     """64-bit key of a prompt before formatting: equal prompts, equal keys."""
     return xxhash.xxh3_64_intdigest(prompt.encode("utf-8") if isinstance(prompt, str) else prompt)
+
+
+def suggest(name: str, known: list[str], n: int = 3) -> list[str]:
+    """Close matches of an unknown name: similar spellings first, then names containing it."""
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+    close += [k for k in known if name and name.lower() in k.lower() and k not in close]
+    return close[:n]

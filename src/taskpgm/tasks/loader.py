@@ -19,8 +19,8 @@ from taskpgm.errors import ConfigError
 from taskpgm.tasks import bigbench, files, mmlu
 from taskpgm.tasks.builder import TaskBuilder
 from taskpgm.tasks.collection import TaskEntry, read_collection
-from taskpgm.tasks.files import FieldMapping
 from taskpgm.tasks.formatting import parse_template
+from taskpgm.tasks.records import FieldMapping
 from taskpgm.tasks.schema import TaskSplits
 from taskpgm.tasks.splits import Selected, SplitOptions, split_sizes
 
@@ -100,8 +100,8 @@ def _split(loaded: _Loaded, options: SplitOptions, held_out: np.ndarray) -> Task
     probe = tuple(sel.examples[:n_probe])
     evals = tuple(sel.examples[n_probe:n_probe + n_eval])
     own = np.array(sel.keys[:n_probe + n_eval], dtype=np.uint64)
-    foreign = np.setdiff1d(held_out, own)
-    leaked = int(np.isin(sel.all_keys, foreign).sum())
+    foreign = np.setdiff1d(held_out, own, assume_unique=True)
+    leaked = int(np.isin(foreign, sel.all_keys, assume_unique=True).sum()) if len(foreign) else 0
     rest = zip(sel.examples[n_probe + n_eval:], sel.keys[n_probe + n_eval:], strict=True)
     foreign_set = set(foreign.tolist())
     available = sel.distinct - n_probe - n_eval - leaked
@@ -165,7 +165,8 @@ def load_task(
     """Load one task with deterministic train / probe / eval splits.
 
     Args:
-        spec: ``bigbench:NAME[/SUBTASK]``, ``mmlu:SUBJECT``, a file path or ``hf:ID[:CONFIG][@SPLIT]``.
+        spec: ``bigbench:NAME[/SUBTASK]``, ``mmlu:SUBJECT``, a file path or
+            ``hf:ID[:CONFIG][@SPLIT]``.
         probe: probe examples (count, or fraction below 1).
         eval: eval examples (count, or fraction below 1).
         max_train: cap on train examples (``None``: all the rest).

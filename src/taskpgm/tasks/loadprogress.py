@@ -11,19 +11,17 @@ class LoadProgress:
     """Counts loaded examples; prints ``load NAME: n | rate | elapsed`` lines after 2 s."""
 
     def __init__(self, task: str, *, after: float = 2.0) -> None:
-        self._task = task
         self._t0 = time.monotonic()
         self._after = after
         self._pending = 0
-        self._progress: Progress | None = None
+        self._quiet = True
+        self._progress = Progress(f"load {task}", None, unit="examples", every=5.0)
 
     def update(self, n: int = 1) -> None:
         self._pending += n
-        if self._progress is None:
-            if self._pending % 4096 and n == 1:
+        if self._quiet:
+            if (n == 1 and self._pending % 4096) or time.monotonic() - self._t0 < self._after:
                 return
-            if time.monotonic() - self._t0 < self._after:
-                return
-            self._progress = Progress(f"load {self._task}", None, unit="examples", every=5.0)
+            self._quiet = False
         self._progress.update(self._pending)
         self._pending = 0

