@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -64,7 +65,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
     cfg = ExpertsConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
     lrs = [learning_rate(s, 20, cfg) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
     assert lrs[-1] >= 0.1
 
 
@@ -199,9 +200,8 @@ def test_import_an_adapter(base: Base, tmp_path: Path) -> None:
     got = ensure_experts(base, {"other": tiny_model.colour_task(40, "other")}, cfg,
                          root=tmp_path)
     assert got["other"].source == "imported"
-    assert torch.equal(adapter(src)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
-                       adapter(got["other"].path)[
-                           "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"])
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    assert torch.equal(adapter(src)[key], adapter(got["other"].path)[key])
 
 
 def test_adapter_for_another_base_is_refused(base: Base, tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_adapter_for_another_base_is_refused(base: Base, tmp_path: Path) -> None
     other = Base(str(other_dir))
     found = ensure_experts(other, {"c": tiny_model.colour_task(20)},
                            FAST.model_copy(update={"steps": 2}), root=tmp_path)
-    with pytest.raises(ModelError, match="shape .* trained for another base"):
+    with pytest.raises(ModelError, match=r"shape .* trained for another base"):
         check_adapter(base.load(), found["c"].path)
     cfg2 = FAST.model_copy(update={"import_": {"c": str(found["c"].path)}})
     with pytest.raises(ModelError):

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskpgm import config
+from taskpgm.errors import ConfigError, NotFoundError
+
+CONFIGS = Path(config.__file__).parent / "configs"
+
+
+def test_defaults_fit_the_embedded_model() -> None:
+    cfg = config.parse("")
+    assert cfg.base.model == "smollm2-135m" and not cfg.base.trust_remote_code
+    assert cfg.experts.rank == 8 and cfg.experts.lr == 3e-3 and cfg.experts.bf16
+    assert cfg.experts.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert cfg.signals.top_k == 32
+    assert cfg.tasks.splits.max_train == 2000
+
+
+def test_every_problem_is_reported_with_its_line() -> None:
+    text = "experts:\n  rank: 8\n  lr: -1\n  stepz: 3\nsignals:\n  top_k: many\n"
+    with pytest.raises(ConfigError) as err:
+        config.parse(text, source="run.yaml")
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    assert "run.yaml:3: experts.lr" in msg
+    assert "run.yaml:4: experts.stepz: unknown key; allowed here:" in msg and "steps" in msg
+    assert "run.yaml:6: signals.top_k" in msg
+
+
+def test_unknown_section_and_bad_yaml() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.parse("expert:\n  rank: 4\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.parse("experts: [\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        config.parse("- 1\n")
+
+
+def test_tasks_entries_and_import_alias(tmp_path: Path) -> None:
+    file = tmp_path / "run.yaml"
+    file.write_text(
+        "tasks:\n  names: [bigbench:navigate, {spec: data.jsonl, name: mine}]\n"
+        "  splits: {probe: 50}\nexperts:\n  import: {navigate: adapters/nav}\n"
+        "output_dir: out\n"
+    )
+    cfg = config.load(file)
+    assert cfg.tasks.splits.probe == 50
+    assert cfg.experts.import_ == {"navigate": "adapters/nav"}
+    assert cfg.output_dir == str(tmp_path.resolve() / "out")
+    assert config.dump(cfg)["experts"]["import"] == {"navigate": "adapters/nav"}
+
+
+def test_missing_file() -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        config.load("/nonexistent/run.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path: Path) -> None:
+    assert config.load(path).tasks.names

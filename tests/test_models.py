@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import tiny_model
+from taskpgm import models
+from taskpgm.errors import ModelError, NotFoundError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model.tiny_dir(str(tmp_path_factory.mktemp("tiny")))
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(NotFoundError, match="smollm2-135m"):
+        models.resolve("no-such-model")
+
+
+def test_directory_without_config(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match=r"no config\.json"):
+        models.resolve(str(tmp_path))
+
+
+def test_corrupt_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKPGM_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ModelError, match="cannot read the GGUF file"):
+        models.resolve(str(bad))
+    assert not list((tmp_path / "home" / "models").glob("gguf-*"))  # nothing half-written
+
+
+def test_corrupt_safetensors_and_pickle_only(tiny: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="cannot load the model"):
+        models.load(str(broken))
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="never unpickles"):
+        models.load(str(pickled))
+
+
+def test_load_and_fingerprint(tiny: Path) -> None:
+    lm = models.load(str(tiny))
+    assert lm.tokenizer.pad_token_id is not None
+    assert not any(p.requires_grad for p in lm.model.parameters())
+    assert lm.fingerprint == models.checkpoint_fingerprint(tiny)
+    base = models.Base(str(tiny))
+    assert base.fingerprint == lm.fingerprint and not base.is_loaded
+    assert models.tokenizer_fingerprint(lm.tokenizer) == models.tokenizer_fingerprint(
+        base.load().tokenizer)
+
+
+def test_encode_keeps_the_answer_and_cuts_the_prompt_from_the_left(tiny: Path) -> None:
+    tok = models.load(str(tiny)).tokenizer
+    assert models.continuation("Q: x\nA:", "red") == " red"
+    assert models.continuation("Q: x\nA: ", "red") == "red"
+    prompt = "Q: " + "the sky is blue " * 40 + "\nA:"
+    full, answers = models.encode(tok, prompt, ["green grass", "red"], 1000)
+    cut, answers_cut = models.encode(tok, prompt, ["green grass", "red"], 12)
+    assert answers_cut == answers
+    assert len(cut) + max(len(a) for a in answers) <= 12
+    assert cut == full[-len(cut):]
+
+
+@pytest.mark.slow
+def test_default_model_converts_once_and_reloads_fast() -> None:
+    path = models.resolve(models.DEFAULT_MODEL)
+    assert (path / "model.safetensors").is_file() and (path / "fingerprint.txt").is_file()
+    lm = models.load(models.DEFAULT_MODEL)
+    assert lm.load_seconds < 15
+    assert "quantization_config" not in lm.model.config.to_dict()
+    assert sum(p.numel() for p in lm.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
