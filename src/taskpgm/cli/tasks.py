@@ -99,7 +99,8 @@ def _entries(specs: list[str], values: dict[str, Any]) -> tuple[list[TaskEntry |
 
 def _show(args: argparse.Namespace) -> int:
     entries, options = _entries(args.specs, _split_values(args))
-    tasks = load_entries(entries, options)
+    where = ", ".join(s for s in args.specs if s.endswith((".yaml", ".yml")))
+    tasks = load_entries(entries, options, where=where)
     for task in tasks:
         info = summary(task)
         if args.json:

@@ -185,10 +185,12 @@ def _jsonl(reader: _Reader, path: Path) -> None:
                 return _jsonl_records(io.BytesIO(chunk), a, b)
 
             try:
+                chunk.decode("utf-8")  # pyarrow does not check; the record path says where
                 table = pj.read_json(io.BytesIO(chunk), read_options=pj.ReadOptions(
                     block_size=max(len(chunk) // 32, 1 << 16)))
                 batches = table.combine_chunks().to_batches()
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError,
+                    pa.ArrowNotImplementedError):
                 reader.records(by_line())
             else:
                 if batches:
@@ -283,13 +285,20 @@ def find_bad_utf8(path: Path) -> tuple[int, int] | None:
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pcsv
 
-    try:
-        yield from pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=16 << 20))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+    def check_utf8(err: Exception | None = None) -> None:
         bad = find_bad_utf8(path)
         if bad is not None:
             raise DataError(f"{path} line {bad[1]}: bytes that are not UTF-8 at byte offset "
                             f"{bad[0]}; re-encode the file as UTF-8") from err
+
+    try:
+        for batch in pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=16 << 20)):
+            if any(pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                   for t in batch.schema.types):
+                check_utf8()  # pyarrow reads text with bad bytes as binary
+            yield batch
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        check_utf8(err)
         raise DataError(f"{path}: cannot read the CSV ({err}); fix the file") from err
 
 

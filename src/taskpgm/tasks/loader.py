@@ -96,7 +96,7 @@ def _load(entry: TaskEntry, options: SplitOptions, keep: int | None) -> _Loaded:
 def _split(loaded: _Loaded, options: SplitOptions, held_out: np.ndarray) -> TaskSplits | None:
     """Cut the ranked examples into splits; ``None`` if more candidates must be kept."""
     sel = loaded.selected
-    n_probe, n_eval = split_sizes(sel.distinct, options, task=loaded.name)
+    n_probe, n_eval = split_sizes(sel.distinct, options, task=_where(loaded.entry))
     probe = tuple(sel.examples[:n_probe])
     evals = tuple(sel.examples[n_probe:n_probe + n_eval])
     own = np.array(sel.keys[:n_probe + n_eval], dtype=np.uint64)
@@ -135,7 +135,7 @@ def load_entries(entries: Sequence[TaskEntry | str], options: SplitOptions | Non
     loaded = [_load(e, options, options.keep()) for e in resolved]
     held: list[np.ndarray] = []
     for item in loaded:
-        n_probe, n_eval = split_sizes(item.selected.distinct, options, task=item.name)
+        n_probe, n_eval = split_sizes(item.selected.distinct, options, task=_where(item.entry))
         held.append(np.array(item.selected.keys[:n_probe + n_eval], dtype=np.uint64))
     held_out = np.unique(np.concatenate(held)) if held else np.zeros(0, np.uint64)
     out = []
@@ -212,6 +212,10 @@ def load_collection(
         return load_entries(entries, opts, where=str(entries_or_path))
     opts = options or _options(**split_options)
     return load_entries(list(entries_or_path), opts)
+
+
+def _where(entry: TaskEntry) -> str:
+    return entry.name if entry.spec == entry.name else f"{entry.name} ({entry.spec})"
 
 
 def _options(**values: Any) -> SplitOptions:

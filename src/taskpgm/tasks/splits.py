@@ -89,7 +89,7 @@ def split_sizes(distinct: int, options: SplitOptions, *, task: str) -> tuple[int
         return probe, evals
     if not options.shrink or distinct < 3:
         raise DataError(
-            f"task {task!r} has {distinct} examples after removing duplicates, fewer than "
+            f"task {task} has {distinct} examples after removing duplicates, fewer than "
             f"probe + eval need ({probe} + {evals} = {need}"
             + (", plus at least one for train" if options.shrink else "")
             + "); lower --probe/--eval, give them as fractions (e.g. --probe 0.2), "

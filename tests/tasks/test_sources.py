@@ -1,0 +1,93 @@
+"""BIG-bench and MMLU loaders on small stand-ins in a temporary cache (no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taskpgm.cli import main
+from taskpgm.errors import ConfigError
+from taskpgm.tasks import load_collection, load_task
+
+
+def test_bigbench_prefixes_and_kind(fake_sources: Path):
+    t = load_task("bigbench:sports_understanding", max_train=None)
+    assert t.name == "sports_understanding" and t.kind == "mc" and t.examples == 400
+    e = t.probe[0]
+    i = int(e.prompt.split("Player ")[1].split()[0])
+    assert e.prompt == ("Determine whether plausible:\nStatement: Player "
+                        f"{i} scored\nPlausible/implausible? ")
+    assert e.choices == ("plausible", "implausible") and e.correct == ((0,) if i % 2 else (1,))
+
+
+def test_bigbench_subtasks_and_default_prefixes(fake_sources: Path):
+    whole = load_task("bigbench:arithmetic", probe=3, eval=3, max_train=None)
+    assert whole.name == "arithmetic" and whole.examples == 30
+    one = load_task("bigbench:arithmetic/1_digit_addition", probe=2, eval=2, max_train=None)
+    assert one.name == "arithmetic.1_digit_addition" and one.examples == 10
+    e = one.probe[0]
+    # BIG-bench defaults: "\nQ: " input prefix, choices appended, "\nA: " output prefix.
+    assert e.prompt.startswith("Q: What is ") and "\n  choice: banana" in e.prompt
+    assert e.prompt.endswith("\nA: ")
+    assert len(one.train) + 4 + one.duplicates_dropped == one.examples
+
+
+def test_bigbench_multiple_correct_and_generative(fake_sources: Path):
+    story = load_task("bigbench:storycloze", probe=2, eval=2)
+    assert story.probe[0].correct == (0, 1)
+    gen = load_task("bigbench:word_sorting_gen", probe=2, eval=2)
+    assert gen.kind == "gen" and len(gen.probe[0].targets) == 2
+
+
+def test_mmlu_skips_headers_and_dedupes_choices(fake_sources: Path):
+    anatomy = load_task("mmlu:anatomy", probe=5, eval=5, max_train=None)
+    assert anatomy.name == "mmlu.anatomy" and anatomy.examples == 30
+    assert all(e.prompt != "question\nAnswer:" for e in anatomy.train)
+    astro = load_task("mmlu:astronomy", probe=5, eval=5)
+    e = astro.probe[0]
+    assert e.choices == ("x", "y", "z") and e.answer_text == "x"
+
+
+def test_mmlu_star_expands(fake_sources: Path):
+    tasks = load_collection(["mmlu:*"], probe=2, eval=2)
+    assert [t.name for t in tasks] == ["mmlu.anatomy", "mmlu.astronomy"]
+    with pytest.raises(ConfigError, match="use load_collection"):
+        load_task("mmlu:*")
+
+
+def test_show_json_has_exactly_the_documented_keys(fake_sources: Path, capsys):
+    code = main(["tasks", "show", "bigbench:sports_understanding", "mmlu:anatomy",
+                 "bigbench:arithmetic/1_digit_addition", "--json", "--max-train", "all"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 3
+    for line in out:
+        info = json.loads(line)
+        assert set(info) == {"task", "kind", "examples", "duplicates_dropped", "leaked_dropped",
+                             "splits", "median_prompt_chars", "median_choices"}
+        s = info["splits"]
+        assert s["train"] + s["probe"] + s["eval"] + info["duplicates_dropped"] \
+            + info["leaked_dropped"] == info["examples"]
+
+
+def test_list_mmlu(fake_sources: Path, capsys):
+    assert main(["tasks", "list", "mmlu", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rows == [{"spec": "mmlu:anatomy", "kind": "mc", "examples": 30},
+                    {"spec": "mmlu:astronomy", "kind": "mc", "examples": 20}]
+
+
+def test_progress_for_long_loads(tmp_path: Path, home: Path, capsys, monkeypatch):
+    from taskpgm.tasks import loadprogress
+
+    orig = loadprogress.LoadProgress.__init__
+
+    def quick(self, task, *, after=0.0):  # print from the first update on
+        orig(self, task, after=after)
+
+    monkeypatch.setattr(loadprogress.LoadProgress, "__init__", quick)
+    from .conftest import mc_records, write_jsonl
+
+    load_task(str(write_jsonl(tmp_path / "t.jsonl", mc_records(400))))
+    assert "load t: 400" in capsys.readouterr().err
