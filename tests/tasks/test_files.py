@@ -113,5 +113,6 @@ def test_hf_spec_without_network_fails_clearly(home: Path, monkeypatch: pytest.M
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
-    with pytest.raises(NotFoundError, match="cannot load hf:nobody/nothing@train from the Hugging Face hub"):
+    with pytest.raises(NotFoundError,
+                       match="cannot load hf:nobody/nothing@train from the Hugging Face hub"):
         load_task("hf:nobody/nothing@train")

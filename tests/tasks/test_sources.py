@@ -91,3 +91,47 @@ def test_progress_for_long_loads(tmp_path: Path, home: Path, capsys, monkeypatch
 
     load_task(str(write_jsonl(tmp_path / "t.jsonl", mc_records(400))))
     assert "load t: 400" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_archive(home: Path) -> Path:
+    """A bigbench-1.0.0.tar.gz with three tasks, where the real one would be cached."""
+    import io
+    import tarfile
+
+    from taskpgm.tasks.bigbench import PREFIX
+
+    folder = home / "downloads" / "bigbench==1.0.0"
+    folder.mkdir(parents=True)
+    path = folder / "bigbench-1.0.0.tar.gz"
+    docs = {
+        "alpha/task.json": {"examples": [{"input": f"a{i}", "target_scores": {"x": 1, "y": 0}}
+                                         for i in range(7)]},
+        "beta/task.json": {"name": "beta"},
+        "beta/one/task.json": {"examples": [{"input": f"b{i}", "target": "t"}
+                                            for i in range(5)]},
+        "beta/two/task.json": {"examples": [{"input": f"c{i}", "target": "t"}
+                                            for i in range(4)]},
+        "gamma/task.py": "print('programmatic')",
+        "gamma/README.md": "hi",
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, doc in docs.items():
+            data = (doc if isinstance(doc, str) else json.dumps(doc)).encode()
+            info = tarfile.TarInfo(PREFIX + rel)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archive_index_extract_and_list(tiny_archive: Path, home: Path, capsys):
+    assert main(["tasks", "list", "bigbench", "--json"]) == 0
+    rows = {r["spec"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["bigbench:alpha"] == {"spec": "bigbench:alpha", "kind": "mc", "examples": 7}
+    assert rows["bigbench:beta"]["examples"] == 9 and rows["bigbench:beta/two"]["examples"] == 4
+    assert rows["bigbench:gamma"]["kind"] == "programmatic"
+    t = load_task("bigbench:beta", probe=1, eval=1, max_train=None)
+    assert t.kind == "gen" and t.examples == 9
+    extracted = sorted(p.relative_to(home / "bigbench-1.0.0" / "tasks").as_posix()
+                       for p in (home / "bigbench-1.0.0" / "tasks").rglob("*") if p.is_file())
+    assert extracted == ["beta/one/task.json", "beta/task.json", "beta/two/task.json"]
