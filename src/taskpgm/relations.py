@@ -198,6 +198,10 @@ def jsd_matrix(
     dev = torch.device(device) if device is not None else _default_device()
     x = torch.from_numpy(arr).to(dev)
     own = _neg_entropy(x)  # (M, N)
+    # Zeros lifted to 5e-301 so every midpoint is >= 1e-300 and its log is finite with no
+    # clamp in the loop; each lifted entry changes a sum by < 1e-297.
+    lifted = x.clamp_min(5e-301)
+    del x
     out = torch.zeros((n_models, n_models), dtype=torch.float64, device=dev)
     bytes_per_row = max(1, n_cats * 8)
     for a in range(n_models - 1):
@@ -206,10 +210,9 @@ def jsd_matrix(
         total = torch.zeros(rest, dtype=torch.float64, device=dev)
         for start in range(0, n_examples, chunk):
             stop = min(n_examples, start + chunk)
-            two_m = x[a + 1 :, start:stop] + x[a, start:stop]  # 2m = p + q, (rest, chunk, C)
-            # Σ m log m = ½ Σ 2m log 2m − ln 2 (Σ 2m = 2); clamped log so 0 · log 0 = 0.
-            log_two_m = two_m.clamp_min(1e-300).log_()
-            h_mid = log_two_m.mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
+            two_m = lifted[a + 1 :, start:stop] + lifted[a, start:stop]  # p + q: (rest, chunk, C)
+            # Σ m log m = ½ Σ 2m log 2m − ln 2, since Σ 2m = 2.
+            h_mid = two_m.log().mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
             pair = (own[a, start:stop] + own[a + 1 :, start:stop]).mul_(0.5).sub_(h_mid)
             total += pair.clamp_(0.0, _LN2).sum(dim=1)
         out[a, a + 1 :] = total / n_examples
