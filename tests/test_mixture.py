@@ -1,0 +1,120 @@
+"""Tests of taskpgm.mixture against hand computations and properties."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskpgm.errors import InfeasibleError, InvalidInputError
+from taskpgm.mixture import (
+    apply_caps,
+    baseline_weights,
+    caps_from_budget,
+    entropy_bits,
+    example_counts,
+    realized_token_share,
+    sample_mixture,
+)
+from taskpgm.tasks.schema import Example
+
+
+def test_caps_from_budget_formula_and_infeasible_budget():
+    caps = caps_from_budget([100, 50], [10.0, 20.0], token_budget=4000, max_repeat=2)
+    np.testing.assert_allclose(caps, [2 * 100 * 10 / 4000, 2 * 50 * 20 / 4000])
+    with pytest.raises(InfeasibleError, match=r"mixture\.token_budget or raise mrf\.max_repeat"):
+        caps_from_budget([10, 10], [10.0, 10.0], token_budget=1000, max_repeat=2)
+
+
+def test_apply_caps_water_fills():
+    w = apply_caps([0.7, 0.2, 0.1], [0.4, 1.0, 1.0])
+    # 0.3 of excess spread 2:1 over the other two.
+    np.testing.assert_allclose(w, [0.4, 0.4, 0.2])
+    np.testing.assert_allclose(apply_caps([0.5, 0.5], None), [0.5, 0.5])
+    with pytest.raises(InfeasibleError):
+        apply_caps([0.5, 0.5], [0.3, 0.3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.01, 1.0), min_size=2, max_size=12), st.integers(0, 2**31 - 1))
+def test_apply_caps_feasible_and_sums_to_one(raw, seed):
+    rng = np.random.default_rng(seed)
+    caps = rng.uniform(0.05, 1.0, size=len(raw))
+    if caps.sum() < 1:
+        caps = caps / caps.sum() * 1.01
+    w = apply_caps(raw, caps)
+    assert w.sum() == pytest.approx(1.0)
+    assert (w <= caps + 1e-12).all() and (w >= 0).all()
+
+
+def test_baselines():
+    sizes = [100, 400, 900]
+    np.testing.assert_allclose(baseline_weights("uniform", sizes), [1 / 3] * 3)
+    np.testing.assert_allclose(baseline_weights("size", sizes), np.array(sizes) / 1400)
+    np.testing.assert_allclose(baseline_weights("temperature", sizes, tau=2.0),
+                               np.array([10, 20, 30]) / 60)
+    np.testing.assert_allclose(baseline_weights("temperature", sizes, tau=1.0),
+                               baseline_weights("size", sizes))
+    capped = baseline_weights("uniform", sizes, caps=[0.1, 1.0, 1.0])
+    np.testing.assert_allclose(capped, [0.1, 0.45, 0.45])
+    with pytest.raises(InvalidInputError, match="unknown baseline"):
+        baseline_weights("random", sizes)  # type: ignore[arg-type]
+
+
+def test_example_counts_by_hand():
+    # targets: 0.5*1000/10 = 50, 0.3*1000/20 = 15, 0.2*1000/30 = 6.67 -> total round(71.67) = 72
+    counts = example_counts([0.5, 0.3, 0.2], [100, 100, 100], [10, 20, 30], 1000, 4)
+    assert counts.tolist() == [50, 15, 7]
+    # a task at its repeat limit passes its share on
+    counts = example_counts([0.5, 0.3, 0.2], [10, 100, 100], [10, 20, 30], 1000, 2)
+    assert counts[0] == 20 and counts.sum() == 72
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 10), st.integers(0, 2**31 - 1), st.floats(1e3, 1e6))
+def test_example_counts_properties(t, seed, budget):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.ones(t))
+    sizes = rng.integers(50, 5000, size=t)
+    tokens = rng.uniform(5, 200, size=t)
+    target = w * budget / tokens
+    repeat = 10.0
+    if target.sum() > (repeat * sizes).sum():
+        return
+    counts = example_counts(w, sizes, tokens, budget, repeat)
+    assert counts.sum() == round(target.sum())
+    assert (counts <= np.floor(repeat * sizes)).all()
+    if (target < np.floor(repeat * sizes)).all():  # nothing at its limit: pure rounding
+        assert (np.abs(counts - target) < 1.0).all()
+
+
+def test_example_counts_rejects_non_distribution():
+    with pytest.raises(InvalidInputError, match="distribution"):
+        example_counts([0.5, 0.6], [10, 10], [1, 1], 100, 1)
+
+
+def make_examples(task: str, n: int) -> list[Example]:
+    return [Example(task=task, id=f"{task}-{i}", prompt=f"q{i}", choices=("a", "b"), correct=(0,))
+            for i in range(n)]
+
+
+def test_sample_mixture_counts_determinism_and_repeats():
+    train = {"a": make_examples("a", 5), "b": make_examples("b", 40)}
+    mixed = sample_mixture(train, {"a": 12, "b": 7}, seed=3)
+    per_task = Counter(ex.task for ex in mixed)
+    assert per_task == {"a": 12, "b": 7}
+    ids_a = Counter(ex.id for ex in mixed if ex.task == "a")
+    assert sorted(ids_a.values()) == [2, 2, 2, 3, 3]  # two whole passes + 2 sampled
+    assert len({ex.id for ex in mixed if ex.task == "b"}) == 7  # no repeats below one pass
+    again = sample_mixture(train, {"a": 12, "b": 7}, seed=3)
+    assert [ex.id for ex in again] == [ex.id for ex in mixed]
+    other = sample_mixture(train, {"a": 12, "b": 7}, seed=4)
+    assert [ex.id for ex in other] != [ex.id for ex in mixed]
+
+
+def test_realized_share_and_entropy():
+    np.testing.assert_allclose(realized_token_share([10, 30], [2.0, 1.0]), [0.4, 0.6])
+    assert entropy_bits([0.25] * 4) == pytest.approx(2.0)
