@@ -2,7 +2,8 @@
 
 Two workloads:
 
-* a 1,000,000-line JSONL task (multiple choice, ~186 MB), generated once;
+* a 1,000,000-line JSONL task (multiple choice, ~187 MB), generated once, and a
+  2,000,000-line one to show that our peak memory does not grow with the file;
 * BIG-bench ``multiemo`` (1.44 M examples in 28 task.json files) via ``bigbench:multiemo``.
 
 Each measurement runs in a fresh Python process (so peak memory is that load's own);
@@ -151,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.1f} s); {os.cpu_count()} CPUs")
     results = [compare(f"JSONL, {args.lines:,} lines", str(path), str(path), args.repeats)]
     _print(results[-1])
+    # Bounded memory: the same load on a file twice as long should peak about as high.
+    double = make_jsonl(work / f"mc_{2 * args.lines}.jsonl", 2 * args.lines)
+    twice = _subprocess("taskpgm", str(double))
+    big = results[-1]["taskpgm"]
+    assert isinstance(big, dict)
+    twice_mb = float(twice["peak_mb"]) - float(twice["import_mb"])
+    growth = twice_mb - float(big["peak_over_imports_mb"])
+    print(f"  memory: {2 * args.lines:,} lines in {float(twice['seconds']):.2f} s, peak "
+          f"+{twice_mb:.0f} MB over imports; twice the lines adds {growth:.0f} MB")
+    results[-1]["taskpgm_peak_growth_2x_mb"] = round(growth, 1)
     if not args.skip_multiemo:
         from taskpgm.tasks import bigbench
 

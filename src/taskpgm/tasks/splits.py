@@ -228,8 +228,10 @@ class Selector:
 
     def finish(self) -> Selected:
         """The kept examples in rank order, with the task's totals."""
-        all_keys = _sorted_unique(np.concatenate(self._keys) if self._keys
-                                  else np.zeros(0, np.uint64))
+        every = np.concatenate(self._keys) if self._keys else np.zeros(0, np.uint64)
+        self._keys = []
+        all_keys = _sorted_unique(every, in_place=True)
+        del every
         self._compact()
         by_chunk: dict[int, list[int]] = {}
         for i, c in enumerate(self._chunk.tolist()):
@@ -264,9 +266,12 @@ def check_options(options: SplitOptions | dict[str, object] | None) -> SplitOpti
         raise ConfigError(f"invalid split options: {err}") from err
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
+def _sorted_unique(values: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     """``np.unique`` by sorting (faster than hashing for 64-bit keys)."""
-    values = np.sort(values)
+    if in_place:
+        values.sort()
+    else:
+        values = np.sort(values)
     if len(values) == 0:
         return values
     keep = np.empty(len(values), dtype=bool)
