@@ -133,3 +133,51 @@ def test_bad_probe_sets(base: Base, tmp_path: Path) -> None:
         sig = ensure_signals(base, {}, {"c": tiny_model.colour_task(2)}, SignalsConfig(),
                              root=tmp_path)
         sig.arrays("expert:nope")
+
+
+def write_task(path: Path, examples: list[Example]) -> None:
+    import json
+
+    path.write_text("".join(
+        json.dumps({"prompt": ex.prompt, "choices": list(ex.choices or ()),
+                    "answer": ex.correct[0]}) + "\n" for ex in examples))
+
+
+def test_cli_experts_then_signals_then_nothing_to_do(base: Base, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from taskpgm.cli import main
+
+    write_task(tmp_path / "colours.jsonl", tiny_model.colour_task(60))
+    write_task(tmp_path / "other.jsonl", tiny_model.colour_task(60, name="other", seed=5))
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"base:\n  model: {base.path}\n"
+        "tasks:\n  names: [colours.jsonl, other.jsonl]\n"
+        "  splits: {probe: 8, eval: 4, max_train: 40}\n"
+        "experts:\n  steps: 3\n  batch_size: 4\n  checkpoint_every: 2\n"
+        "signals:\n  batch_size: 4\noutput_dir: out\n"
+    )
+    assert main(["experts", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "colours\ttrained" in out.out and "experts: 0 of 2 finished already" in out.err
+    assert main(["signals", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "2 of 2 finished already" in out.err and "signals: scoring expert:other" in out.err
+    path = Path(out.out.strip().splitlines()[-1])
+    assert path.parent.parent == tmp_path / "out" and (path / "manifest.json").is_file()
+    assert main(["signals", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "reusing" in out.err and "scoring" not in out.err and "step 1/" not in out.err
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from taskpgm.cli import main
+
+    run = tmp_path / "run.yaml"
+    run.write_text("experts:\n  rnak: 4\n")
+    assert main(["experts", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 problem(s)") and "Traceback" not in err
+    run.write_text("base:\n  model: no-such-model\ntasks:\n  names: [x.jsonl]\n")
+    assert main(["signals", str(run)]) == 1
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

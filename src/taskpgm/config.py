@@ -187,11 +187,32 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None) 
             at = f"{source}:{line}" if line else source
             lines.append(f"  {at}: {where}: {msg}")
         raise ConfigError(f"{len(lines)} problem(s) in {source}:\n" + "\n".join(lines)) from None
-    if config.output_dir is not None and base_dir is not None:
-        out = Path(config.output_dir).expanduser()
-        if not out.is_absolute():
-            config = config.model_copy(update={"output_dir": str(base_dir / out)})
+    if base_dir is not None:
+        config = _relative_to(config, base_dir)
     return config
+
+
+def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
+    """Paths in the file (output_dir, task files) are relative to the file's directory."""
+    from taskpgm.tasks.files import is_file_spec
+
+    def fix(path: str) -> str:
+        p = Path(path).expanduser()
+        return path if p.is_absolute() else str(base_dir / p)
+
+    names: list[TaskEntry | str] = []
+    for entry in config.tasks.names:
+        if isinstance(entry, str):
+            names.append(fix(entry) if is_file_spec(entry) else entry)
+        elif is_file_spec(entry.spec):
+            names.append(entry.model_copy(update={"spec": fix(entry.spec)}))
+        else:
+            names.append(entry)
+    tasks = config.tasks.model_copy(update={"names": names})
+    update: dict[str, Any] = {"tasks": tasks}
+    if config.output_dir is not None:
+        update["output_dir"] = fix(config.output_dir)
+    return config.model_copy(update=update)
 
 
 def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
