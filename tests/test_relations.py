@@ -133,6 +133,20 @@ def test_jsd_matrix_matches_scipy_in_every_block_size(block_bytes):
     assert (np.diag(got) == 0).all()
 
 
+def test_jsd_matrix_weighted_rows():
+    rng = np.random.default_rng(12)
+    d = random_dists(rng, (4, 30, 3))
+    w = rng.random(30)
+    w /= w.sum()
+    expected = np.zeros((4, 4))
+    for a in range(4):
+        for b in range(4):
+            expected[a, b] = np.sum(w * scipy_jsd(d[a], d[b]))
+    np.testing.assert_allclose(jsd_matrix(d, weights=w, block_bytes=100), expected, atol=1e-12)
+    with pytest.raises(InvalidInputError, match="sum to 1"):
+        jsd_matrix(d, weights=w * 2)
+
+
 def test_jsd_matrix_rejects_bad_input():
     with pytest.raises(InvalidInputError, match="shape"):
         jsd_matrix(np.ones((3, 4)))

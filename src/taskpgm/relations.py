@@ -165,12 +165,15 @@ def _neg_entropy(x: torch.Tensor) -> torch.Tensor:
 def jsd_matrix(
     dists: ArrayLike,
     *,
+    weights: ArrayLike | None = None,
     device: str | torch.device | None = None,
     block_bytes: int = JSD_BLOCK_BYTES,
 ) -> FloatArray:
     """Mean Jensen–Shannon divergence between every pair of models.
 
-    JSD_ab = (1/N) Σ_n JSD(dists[a, n], dists[b, n]). It is computed as
+    JSD_ab = (1/N) Σ_n JSD(dists[a, n], dists[b, n]), or Σ_n w_n JSD(...) with
+    ``weights`` (e.g. 1/(N·n_x) for each of the n_x answer positions of a
+    generative example x, so every probe example counts once). It is computed as
     JSD(p, q) = ½ H̃(p) + ½ H̃(q) − H̃(m), H̃(x) = Σ_c x_c log x_c, so each
     model's own term is computed once and each pair only needs H̃ of its
     midpoint. Pairs are visited in the upper triangle only, one model a
@@ -180,6 +183,7 @@ def jsd_matrix(
     Args:
         dists: (M, N, C) probabilities: M models, N probe examples, C categories
             (pad examples with fewer categories with zeros).
+        weights: (N,) non-negative row weights summing to 1; default uniform 1/N.
         device: torch device to compute on (default: CUDA when available, else CPU).
         block_bytes: memory bound of one block of midpoints.
 
@@ -195,8 +199,19 @@ def jsd_matrix(
     if n_examples == 0:
         raise InvalidInputError("dists has no probe examples (axis 1 is empty)")
     arr = _check_distributions(arr, "dists")
+    w_rows = None
+    if weights is not None:
+        w = _as_float_array(weights, "weights")
+        if w.shape != (n_examples,):
+            raise InvalidInputError(f"weights must have shape ({n_examples},), got {w.shape}")
+        _check_finite(w, "weights")
+        if (w < 0).any() or abs(float(w.sum()) - 1.0) > SUM_TOLERANCE:
+            raise InvalidInputError("weights must be non-negative and sum to 1")
+        w_rows = w
     dev = torch.device(device) if device is not None else _default_device()
     x = torch.from_numpy(arr).to(dev)
+    row_w = (torch.from_numpy(w_rows).to(dev) if w_rows is not None
+             else torch.full((n_examples,), 1.0 / n_examples, dtype=torch.float64, device=dev))
     own = _neg_entropy(x)  # (M, N)
     # Zeros lifted to 5e-301 so every midpoint is >= 1e-300 and its log is finite with no
     # clamp in the loop; each lifted entry changes a sum by < 1e-297.
@@ -214,8 +229,8 @@ def jsd_matrix(
             # Σ m log m = ½ Σ 2m log 2m − ln 2, since Σ 2m = 2.
             h_mid = two_m.log().mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
             pair = (own[a, start:stop] + own[a + 1 :, start:stop]).mul_(0.5).sub_(h_mid)
-            total += pair.clamp_(0.0, _LN2).sum(dim=1)
-        out[a, a + 1 :] = total / n_examples
+            total += pair.clamp_(0.0, _LN2) @ row_w[start:stop]
+        out[a, a + 1 :] = total
     out = out + out.T
     result: FloatArray = out.cpu().numpy()
     return result
