@@ -15,7 +15,7 @@ A minimal file::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -117,13 +117,93 @@ class SignalsConfig(Section):
     bf16: bool = False
 
 
+class RelationsConfig(Section):
+    """How signals become the affinity S (DESIGN.md, "Affinity")."""
+
+    # Weight of the behaviour kernel against the squashed transfer PMI: 1 = only how the
+    # experts moved the base's predictions, 0 = only how much they raise each other's answers.
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    # Behaviour kernel: "displacement" (cosine of the experts' moves away from the base;
+    # robust to how far each moved) or "jsd" (exp(-JSD/sigma) on the raw JSD between experts).
+    kernel: Literal["displacement", "jsd"] = "displacement"
+    # Transfer term: "symmetric" (1/2 (PMI + PMI^T)) or "pairwise" (the reference code's form).
+    pmi_form: Literal["symmetric", "pairwise"] = "symmetric"
+    # Choice distribution of multiple-choice examples: "length" divides each choice's
+    # log-likelihood by its tokens (removes the base model's bias towards short choices),
+    # "plain" uses the summed log-likelihood.
+    normalization: Literal["plain", "length"] = "length"
+
+
+class MrfConfig(Section):
+    """The energy E(p) = 1/2 p^T S p - rho u^T p and its constraints."""
+
+    # rho = beta / lambda. 0: the most diverse mixture (least redundant tasks); larger values
+    # pull towards the utility. With the representativeness utility, rho = 1/T is uniform
+    # whenever the optimum is interior.
+    rho: float = Field(default=0.0, ge=0)
+    # Utility u: "representativeness" (S 1, tasks that stand for many), "transfer" (how much
+    # an expert helps the other tasks) or "gain" (how much a task's own expert learned).
+    utility: Literal["representativeness", "transfer", "gain"] = "representativeness"
+    # At most this many tasks get weight (greedy selection, exact weights); None = no limit.
+    budget: int | None = Field(default=None, ge=1)
+    # No task's training split may be repeated more than this many times in the mixture;
+    # with the token budget this caps each weight (the caps enter the solve).
+    max_repeat: float = Field(default=4.0, gt=0)
+
+
+class MixtureConfig(Section):
+    """The mixed training set that realizes the weights."""
+
+    # Total tokens (prompt + answer) of the mixed set. Every method gets the same budget;
+    # the evaluation trains one epoch over it, so time grows linearly with it.
+    token_budget: int = Field(default=60_000, ge=1)
+    # Seed of the mixture draw (which examples, in which order).
+    seed: int = 0
+
+
+class EvaluationConfig(Section):
+    """Train on each mixture with the same budget and score held-out data."""
+
+    # Run the evaluation stage at all (it trains one adapter per method and seed).
+    enabled: bool = True
+    # Baselines beside TaskPGM: uniform, size (proportional to train size) and temperature
+    # (p ~ n^(1/tau)). All are brought under the same caps.
+    baselines: list[Literal["uniform", "size", "temperature"]] = Field(
+        default_factory=lambda: ["uniform", "size", "temperature"])
+    # tau of the temperature baseline: 1 = size-proportional, large = uniform.
+    temperature: float = Field(default=2.0, gt=0)
+    # Seeds (mixture draw, LoRA initialization, data order); seeds are paired across
+    # methods and are the unit of replication for intervals. 5+ for a comparison.
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # Tasks scored but never in the mixture (task specs, like tasks.names).
+    heldout: list[TaskEntry | str] = Field(default_factory=list)
+    # MMLU subjects scored too ("mmlu:anatomy", ...); knowledge a small model mostly lacks.
+    mmlu: list[str] = Field(default_factory=list)
+    # At most this many eval examples per task (eval splits and held-out tasks).
+    max_eval: int = Field(default=200, ge=1)
+
+
+class ReportConfig(Section):
+    """The HTML report."""
+
+    # Render report.html at the end of the run.
+    enabled: bool = True
+    # Points on the rho path (weights along rho from 0 to 2/T) drawn in the report.
+    rho_path_points: int = Field(default=25, ge=2)
+
+
 class RunConfig(Section):
-    """A whole run. Later stages add their sections here."""
+    """A whole run: one section per stage."""
 
     base: BaseModelConfig = BaseModelConfig()
     tasks: TasksConfig = TasksConfig()
     experts: ExpertsConfig = ExpertsConfig()
     signals: SignalsConfig = SignalsConfig()
+    relations: RelationsConfig = RelationsConfig()
+    mrf: MrfConfig = MrfConfig()
+    mixture: MixtureConfig = MixtureConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    report: ReportConfig = ReportConfig()
     # Where stage artifacts go; None = $TASKPGM_HOME/artifacts. Relative paths are
     # relative to the config file.
     output_dir: str | None = None
