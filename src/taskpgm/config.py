@@ -117,6 +117,10 @@ class SignalsConfig(Section):
     bf16: bool = False
 
 
+BaselineName = Literal["uniform", "size", "temperature"]
+BASELINES: tuple[BaselineName, ...] = ("uniform", "size", "temperature")
+
+
 class RelationsConfig(Section):
     """How signals become the affinity S (DESIGN.md, "Affinity")."""
 
@@ -168,8 +172,7 @@ class EvaluationConfig(Section):
     enabled: bool = True
     # Baselines beside TaskPGM: uniform, size (proportional to train size) and temperature
     # (p ~ n^(1/tau)). All are brought under the same caps.
-    baselines: list[Literal["uniform", "size", "temperature"]] = Field(
-        default_factory=lambda: ["uniform", "size", "temperature"])
+    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINES))
     # tau of the temperature baseline: 1 = size-proportional, large = uniform.
     temperature: float = Field(default=2.0, gt=0)
     # Seeds (mixture draw, LoRA initialization, data order); seeds are paired across
