@@ -171,6 +171,16 @@ def test_collection_unknown_keys_are_listed_with_lines(tmp_path: Path, home: Pat
     assert "line 2: splits.prob: unknown key" in err
     assert "line 5: tasks.0.mapping.promt: unknown key" in err
     assert "line 6: tasks.0.max_exampls: unknown key" in err
+    assert "valid string" not in err and "has 3 problem(s)" in err
+    coll.write_text("tasks:\n  - 5\n")
+    code, _, err = run(capsys, "tasks", "show", str(coll))
+    assert code == 1 and "line 2: tasks.0: give a spec string or a mapping with spec:" in err
+    coll.write_bytes(b"tasks:\n  - caf\xe9.jsonl\n")
+    code, _, err = run(capsys, "tasks", "show", str(coll))
+    assert code == 1 and f"{coll} line 2: bytes that are not UTF-8 at byte offset 14" in err
+    coll.write_text("tasks:\n  - a.jsonl\n x: [\n")
+    code, _, err = run(capsys, "tasks", "show", str(coll))
+    assert code == 1 and f"{coll} line 3: not valid YAML" in err
 
 
 def test_console_script_subprocess(tmp_path: Path):

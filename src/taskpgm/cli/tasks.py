@@ -14,7 +14,7 @@ from typing import Any
 
 from taskpgm.errors import TaskPGMError
 from taskpgm.tasks.collection import TaskEntry, read_collection
-from taskpgm.tasks.loader import _options, load_entries, summary
+from taskpgm.tasks.loader import _options, check_names, expand, load_entries, summary
 
 
 def register(subparsers: Any) -> None:
@@ -131,13 +131,11 @@ def _validate(args: argparse.Namespace) -> int:
             problems.append(str(err))
             continue
         if spec.endswith((".yaml", ".yml")):
-            ok_before = len(ok)
+            try:
+                check_names(expand(entries), where=spec)
+            except TaskPGMError as err:
+                problems.append(str(err))
             _validate_each(entries, options, ok, problems)
-            if len(ok) - ok_before == len(entries):
-                try:
-                    load_entries(entries, options, where=spec)
-                except TaskPGMError as err:
-                    problems.append(str(err))
         else:
             singles.extend(entries)
     if singles:
@@ -154,8 +152,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _validate_each(entries: list[TaskEntry | str], options: Any, ok: list[str],
                    problems: list[str]) -> None:
-    from taskpgm.tasks.loader import expand
-
     for entry in entries:
         try:
             for resolved in expand([entry]):

@@ -21,11 +21,12 @@ configuration of later stages embeds :class:`TaskEntry` and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.records import FieldMapping
@@ -52,7 +53,12 @@ class TaskEntry(BaseModel):
     # Read at most this many examples of the source (in source order); None: all.
     max_examples: int | None = Field(default=None, ge=1)
     # Line of the collection file that declared this entry (set by read_collection).
-    line: int | None = Field(default=None, exclude=True, repr=False)
+    _line: int | None = PrivateAttr(default=None)
+
+    @property
+    def line(self) -> int | None:
+        """The collection file line of this entry, when it came from one."""
+        return self._line
 
 
 class Collection(BaseModel):
@@ -77,7 +83,13 @@ def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"collection file {path} does not exist; check the path")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path} line {line}: bytes that are not UTF-8 at byte offset "
+                          f"{err.start}; re-encode the file as UTF-8") from err
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -92,26 +104,43 @@ def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
     try:
         collection = Collection.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in
-                                                    ("TaskEntry", "str", "int", "float")))
-            at = _line_of(node, loc)
-            key = ".".join(str(x) for x in loc)
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"line {at}: {key}: {what}" if at else f"{key}: {what}")
-        listed = "\n  ".join(dict.fromkeys(lines))
+        lines = list(dict.fromkeys(_messages(err, data, node)))
+        listed = "\n  ".join(lines)
         raise ConfigError(f"{path} has {len(lines)} problem(s):\n  {listed}\n"
                           "fix these keys (see docs/tasks.md for the collection format)") from err
     entries = []
-    for i, (raw, entry) in enumerate(zip(collection.tasks, collection.entries(), strict=True)):
+    for i, entry in enumerate(collection.entries()):
         spec = entry.spec
         if not spec.startswith(("bigbench:", "mmlu:", "hf:")) and not Path(spec).is_absolute():
             spec = str(path.parent / spec)
-        entries.append(entry.model_copy(update={"spec": spec,
-                                                "line": _line_of(node, ("tasks", i))}))
-        del raw
+        located = entry.model_copy(update={"spec": spec})
+        located._line = _line_of(node, ("tasks", i))
+        entries.append(located)
     return collection, entries
+
+
+def _messages(err: ValidationError, data: dict[str, Any], node: Any) -> Iterator[str]:
+    """One line per problem; a task item is either a spec string or a mapping, not both."""
+    tasks = data.get("tasks")
+    items: list[Any] = tasks if isinstance(tasks, list) else []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        if len(loc) >= 3 and loc[0] == "tasks" and isinstance(loc[1], int) \
+                and loc[2] in ("TaskEntry", "str"):
+            item = items[loc[1]] if loc[1] < len(items) else None
+            if not isinstance(item, dict | str):
+                if loc[2] == "str":
+                    at = _line_of(node, loc[:2])
+                    yield (f"line {at}: tasks.{loc[1]}: give a spec string or a mapping with "
+                           f"spec:, not {type(item).__name__} {item!r}")
+                continue
+            if isinstance(item, dict) != (loc[2] == "TaskEntry"):
+                continue
+            loc = loc[:2] + loc[3:]
+        at = _line_of(node, loc)
+        key = ".".join(str(x) for x in loc)
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        yield f"line {at}: {key}: {what}" if at else f"{key}: {what}"
 
 
 def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
