@@ -44,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         return [score_naive(lm.model, lm.tokenizer, ex.prompt, choice)
                 for ex in examples for choice in (ex.choices or ())]
 
+    bf16, bf16_s = timed(lambda: score(lm.model, lm.tokenizer, examples,
+                                       cfg.model_copy(update={"bf16": True})))
+    off = ours["choice_offsets"]
+    agree = sum(
+        int(ours["choice_ll"][off[i] : off[i + 1]].argmax()
+            == bf16["choice_ll"][off[i] : off[i + 1]].argmax()) for i in range(len(examples)))
+    print(f"mc scoring: bf16 autocast {bf16_s:.3f} s ({ours_s / bf16_s:.2f}x float32), "
+          f"max |difference| {abs(bf16['choice_ll'] - ours['choice_ll']).max():.3f} nats, "
+          f"same predicted choice on {agree}/{len(examples)} examples")
     want, naive_s = timed(naive)
     diff = max(abs(a - b) for a, b in zip(want, ours["choice_ll"].tolist(), strict=True))
     met = compare("mc scoring", "naive loop, one forward per choice", naive_s, ours_s, 3.0)

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="bigbench:navigate")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--fp32-too", action="store_true",
+                        help="also time our loop without bf16 autocast")
     args = parser.parse_args(argv)
 
     lm = models.load(args.model)
@@ -115,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     spread = math.sqrt(sum((a - b) ** 2 for a, b in zip(ours_w, base_w, strict=False))
                        / max(1, len(ours_w)))
     print(f"training: RMS difference of the windowed curves {spread:.3f}")
+    if args.fp32_too:
+        fp32 = cfg.model_copy(update={"bf16": False})
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            log32 = train_expert(lm, task.name, task.train, fp32, Path(tmp) / "w", Path(tmp))
+            fp32_s = time.perf_counter() - t0
+        w32 = windows([e["loss"] for e in log32["steps_log"]], size)
+        print(f"training: float32 (no autocast) {log32['tokens'] / fp32_s:.0f} tokens/s, bf16 is "
+              f"{fp32_s / ours_s:.2f}x faster; loss windows {[round(x, 3) for x in w32]}")
     mem_ok = peak <= 4096
     print(f"training: peak memory {peak:.0f} MiB (target <= 4096 MiB: "
           f"{'met' if mem_ok else 'NOT MET'})")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,29 +29,10 @@ import numpy as np
 from taskpgm import config as config_module
 from taskpgm import signals as signals_stage
 from taskpgm.experts import load_tasks
+from taskpgm.stats import paired_bootstrap, wilson_interval
 
 COLUMNS = ["task", "n", "majority", "base_acc", "expert_acc", "expert_lo", "diff", "diff_lo",
            "diff_hi"]
-
-
-def wilson_lower(k: int, n: int, z: float = 1.959964) -> float:
-    """Lower end of the Wilson score interval: (p̂ + z²/2n − z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)."""
-    if n == 0:
-        return 0.0
-    p = k / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10_000, seed: int = 0
-                     ) -> tuple[float, float]:
-    """95% percentile interval of mean(a − b) over resamples of the paired examples."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(reps, len(a)))
-    diffs = (a[idx] - b[idx]).mean(axis=1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def correct(arrays: dict[str, np.ndarray], rows: list[int], right: list[set[int]]) -> np.ndarray:
@@ -80,7 +60,7 @@ def table(config_path: str) -> list[dict[str, object]]:
         out.append({
             "task": name, "n": n, "majority": round(majority, 3),
             "base_acc": round(b.mean(), 3), "expert_acc": round(e.mean(), 3),
-            "expert_lo": round(wilson_lower(int(e.sum()), n), 3),
+            "expert_lo": round(wilson_interval(int(e.sum()), n)[0], 3),
             "diff": round(e.mean() - b.mean(), 3), "diff_lo": round(lo, 3),
             "diff_hi": round(hi, 3),
         })

@@ -181,3 +181,38 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     run.write_text("base:\n  model: no-such-model\ntasks:\n  names: [x.jsonl]\n")
     assert main(["signals", str(run)]) == 1
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_imported_full_checkpoint_is_checked_and_scored(base: Base, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from taskpgm.errors import ModelError
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(base.path, tuned)
+    model = LlamaForCausalLM.from_pretrained(str(tuned))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    model.save_pretrained(tuned)
+    cfg = ExpertsConfig(import_={"colours": str(tuned)})
+    found = ensure_experts(base, {"colours": tiny_model.colour_task(10)}, cfg, root=tmp_path)
+    assert found["colours"].source == "checkpoint"
+    probes = {"colours": tiny_model.colour_task(4, seed=3)}
+    sig = ensure_signals(base, found, probes, SignalsConfig(), root=tmp_path)
+    loaded = base.load()
+    want = score(model, loaded.tokenizer, probes["colours"], SignalsConfig())
+    np.testing.assert_allclose(sig.arrays("expert:colours")["choice_ll"], want["choice_ll"],
+                               atol=1e-4)
+    # A checkpoint of another shape is refused before anything is written.
+    other = tmp_path / "other"
+    shutil.copytree(base.path, other)
+    small = LlamaConfig.from_pretrained(str(other))
+    small.hidden_size, small.intermediate_size = 32, 64
+    LlamaForCausalLM(small).save_pretrained(other)
+    with pytest.raises(ModelError, match="fine-tuned from another base"):
+        ensure_experts(base, {"c": tiny_model.colour_task(10)},
+                       ExpertsConfig(import_={"c": str(other)}), root=tmp_path / "x")
+    assert not list((tmp_path / "x").glob("experts/c-*"))

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from taskpgm import artifacts
 from taskpgm.config import ExpertsConfig, RunConfig
 from taskpgm.errors import ConfigError, DataError, ModelError, NotFoundError
-from taskpgm.models import Base, LoadedModel, encode
+from taskpgm.models import Base, LoadedModel, checkpoint_fingerprint, encode
 from taskpgm.progress import Progress, format_seconds
 from taskpgm.tasks.schema import Example, TaskSplits
 
@@ -61,7 +61,8 @@ class Expert:
         task: the task it was trained on.
         path: its artifact directory (adapter files + ``training_log.json`` + manifest).
         fingerprint: the artifact fingerprint (the directory name's hash).
-        source: ``"trained"`` or ``"imported"``.
+        source: ``"trained"``, ``"imported"`` (a LoRA adapter) or ``"checkpoint"`` (a
+            fine-tuned full model, scored on its own instead of as an adapter).
     """
 
     task: str
@@ -312,6 +313,58 @@ def train_expert(
         base.model.eval()
 
 
+def _check_tokenizer(base: LoadedModel, path: Path) -> None:
+    """Refuse a directory whose saved tokenizer differs from the base's (absent: the base's)."""
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        return
+    from transformers import AutoTokenizer
+
+    from taskpgm.models import tokenizer_fingerprint
+
+    try:
+        theirs = AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:
+        raise ModelError(f"cannot read the tokenizer saved at {path} ({err})") from err
+    if tokenizer_fingerprint(theirs) != tokenizer_fingerprint(base.tokenizer):
+        raise ModelError(
+            f"the expert at {path} comes with a tokenizer that differs from base model "
+            f"{base.name}'s (vocabulary or special tokens); its signals would not be "
+            "comparable — train it on this base or set base.model to its base"
+        )
+
+
+def check_checkpoint(base: LoadedModel, path: Path) -> None:
+    """Check a fine-tuned full checkpoint against the base: same tensors, shapes, tokenizer.
+
+    Only the safetensors headers are read (no weights are loaded).
+
+    Raises:
+        ModelError: pickled-only or unreadable weights, a tensor the base lacks or
+            with another shape, or a different tokenizer.
+    """
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{path} has no .safetensors weights; taskpgm never unpickles .bin "
+                         "checkpoints — re-save it with save_pretrained(safe_serialization=True)")
+    expected = {k: tuple(v.shape) for k, v in base.model.state_dict().items()}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as err:
+            raise ModelError(f"cannot read {file} ({err}); the file is corrupt") from err
+        for key, shape in shapes.items():
+            if expected.get(key) != shape:
+                raise ModelError(
+                    f"checkpoint {path}: tensor {key} has shape {shape} but base model "
+                    f"{base.name} has {expected.get(key, 'no such tensor')}; it was fine-tuned "
+                    "from another base — set base.model to its base"
+                )
+    _check_tokenizer(base, path)
+
+
 def check_adapter(base: LoadedModel, path: Path) -> dict[str, Any]:
     """Check an existing PEFT adapter directory against the base; return its adapter config.
 
@@ -335,23 +388,7 @@ def check_adapter(base: LoadedModel, path: Path) -> dict[str, Any]:
         raise ModelError(
             f"cannot read the adapter at {path} ({err}); the files are corrupt"
         ) from err
-    if any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        from transformers import AutoTokenizer
-
-        from taskpgm.models import tokenizer_fingerprint
-
-        try:
-            theirs = AutoTokenizer.from_pretrained(str(path))
-        except Exception as err:
-            raise ModelError(
-                f"cannot read the tokenizer saved with adapter {path} ({err})"
-            ) from err
-        if tokenizer_fingerprint(theirs) != tokenizer_fingerprint(base.tokenizer):
-            raise ModelError(
-                f"the adapter at {path} comes with a tokenizer that differs from base model "
-                f"{base.name}'s (vocabulary or special tokens); its signals would not be "
-                "comparable — train it on this base or set base.model to its base"
-            )
+    _check_tokenizer(base, path)
     if config.get("peft_type", "LORA") != "LORA":
         raise ModelError(
             f"{path} holds a {config.get('peft_type')} adapter; only LoRA is supported"
@@ -383,6 +420,11 @@ def check_adapter(base: LoadedModel, path: Path) -> dict[str, Any]:
     return dict(config)
 
 
+def _is_checkpoint(path: Path) -> bool:
+    """A full fine-tuned checkpoint (``config.json``), not a PEFT adapter."""
+    return (path / "config.json").is_file() and not (path / "adapter_config.json").is_file()
+
+
 def _write_progress_header(stream: TextIO | None, text: str) -> None:
     print(text, file=stream or sys.stderr, flush=True)
 
@@ -411,8 +453,12 @@ def ensure_experts(
             src = Path(imported).expanduser()
             if not src.is_dir():
                 raise NotFoundError(f"experts.import[{task!r}]: {src} is not a directory")
-            digest = hashlib.sha256((src / ADAPTER_FILE).read_bytes()).hexdigest()[:32] \
-                if (src / ADAPTER_FILE).is_file() else "missing"
+            if _is_checkpoint(src):
+                digest = checkpoint_fingerprint(src)
+            elif (src / ADAPTER_FILE).is_file():
+                digest = hashlib.sha256((src / ADAPTER_FILE).read_bytes()).hexdigest()[:32]
+            else:
+                digest = "missing"
             fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, digest],
                                        {"task": task, "imported": True}, {})
         else:
@@ -431,7 +477,8 @@ def ensure_experts(
     for task, fp, ipath in plans:
         found = artifacts.find(STAGE, task, fp, root=root)
         if found is not None:
-            done[task] = Expert(task, found, fp, "imported" if ipath else "trained")
+            source = str(artifacts.read_manifest(found).get("source", "trained"))
+            done[task] = Expert(task, found, fp, source)
         else:
             todo.append((task, fp, ipath))
     total_steps = sum(schedule(len(train_sets[t]), cfg)[0] for t, _, ip in todo if ip is None)
@@ -444,7 +491,11 @@ def ensure_experts(
         manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
                                     "base_name": base.name}
         with artifacts.write(STAGE, task, fp, manifest, root=root) as tmp:
-            if ipath is not None:
+            if ipath is not None and _is_checkpoint(ipath):
+                check_checkpoint(base.load(), ipath)
+                manifest.update(source="checkpoint", checkpoint=str(ipath.resolve()))
+                _write_progress_header(stream, f"{label}: fine-tuned checkpoint {ipath}")
+            elif ipath is not None:
                 config = check_adapter(base.load(), ipath)
                 shutil.copyfile(ipath / ADAPTER_FILE, tmp / ADAPTER_FILE)
                 (tmp / "adapter_config.json").write_text(json.dumps(config, indent=1))

@@ -42,7 +42,7 @@ from taskpgm import artifacts
 from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.errors import DataError, ModelError
 from taskpgm.experts import Expert
-from taskpgm.models import Base, encode
+from taskpgm.models import Base, encode, load
 from taskpgm.progress import Progress
 from taskpgm.tasks.schema import Example
 
@@ -356,6 +356,12 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
             if key not in todo:
                 continue
             print(f"signals: scoring {key}", file=out, flush=True)
+            if expert.source == "checkpoint":
+                path = artifacts.read_manifest(expert.path)["checkpoint"]
+                full = load(str(path))
+                save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress))
+                del full
+                continue
             try:
                 if wrapped is None:
                     wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),
