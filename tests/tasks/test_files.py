@@ -116,3 +116,11 @@ def test_hf_spec_without_network_fails_clearly(home: Path, monkeypatch: pytest.M
     with pytest.raises(NotFoundError,
                        match="cannot load hf:nobody/nothing@train from the Hugging Face hub"):
         load_task("hf:nobody/nothing@train")
+
+
+def test_default_task_names():
+    from taskpgm.tasks.files import task_name_for
+
+    assert task_name_for("data/my data.jsonl") == "my_data"
+    assert task_name_for("hf:glue:sst2@validation") == "glue__sst2"
+    assert task_name_for("saved/ds/") == "ds"

@@ -16,6 +16,7 @@ import codecs
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,16 @@ def is_file_spec(spec: str) -> bool:
 
 
 def task_name_for(spec: str) -> str:
-    """The default task name of a file spec: the file name without its suffix."""
+    """The default task name of a file spec: the file name without its suffix.
+
+    Characters outside ``[A-Za-z0-9_.-]`` become ``_`` (names end up in paths).
+    """
     if spec.startswith("hf:"):
-        return spec[3:].split("@")[0].replace("/", "__").replace(":", "__")
-    path = Path(spec)
-    return path.stem if path.suffix.lower() in SUFFIXES else path.name
+        name = spec[3:].split("@")[0].replace("/", "__").replace(":", "__")
+    else:
+        path = Path(spec.rstrip("/"))
+        name = path.stem if path.suffix.lower() in SUFFIXES else path.name
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name).lstrip(".-") or "task"
 
 
 class _Reader:
