@@ -146,11 +146,11 @@ class TaskBuilder:
             tjoined = pc.binary_join(target, US) if pa.types.is_list(target.type) or \
                 pa.types.is_large_list(target.type) else target
             canon = pc.binary_join_element_wise(task_col, prompt, "", tjoined, RS)
-        canon_b = canon.cast(pa.large_binary())
+        canon_b = _as_binary(canon)
         h64 = xxhash.xxh3_64_intdigest
         low = np.fromiter(map(h64, canon_b.to_pylist()), dtype=np.uint64, count=n)
-        keys = np.fromiter(map(h64, raw_prompt.cast(pa.large_binary()).to_pylist()),
-                           dtype=np.uint64, count=n)
+        keys = np.fromiter(map(h64, _as_binary(raw_prompt).to_pylist()), dtype=np.uint64,
+                           count=n)
         columns = {"canon": canon_b, "prompt": prompt}
         if kind == "mc":
             assert choices is not None and answer is not None
@@ -210,3 +210,11 @@ class _ArrowChunk:
         return [Example(self.task, example_id(c), p, None, (),
                         tuple(t) if isinstance(t, list) else (t,))
                 for c, p, t in zip(canon, prompts, part["target"], strict=True)]
+
+
+def _as_binary(column: pa.Array) -> pa.Array:
+    """The same bytes as a binary column (zero-copy), so ``to_pylist`` skips UTF-8 decoding."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.view(pa.large_binary() if pa.types.is_large_string(column.type)
+                       else pa.binary())
