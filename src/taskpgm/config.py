@@ -14,6 +14,7 @@ A minimal file::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,8 +237,35 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
-    """Parse YAML text into a :class:`RunConfig`; every problem reported at once.
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides with dotted keys (``mrf.rho=0.02``); values are YAML."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write KEY=VALUE with a dotted key, "
+                              "e.g. --set mrf.rho=0.02")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from err
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None,
+          overrides: Sequence[str] = ()) -> RunConfig:
+    """Parse YAML text (plus ``--set`` overrides) into a :class:`RunConfig`.
+
+    Every problem is reported at once.
 
     Raises:
         ConfigError: YAML syntax error, unknown key, wrong type or impossible value.
@@ -252,6 +280,7 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None) 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections "
                           f"({', '.join(RunConfig.model_fields)})")
+    data = apply_overrides(data, overrides)
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as err:
@@ -309,7 +338,7 @@ def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def load(path: str | Path) -> RunConfig:
+def load(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a config file.
 
     Raises:
@@ -319,7 +348,8 @@ def load(path: str | Path) -> RunConfig:
     file = Path(path).expanduser()
     if not file.is_file():
         raise NotFoundError(f"config file {file} does not exist; pass the path of a YAML file")
-    return parse(file.read_text(), source=str(file), base_dir=file.parent.resolve())
+    return parse(file.read_text(), source=str(file), base_dir=file.parent.resolve(),
+                 overrides=overrides)
 
 
 def dump(config: RunConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from taskpgm.errors import TaskPGMError
 # Modules that register subcommands, in the order they appear in --help.
 COMMAND_MODULES: list[str] = [
     "taskpgm.cli.demo",
+    "taskpgm.cli.run",
     "taskpgm.cli.tasks",
     "taskpgm.cli.experts",
     "taskpgm.cli.signals",

@@ -1,0 +1,156 @@
+"""``taskpgm run``, ``status``, ``solve``, ``mix`` and ``evaluate``: the pipeline commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taskpgm import config as config_mod
+from taskpgm.errors import NotFoundError
+from taskpgm.pipeline import STAGES, default_run_dir, read_stages, run
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("run", help="run every stage: experts to mixture, evaluation, report",
+                              description="Run the whole pipeline on a run config.")
+    p.add_argument("config", type=Path, help="run config (YAML)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
+    _overrides(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = subparsers.add_parser("status", help="list a run's stages, done or not, with fingerprints")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.set_defaults(handler=cmd_status)
+
+    p = subparsers.add_parser("solve", help="re-solve the weights from a run's relations",
+                              description="Re-solve from existing relations in seconds.")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--rho", type=float, default=None, help="rho (default: the run's)")
+    p.add_argument("--budget", type=int, default=None, help="at most K tasks")
+    p.add_argument("--rho-path", action="store_true",
+                   help="print the weights along rho from 0 to 2/T instead")
+    p.set_defaults(handler=cmd_solve)
+
+    for name, until, text in (("mix", "mixture", "rewrite the mixture and exports of a run"),
+                              ("evaluate", "evaluation", "train on every mixture and score")):
+        p = subparsers.add_parser(name, help=text, description=text.capitalize() + ".")
+        p.add_argument("run_dir", type=Path, metavar="RUN")
+        _overrides(p)
+        p.set_defaults(handler=cmd_stage, until=until)
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set mrf.rho=0.02 (repeatable)")
+
+
+def print_weights(run_dir: Path) -> None:
+    weights = json.loads((run_dir / "weights.json").read_text())
+    counts = json.loads((run_dir / "counts.json").read_text()) if (
+        run_dir / "counts.json").is_file() else {}
+    print(f"\nweights ({weights['method']}, rho={weights['rho']}, "
+          f"KKT residual {weights['kkt_residual']:.1e}):")
+    width = max(len(t) for t in weights["weights"])
+    for task, w in sorted(weights["weights"].items(), key=lambda kv: -kv[1]):
+        extra = f"  {counts[task]:6d} examples" if task in counts else ""
+        print(f"  {task:<{width}}  {w:7.4f}{extra}")
+
+
+def print_paths(run_dir: Path) -> None:
+    print(f"\nrun directory: {run_dir}")
+    for label, rel in (("weights", "weights.json"), ("mixture", "mixture/train.jsonl"),
+                       ("exports", "exports"), ("evaluation", "evaluation.md"),
+                       ("report", "report.html")):
+        path = run_dir / rel
+        if path.exists():
+            print(f"  {label:<11} {path}")
+
+
+def print_evaluation(run_dir: Path) -> None:
+    path = run_dir / "evaluation.md"
+    if path.is_file():
+        print("\n" + "\n".join(path.read_text().splitlines()[4:]))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config, args.overrides)
+    out = args.out or default_run_dir(args.config)
+    run(cfg, out)
+    print_weights(out)
+    print_evaluation(out)
+    print_paths(out)
+    return 0
+
+
+def _run_config(run_dir: Path, overrides: list[str]) -> config_mod.RunConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise NotFoundError(f"{run_dir} is not a run directory (no config.yaml); "
+                            "start one with `taskpgm run CONFIG`")
+    return config_mod.load(path, overrides)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    cfg = _run_config(args.run_dir, args.overrides)
+    run(cfg, args.run_dir, until=args.until)
+    print_weights(args.run_dir)
+    if args.until == "evaluation":
+        print_evaluation(args.run_dir)
+    print_paths(args.run_dir)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _run_config(args.run_dir, [])
+    stages = read_stages(args.run_dir)
+    print(f"run {args.run_dir}")
+    for name in STAGES:
+        info: dict[str, Any] = stages.get(name, {})
+        done = info.get("done", False)
+        fp = info.get("fingerprint") or ""
+        if not fp and isinstance(info.get("fingerprints"), dict):
+            fp = ", ".join(f"{t}={f}" for t, f in info["fingerprints"].items())
+        extra = " (skipped)" if info.get("skipped") else ""
+        took = f" {info['seconds']:.1f} s" if "seconds" in info else ""
+        print(f"  {name:<11} {'done' if done else 'not done':<9}{took}{extra}  {fp}")
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from taskpgm.mrf import TaskMixtureMRF, utility
+    from taskpgm.stages import open_relations, solve
+
+    cfg = _run_config(args.run_dir, [])
+    stages = read_stages(args.run_dir)
+    rel_path = stages.get("relations", {}).get("path")
+    if not rel_path or not Path(rel_path).is_dir():
+        raise NotFoundError(f"{args.run_dir} has no finished relations stage; "
+                            "run `taskpgm run` on it first")
+    relations = open_relations(Path(rel_path))
+    methods = json.loads((args.run_dir / "methods.json").read_text())
+    caps = np.asarray(methods["caps"], dtype=np.float64)
+    rho = cfg.mrf.rho if args.rho is None else args.rho
+    tasks = relations.tasks
+    width = max(len(t) for t in tasks)
+    if args.rho_path:
+        grid = np.linspace(0.0, 2.0 / len(tasks), 9)
+        u = utility(cfg.mrf.utility, relations.affinity, relations.arrays["pmi"])
+        fits = [TaskMixtureMRF(float(r), caps=caps).fit(relations.affinity, utility=u)
+                for r in grid]
+        print(" " * (width + 2) + "".join(f"{r:8.4f}" for r in grid) + "   <- rho")
+        for i, task in enumerate(tasks):
+            print(f"  {task:<{width}}" + "".join(f"{f.weights_[i]:8.4f}" for f in fits))
+        return 0
+    budget = args.budget if args.budget is not None else cfg.mrf.budget
+    result = solve(relations, rho, budget=budget, utility_kind=cfg.mrf.utility, caps=caps)
+    print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
+          f"KKT residual {result['kkt_residual']:.1e}")
+    for task, w in sorted(result["weights"].items(), key=lambda kv: -kv[1]):
+        print(f"  {task:<{width}}  {w:.4f}")
+    if budget is not None:
+        print("greedy order: " + ", ".join(result["selected"]))
+    return 0

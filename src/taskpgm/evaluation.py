@@ -1,0 +1,239 @@
+"""Judge mixtures the way the method is judged: train on each, score held-out data.
+
+For every method (TaskPGM, its budgeted variant, the baselines) and every
+seed s, the same recipe runs:
+
+1. realize the method's weights under the shared token budget
+   (:func:`taskpgm.mixture.example_counts`) and draw the mixed set with seed s;
+2. fine-tune the base model on it: LoRA with the ``experts`` hyperparameters,
+   one epoch over the mixed set, seed s (so every method gets the same tokens
+   and the same recipe; seeds are paired across methods);
+3. score accuracy on the eval splits of the mixture's tasks (``eval``), on
+   tasks never in the mixture (``heldout``) and on MMLU subjects (``mmlu``).
+
+Each (method, seed) is one fingerprinted artifact (adapter, training log,
+scores), so a killed evaluation resumes at the next unfinished one. The base
+model without training is scored once as the reference row ``base``.
+Method comparisons use intervals over seeds (:mod:`taskpgm.stats`), never a
+bootstrap over examples.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from taskpgm import artifacts
+from taskpgm.config import ExpertsConfig, SignalsConfig
+from taskpgm.experts import examples_fingerprint, train_expert
+from taskpgm.mixture import example_counts, sample_mixture
+from taskpgm.models import Base, LoadedModel
+from taskpgm.predictions import Normalization, from_arrays
+from taskpgm.progress import Progress, format_seconds
+from taskpgm.signals import probe_fingerprint, score
+from taskpgm.stats import mean_interval, paired_difference
+from taskpgm.tasks.schema import Example
+
+STAGE = "evaluation"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Examples scored after training, grouped by (split, task)."""
+
+    groups: dict[tuple[str, str], tuple[Example, ...]]
+
+    def examples(self) -> list[Example]:
+        return [ex for key in sorted(self.groups) for ex in self.groups[key]]
+
+    def fingerprint(self) -> str:
+        return probe_fingerprint(self.examples())
+
+
+def accuracy_by_group(
+    loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
+    scoring: SignalsConfig,
+) -> dict[tuple[str, str], tuple[float, int]]:
+    """Accuracy and example count of one model on every (split, task) group."""
+    examples = evalset.examples()
+    arrays = score(model, loaded.tokenizer, examples, scoring)
+    probe: dict[str, list[str] | list[int]] = {
+        "tasks": [ex.task for ex in examples], "kinds": [str(ex.kind) for ex in examples],
+        "gold": [ex.correct[0] if ex.choices is not None else 0 for ex in examples]}
+    names = sorted({ex.task for ex in examples})
+    pred = from_arrays(probe, {"m": arrays}, ["m"], names, normalization=normalization,
+                       correct_sets=[ex.correct if ex.choices is not None else (0,)
+                                     for ex in examples])
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    start = 0
+    for key in sorted(evalset.groups):
+        n = len(evalset.groups[key])
+        hits = pred.correct[0, start : start + n]
+        out[key] = (float(hits.mean()) if n else float("nan"), n)
+        start += n
+    return out
+
+
+def _rows(method: str, seed: int, acc: Mapping[tuple[str, str], tuple[float, int]]
+          ) -> list[dict[str, Any]]:
+    return [{"method": method, "seed": seed, "task": task, "split": split,
+             "accuracy": round(value, 6), "n": n}
+            for (split, task), (value, n) in sorted(acc.items())]
+
+
+def ensure_evaluation(
+    base: Base,
+    methods: Mapping[str, Mapping[str, float]],
+    train: Mapping[str, Sequence[Example]],
+    mean_tokens: Mapping[str, float],
+    evalset: EvalSet,
+    *,
+    seeds: Sequence[int],
+    token_budget: int,
+    max_repeat: float,
+    experts_cfg: ExpertsConfig,
+    scoring: SignalsConfig,
+    normalization: Normalization,
+    root: Path | None = None,
+    stream: TextIO | None = None,
+) -> list[dict[str, Any]]:
+    """Train on every (method, seed) mixture and score; reuse finished pairs.
+
+    Args:
+        methods: per method its weights {task: token share}.
+        train: the train split of every mixture task.
+        mean_tokens: mean tokens of a training example of each task.
+        evalset: what is scored after training.
+
+    Returns:
+        Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
+    """
+    out = stream or sys.stderr
+    tasks = list(train)
+    sizes = [len(train[t]) for t in tasks]
+    tokens = [mean_tokens[t] for t in tasks]
+    eval_fp = evalset.fingerprint()
+    recipe = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
+    defaults = ExpertsConfig().model_dump(exclude={"import_"})
+    plans = []
+    for seed in seeds:
+        for method, weights in methods.items():
+            w = np.array([weights.get(t, 0.0) for t in tasks])
+            counts = example_counts(w / w.sum(), sizes, tokens, token_budget, max_repeat)
+            mixed = sample_mixture(train, dict(zip(tasks, counts.tolist(), strict=True)), seed)
+            cfg = recipe.model_copy(update={"seed": seed})
+            fp = artifacts.fingerprint(
+                STAGE, VERSION, [base.fingerprint, examples_fingerprint(mixed), eval_fp],
+                {"recipe": cfg.model_dump(exclude={"import_"}), "norm": normalization,
+                 "scoring": scoring.model_dump()},
+                {"recipe": defaults})
+            plans.append((method, seed, mixed, cfg, fp))
+    base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
+                                    {"norm": normalization, "scoring": scoring.model_dump()}, {})
+    pending = [p for p in plans if artifacts.find(STAGE, f"{p[0]}-s{p[1]}", p[4], root=root)
+               is None]
+    print(f"evaluation: {len(plans)} trainings ({len(methods)} methods x {len(seeds)} seeds), "
+          f"{len(plans) - len(pending)} done already; {len(evalset.examples())} examples "
+          "scored after each", file=out, flush=True)
+    rows: list[dict[str, Any]] = []
+    found = artifacts.find(STAGE, "base", base_fp, root=root)
+    if found is None:
+        loaded = base.load()
+        acc = accuracy_by_group(loaded, loaded.model, evalset, normalization, scoring)
+        with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
+            (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
+        found = artifacts.find(STAGE, "base", base_fp, root=root)
+    assert found is not None
+    rows.extend(json.loads((found / "scores.json").read_text()))
+    progress = Progress("evaluation", len(plans), unit="training", every=0.0, stream=out,
+                        start=len(plans) - len(pending))
+    for method, seed, mixed, cfg, fp in plans:
+        name = f"{method}-s{seed}"
+        found = artifacts.find(STAGE, name, fp, root=root)
+        if found is None:
+            found = _train_and_score(base, name, method, seed, mixed, cfg, fp, evalset,
+                                     normalization, scoring, root, out)
+            progress.update(1, note=f"{name} done")
+        rows.extend(json.loads((found / "scores.json").read_text()))
+    return rows
+
+
+def _train_and_score(
+    base: Base, name: str, method: str, seed: int, mixed: Sequence[Example], cfg: ExpertsConfig,
+    fp: str, evalset: EvalSet, normalization: Normalization, scoring: SignalsConfig,
+    root: Path | None, out: TextIO,
+) -> Path:
+    from peft import PeftModel
+
+    loaded = base.load()
+    manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed)}
+    with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
+        work = artifacts.work_dir(STAGE, name, fp, root=root)
+        print(f"evaluation: training {name} on {len(mixed)} mixed examples", file=out, flush=True)
+        log = train_expert(loaded, name, mixed, cfg, work, tmp / "adapter",
+                           progress=Progress(f"evaluation {name}", None, unit="step",
+                                             every=15.0, stream=out),
+                           label=name, stream=out)
+        manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
+                        steps=log["steps"])
+        wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
+        try:
+            acc = accuracy_by_group(loaded, wrapped, evalset, normalization, scoring)
+        finally:
+            wrapped.unload()
+        (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))
+        print(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", file=out,
+              flush=True)
+    artifacts.remove_work_dir(STAGE, name, fp, root=root)
+    path = artifacts.find(STAGE, name, fp, root=root)
+    assert path is not None
+    return path
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], reference: str = "uniform"
+              ) -> list[dict[str, Any]]:
+    """Per method and split: mean accuracy over seeds with a 95% t-interval, and the paired
+    difference against ``reference`` (same seeds) with its interval.
+
+    The accuracy of a (method, seed, split) is the mean over the split's tasks.
+    """
+    by: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in rows:
+        by.setdefault((str(r["method"]), str(r["split"])), {}).setdefault(
+            int(r["seed"]), []).append(float(r["accuracy"]))
+    per_seed = {key: {s: float(np.mean(v)) for s, v in seeds.items()} for key, seeds in by.items()}
+    out = []
+    for (method, split), seeds in sorted(per_seed.items()):
+        values = [seeds[s] for s in sorted(seeds)]
+        mean, lo, hi = mean_interval(values)
+        entry: dict[str, Any] = {"method": method, "split": split, "seeds": len(values),
+                                 "mean": mean, "lo": lo, "hi": hi}
+        ref = per_seed.get((reference, split))
+        if ref is not None and method != reference:
+            common = sorted(set(seeds) & set(ref))
+            d, dlo, dhi = paired_difference([seeds[s] for s in common], [ref[s] for s in common])
+            entry.update(diff=d, diff_lo=dlo, diff_hi=dhi)
+        out.append(entry)
+    return out
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]], reference: str = "uniform") -> str:
+    """The summary as a Markdown table (mean [95% CI] and the paired difference)."""
+    def fmt(v: Any) -> str:
+        return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+    lines = [f"| method | split | seeds | accuracy | 95% CI | minus {reference} | 95% CI |",
+             "|---|---|---|---|---|---|---|"]
+    for e in summary:
+        lines.append(
+            f"| {e['method']} | {e['split']} | {e['seeds']} | {fmt(e['mean'])} | "
+            f"[{fmt(e['lo'])}, {fmt(e['hi'])}] | {fmt(e.get('diff'))} | "
+            f"[{fmt(e.get('diff_lo'))}, {fmt(e.get('diff_hi'))}] |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,329 @@
+"""``taskpgm run``: every stage, from the task collection to the report.
+
+Stages (DESIGN.md): tasks → experts → signals → relations → weights →
+mixture → evaluation → report. Each writes a fingerprinted artifact in the
+cache (shared across runs); this module checks the whole config before any
+work, runs the stages in order with progress, and fills the run directory:
+
+    RUN/config.yaml      the resolved config
+    RUN/stages.json      each stage: done or not, fingerprint, artifact path, seconds
+    RUN/weights.json     the chosen method's weights and certificate
+    RUN/methods.json     every method's weights (TaskPGM, budgeted, baselines) and the rho path
+    RUN/counts.json      examples of each task in the mixture
+    RUN/mixture/, RUN/exports/   see :mod:`taskpgm.exports`
+    RUN/evaluation.csv, RUN/evaluation.md
+    RUN/report.html
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from taskpgm import config as config_mod
+from taskpgm.config import RunConfig
+from taskpgm.errors import ConfigError, TaskPGMError
+from taskpgm.progress import format_seconds
+
+STAGES = ("tasks", "experts", "signals", "relations", "weights", "mixture", "evaluation",
+          "report")
+
+
+@dataclass
+class RunState:
+    """What a run has produced so far (filled stage by stage)."""
+
+    config: RunConfig
+    run_dir: Path
+    stream: TextIO
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path | None:
+        return Path(self.config.output_dir) if self.config.output_dir else None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def record(self, stage: str, **info: Any) -> None:
+        self.stages[stage] = {"done": True, **info}
+        write_json(self.run_dir / "stages.json",
+                   {s: self.stages.get(s, {"done": False}) for s in STAGES})
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    write_text(path, json.dumps(data, indent=1, default=float) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_run_dir(config_path: Path) -> Path:
+    return Path("runs") / config_path.stem
+
+
+def run(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    stream: TextIO | None = None,
+    until: str = "report",
+) -> RunState:
+    """Run the stages up to and including ``until`` and fill ``run_dir``.
+
+    Finished stage artifacts are reused, so ``until="mixture"`` after a full run
+    only rewrites the mixture (``taskpgm mix``).
+    """
+    if until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+    from taskpgm import stages as model_free
+    from taskpgm.experts import ensure_experts, tokenize_training
+    from taskpgm.models import Base
+    from taskpgm.signals import ensure_signals, probe_set
+
+    out = stream or sys.stderr
+    state = RunState(config, Path(run_dir), out)
+    write_text(state.run_dir / "config.yaml",
+               yaml.safe_dump(config_mod.dump(config), sort_keys=False))
+    t_run = time.monotonic()
+
+    last = STAGES.index(until) + 1
+
+    def stage(i: int, name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        if i > last:
+            return
+        elapsed = format_seconds(time.monotonic() - t_run)
+        state.say(f"[stage {i}/{last}: {name}] (elapsed {elapsed})")
+        t0 = time.monotonic()
+        info = fn()
+        state.record(name, seconds=round(time.monotonic() - t0, 2), **info)
+
+    # 1. tasks, checked with everything else before any work
+    tasks, heldout, mmlu = _load_all_tasks(config)
+    names = list(tasks)
+    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
+                threads=config.base.threads)
+    mean_tokens = {}
+    loaded = None
+    for t, splits in tasks.items():
+        if loaded is None:
+            loaded = base.load()
+        lengths = [len(ids) for ids, _ in tokenize_training(loaded.tokenizer, splits.train,
+                                                            config.experts.max_length)]
+        mean_tokens[t] = float(np.mean(lengths))
+    caps = preflight(config, tasks, mean_tokens)
+    stage(1, "tasks", lambda: {"tasks": names, "train": {t: len(s.train) for t, s in tasks.items()},
+                               "probe": {t: len(s.probe) for t, s in tasks.items()},
+                               "mean_tokens": mean_tokens})
+
+    # 2-3. experts and signals (the expensive part; resumable)
+    experts: dict[str, Any] = {}
+
+    def do_experts() -> dict[str, Any]:
+        experts.update(ensure_experts(base, {t: s.train for t, s in tasks.items()},
+                                      config.experts, root=state.root, stream=out))
+        return {"fingerprints": {t: e.fingerprint for t, e in experts.items()},
+                "paths": {t: str(e.path) for t, e in experts.items()}}
+
+    stage(2, "experts", do_experts)
+    holder: dict[str, Any] = {}
+
+    def do_signals() -> dict[str, Any]:
+        sig = ensure_signals(base, experts, {t: s.probe for t, s in tasks.items()},
+                             config.signals, root=state.root, stream=out)
+        holder["signals"] = sig
+        return {"fingerprint": str(sig.manifest.get("fingerprint")), "path": str(sig.path)}
+
+    stage(3, "signals", do_signals)
+
+    def do_relations() -> dict[str, Any]:
+        probe = probe_set({t: s.probe for t, s in tasks.items()})
+        rel = model_free.ensure_relations(holder["signals"], names, config.relations,
+                                          correct_sets=[ex.correct for ex in probe],
+                                          root=state.root, stream=out)
+        holder["relations"] = rel
+        return {"fingerprint": rel.fingerprint, "path": str(rel.path),
+                "psd": rel.info.get("psd")}
+
+    stage(4, "relations", do_relations)
+
+    def do_weights() -> dict[str, Any]:
+        ev = config.evaluation
+        data = model_free.ensure_weights(
+            holder["relations"], config.mrf, caps=caps,
+            train_sizes=[len(tasks[t].train) for t in names], baselines=ev.baselines,
+            temperature=ev.temperature, rho_path_points=config.report.rho_path_points,
+            root=state.root, stream=out)
+        holder["weights"] = data
+        chosen = data["methods"][data["chosen"]]
+        write_json(state.run_dir / "weights.json", {
+            **{k: v for k, v in chosen.items() if k != "weights"},
+            "fingerprints": {"relations": holder["relations"].fingerprint,
+                             "weights": data.get("fingerprint")},
+            "weights": chosen["weights"]})
+        write_json(state.run_dir / "methods.json", data)
+        return {"fingerprint": data.get("fingerprint"), "chosen": data["chosen"]}
+
+    stage(5, "weights", do_weights)
+
+    def do_mixture() -> dict[str, Any]:
+        return write_mixture(state, tasks, mean_tokens, holder["weights"])
+
+    stage(6, "mixture", do_mixture)
+
+    def do_evaluation() -> dict[str, Any]:
+        if not config.evaluation.enabled:
+            return {"skipped": True}
+        return evaluate(state, base, tasks, heldout, mmlu, mean_tokens, holder["weights"])
+
+    stage(7, "evaluation", do_evaluation)
+
+    def do_report() -> dict[str, Any]:
+        if not config.report.enabled:
+            return {"skipped": True}
+        if importlib.util.find_spec("taskpgm.report") is None:
+            state.say("report: not built yet (the report issue); skipped")
+            return {"skipped": True, "reason": "the report module is not built yet"}
+        report = importlib.import_module("taskpgm.report")
+        path = report.render(state.run_dir)
+        return {"path": str(path)}
+
+    stage(8, "report", do_report)
+    state.say(f"run finished in {format_seconds(time.monotonic() - t_run)}")
+    return state
+
+
+def read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The run's ``stages.json`` (empty when the run never started)."""
+    try:
+        data = json.loads((run_dir / "stages.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load_all_tasks(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from taskpgm.experts import load_tasks
+    from taskpgm.tasks import load_collection
+
+    tasks = load_tasks(config)
+    heldout: dict[str, Any] = {}
+    mmlu: dict[str, Any] = {}
+    ev = config.evaluation
+    if ev.enabled and ev.heldout:
+        loaded = load_collection(list(ev.heldout), options=config.tasks.splits)
+        heldout = {s.name: s for s in loaded}
+    if ev.enabled and ev.mmlu:
+        loaded = load_collection(list(ev.mmlu), options=config.tasks.splits)
+        mmlu = {s.name: s for s in loaded}
+    clash = sorted((set(heldout) | set(mmlu)) & set(tasks))
+    if clash:
+        raise ConfigError(f"evaluation.heldout/mmlu name tasks that are in the mixture: {clash}; "
+                          "a held-out task must not be trained on — remove it from one list")
+    return tasks, heldout, mmlu
+
+
+def preflight(config: RunConfig, tasks: dict[str, Any], mean_tokens: dict[str, float]
+              ) -> np.ndarray:
+    """Every constraint problem at once, before any training. Returns the weight caps."""
+    from taskpgm.mixture import caps_from_budget
+
+    names = list(tasks)
+    problems = []
+    k = config.mrf.budget
+    if k is not None and k > len(names):
+        problems.append(f"mrf.budget: k={k} is larger than the number of tasks ({len(names)}); "
+                        "lower it or leave it unset")
+    caps = np.full(len(names), np.inf)
+    try:
+        caps = caps_from_budget([len(tasks[t].train) for t in names],
+                                [mean_tokens[t] for t in names],
+                                config.mixture.token_budget, config.mrf.max_repeat)
+    except TaskPGMError as err:
+        problems.append(f"mixture.token_budget: {err}")
+    if k is not None and k <= len(names) and np.isfinite(caps).all():
+        top = float(np.sort(caps)[::-1][:k].sum())
+        if top < 1.0:
+            problems.append(
+                f"mrf.budget: the {k} tasks with the most training data hold only "
+                f"{top:.0%} of mixture.token_budget within mrf.max_repeat; raise k, "
+                "mrf.max_repeat, or lower the token budget")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the run config:\n  "
+                          + "\n  ".join(problems))
+    return caps
+
+
+def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str, float],
+                  weights: dict[str, Any]) -> dict[str, Any]:
+    """The chosen method's counts, mixed set and exports, into the run directory."""
+    from taskpgm.exports import write_exports
+    from taskpgm.mixture import example_counts, sample_mixture
+
+    cfg = state.config
+    names = list(tasks)
+    chosen = weights["methods"][weights["chosen"]]["weights"]
+    w = np.array([chosen[t] for t in names])
+    counts = example_counts(w / w.sum(), [len(tasks[t].train) for t in names],
+                            [mean_tokens[t] for t in names], cfg.mixture.token_budget,
+                            cfg.mrf.max_repeat)
+    count_map = {t: int(c) for t, c in zip(names, counts, strict=True)}
+    train = {t: tasks[t].train for t in names}
+    mixed = sample_mixture(train, count_map, cfg.mixture.seed)
+    paths = write_exports(state.run_dir, tasks=names, weights=list(w / w.sum()),
+                          mean_tokens=[mean_tokens[t] for t in names], train=train, mixed=mixed)
+    write_json(state.run_dir / "counts.json", count_map)
+    state.say(f"mixture: {len(mixed)} examples, "
+              f"{sum(count_map[t] * mean_tokens[t] for t in names):,.0f} tokens")
+    return {"examples": len(mixed), "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
+             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any]
+             ) -> dict[str, Any]:
+    from taskpgm.evaluation import EvalSet, ensure_evaluation, markdown_table, summarize
+
+    cfg = state.config
+    cap = cfg.evaluation.max_eval
+    groups: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for split, source in (("eval", tasks), ("heldout", heldout), ("mmlu", mmlu)):
+        for name, splits in source.items():
+            pool = splits.eval if split == "eval" else (splits.eval + splits.probe + splits.train)
+            groups[(split, name)] = tuple(pool[:cap])
+    methods = {m: d["weights"] for m, d in weights["methods"].items()}
+    rows = ensure_evaluation(
+        base, methods, {t: tasks[t].train for t in tasks}, mean_tokens, EvalSet(groups),
+        seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
+        max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,
+        normalization=cfg.relations.normalization, root=state.root, stream=state.stream)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy"],
+                            extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(state.run_dir / "evaluation.csv", buf.getvalue())
+    summary = summarize(rows)
+    write_json(state.run_dir / "evaluation_summary.json", summary)
+    write_text(state.run_dir / "evaluation.md",
+               "# Evaluation\n\nMean accuracy over seeds (a split's accuracy is the mean over "
+               "its tasks), 95% t-interval over seeds, and the paired difference against "
+               "uniform on the same seeds.\n\n" + markdown_table(summary))
+    return {"rows": len(rows)}

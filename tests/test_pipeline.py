@@ -1,0 +1,105 @@
+"""The whole pipeline on a tiny random llama and three local task files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskpgm.cli import main
+from tiny_model import tiny_dir
+
+COLOURS = ["red", "blue", "green", "cat", "dog"]
+
+
+def write_task(path: Path, n: int, seed: int, hint: bool) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(n):
+            k = rng.randrange(len(COLOURS))
+            said = COLOURS[k] if hint else rng.choice(COLOURS)
+            f.write(json.dumps({"prompt": f"Q{i}: the colour is {said} {said}\nA:",
+                                "choices": COLOURS, "answer": k}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    model = tiny_dir(str(root))
+    tasks = [write_task(root / f"{name}.jsonl", 60, seed, hint)
+             for name, seed, hint in (("alpha", 1, True), ("beta", 2, True), ("gamma", 3, False))]
+    cfg = {
+        "base": {"model": str(model)},
+        "tasks": {"names": [str(t) for t in tasks],
+                  "splits": {"probe": 8, "eval": 8, "max_train": 40}},
+        "experts": {"steps": 3, "batch_size": 4, "bf16": False, "checkpoint_every": 2,
+                    "lr": 0.01},
+        "signals": {"batch_size": 8},
+        "mixture": {"token_budget": 1500},
+        "evaluation": {"seeds": [0, 1], "baselines": ["uniform", "size"]},
+        "output_dir": str(root / "artifacts"),
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return root, path
+
+
+def test_run_writes_the_run_directory_contract(setup, capsys):
+    root, config = setup
+    out = root / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "[stage 8/8: report]" in printed.err
+    for rel in ("config.yaml", "weights.json", "counts.json", "mixture/train.jsonl",
+                "mixture/hf", "exports/interleave.json", "exports/llamafactory/dataset_info.json",
+                "exports/llamafactory/mix.yaml", "exports/megatron.txt", "exports/axolotl.yaml",
+                "evaluation.csv", "evaluation.md", "stages.json"):
+        assert (out / rel).exists(), rel
+    weights = json.loads((out / "weights.json").read_text())
+    assert set(weights) >= {"method", "rho", "budget", "energy", "kkt_residual", "fingerprints",
+                            "weights"}
+    assert abs(sum(weights["weights"].values()) - 1) < 1e-9
+    counts = json.loads((out / "counts.json").read_text())
+    lines = (out / "mixture/train.jsonl").read_text().splitlines()
+    assert len(lines) == sum(counts.values())
+    header, *rows = (out / "evaluation.csv").read_text().splitlines()
+    assert header == "method,seed,task,split,accuracy"
+    methods = {r.split(",")[0] for r in rows}
+    assert methods == {"base", "taskpgm", "uniform", "size"}
+    assert "weights (taskpgm" in printed.out
+
+
+def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(setup, capsys):
+    root, config = setup
+    out = root / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "experts: 3 of 3 finished already, 0 to do" in err
+    assert "signals: reusing" in err and "relations: reusing" in err
+    assert "weights: reusing" in err
+    assert main(["run", str(config), "--out", str(out), "--set", "mrf.rho=0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "relations: reusing" in err and "weights: reusing" not in err
+    assert json.loads((out / "weights.json").read_text())["rho"] == 0.5
+
+
+def test_status_solve_and_bad_config(setup, capsys):
+    root, config = setup
+    out = root / "run"
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert status.count(" done ") >= 7
+    assert main(["solve", str(out), "--rho", "0.1"]) == 0
+    assert "KKT residual" in capsys.readouterr().out
+    assert main(["solve", str(out), "--rho-path"]) == 0
+    assert "<- rho" in capsys.readouterr().out
+    assert main(["run", str(config), "--out", str(root / "bad"), "--set", "mrf.budget=7",
+                 "--set", "mixture.token_budget=100000000"]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "mrf.budget" in err and "mixture.token_budget" in err
+    assert "Traceback" not in err
+    assert not (root / "bad" / "weights.json").exists()
