@@ -4,12 +4,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from taskpgm.tasks import load_collection, load_task
-from taskpgm.tasks.formatting import canonical, content_hash, example_id
+from taskpgm.tasks.formatting import canonical, example_id, hash64, id_low, rest
 
 from .conftest import mc_records, write_jsonl
 
@@ -48,10 +49,18 @@ def test_fast_and_record_paths_agree(tmp_path: Path, home: Path):
 
 
 def test_id_is_the_documented_content_hash(tmp_path: Path, home: Path):
-    t = load_task(str(write_jsonl(tmp_path / "t.jsonl", mc_records(400))))
-    e = t.probe[0]
-    text = canonical("t", e.prompt, e.choices, e.correct, ())
-    assert e.id == example_id(text) and int(e.id[16:], 16) == content_hash(text)
+    """Recompute an id from the documented definition (formatting.py docstring)."""
+    rows = [dict(r, ctx=f"x{i}") for i, r in enumerate(mc_records(400))]
+    for template in (None, "{ctx}: {prompt}"):
+        t = load_task(str(write_jsonl(tmp_path / "t.jsonl", rows)), template=template)
+        for e in (t.probe[0], t.train[-1]):
+            low = id_low(np.array([hash64(e.prompt)], dtype=np.uint64),
+                         np.array([hash64(rest("t", e.choices, e.correct, ()))],
+                                  dtype=np.uint64))[0]
+            text = canonical("t", e.prompt, e.choices, e.correct, ())
+            assert e.id == example_id(text, int(low))
+            assert text == "t\x1e" + e.prompt + "\x1e" + "\x1f".join(e.choices or ()) \
+                + "\x1e" + str(e.answer)
 
 
 def test_mapping_template_and_generative(tmp_path: Path, home: Path):

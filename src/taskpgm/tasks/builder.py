@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from taskpgm.errors import DataError
-from taskpgm.tasks.formatting import RS, US, canonical, example_id, prompt_key
+from taskpgm.tasks.formatting import RS, US, canonical, example_id, hash64, id_low, rest
 from taskpgm.tasks.schema import Example, Kind
 from taskpgm.tasks.splits import Selected, Selector, ranks
 
@@ -62,14 +62,15 @@ class TaskBuilder:
         self.kind: Kind | None = None
         self.selector = Selector(keep)
         self._rows: list[tuple[str, tuple[str, ...] | None, tuple[int, ...], tuple[str, ...]]] = []
-        self._canon: list[str] = []
+        self._hashes: list[tuple[int, int]] = []  # (prompt hash, rest hash) per row
         self._keys: list[int] = []
+        self._rest_cache: dict[str, int] = {}
 
     def reset(self) -> None:
         """Forget everything added (a source is about to be read again from the start)."""
         self.kind = None
         self.selector = Selector(self.selector.keep)
-        self._rows, self._canon, self._keys = [], [], []
+        self._rows, self._hashes, self._keys = [], [], []
 
     def check_kind(self, kind: Kind, where: str, problems: Problems) -> bool:
         """Fix the task's kind on the first row; a row of the other kind is a problem."""
@@ -95,8 +96,14 @@ class TaskBuilder:
         ch = tuple(choices) if choices is not None else None
         row = (prompt, ch, tuple(correct), tuple(targets))
         self._rows.append(row)
-        self._canon.append(canonical(self.task, prompt, ch, row[2], row[3]))
-        self._keys.append(prompt_key(raw_prompt))
+        text = rest(self.task, ch, row[2], row[3])
+        rh = self._rest_cache.get(text)
+        if rh is None:
+            if len(self._rest_cache) > 65536:
+                self._rest_cache.clear()
+            rh = self._rest_cache[text] = hash64(text)
+        self._hashes.append((hash64(prompt), rh))
+        self._keys.append(hash64(raw_prompt) if raw_prompt != prompt else self._hashes[-1][0])
         if len(self._rows) >= BATCH:
             self.flush()
 
@@ -105,16 +112,17 @@ class TaskBuilder:
         if not self._rows:
             return
         rows = self._rows
-        canon = [c.encode("utf-8") for c in self._canon]
-        low = np.fromiter(map(xxhash.xxh3_64_intdigest, canon), dtype=np.uint64, count=len(canon))
+        pairs = np.array(self._hashes, dtype=np.uint64).reshape(-1, 2)
+        low = id_low(pairs[:, 0], pairs[:, 1])
         keys = np.array(self._keys, dtype=np.uint64)
+        lows = low.tolist()
         task = self.task
 
         def take(idx: np.ndarray) -> _RowChunk:
-            return _RowChunk(task, [(canon[i], *rows[i]) for i in idx.tolist()])
+            return _RowChunk(task, [(lows[i], *rows[i]) for i in idx.tolist()])
 
         self.selector.add(keys, ranks(low, self.seed), take)
-        self._rows, self._canon, self._keys = [], [], []
+        self._rows, self._hashes, self._keys = [], [], []
 
     def add_arrow(
         self,
@@ -124,6 +132,8 @@ class TaskBuilder:
         choices: pa.Array | None,
         answer: pa.Array | None,
         target: pa.Array | None,
+        *,
+        joined: pa.Array | None = None,
     ) -> None:
         """Add a batch of already validated Arrow columns (the fast path for tabular files).
 
@@ -138,20 +148,27 @@ class TaskBuilder:
         task_col = pa.scalar(self.task)
         if kind == "mc":
             assert choices is not None and answer is not None
-            joined = pc.binary_join(choices, US)
-            canon = pc.binary_join_element_wise(task_col, prompt, joined,
-                                                pc.cast(answer, pa.string()), RS)
+            if joined is None:
+                joined = pc.binary_join(choices, US)
+            rest_col = pc.binary_join_element_wise(task_col, joined,
+                                                   pc.cast(answer, pa.string()), RS)
         else:
             assert target is not None
             tjoined = pc.binary_join(target, US) if pa.types.is_list(target.type) or \
                 pa.types.is_large_list(target.type) else target
-            canon = pc.binary_join_element_wise(task_col, prompt, "", tjoined, RS)
-        canon_b = _as_binary(canon)
-        h64 = xxhash.xxh3_64_intdigest
-        low = np.fromiter(map(h64, canon_b.to_pylist()), dtype=np.uint64, count=n)
-        keys = np.fromiter(map(h64, _as_binary(raw_prompt).to_pylist()), dtype=np.uint64,
-                           count=n)
-        columns = {"canon": canon_b, "prompt": prompt}
+            rest_col = pc.binary_join_element_wise(task_col, "", tjoined, RS)
+        # Each distinct rest (list of choices + answer) is hashed once.
+        encoded = rest_col.dictionary_encode()
+        h64 = xxhash.xxh3_64_intdigest  # same as hash64, on the UTF-8 bytes directly
+        distinct = np.fromiter(map(h64, _as_binary(encoded.dictionary).to_pylist()),
+                               dtype=np.uint64, count=len(encoded.dictionary))
+        rest_hash = distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+        prompt_hash = np.fromiter(map(h64, _as_binary(prompt).to_pylist()), dtype=np.uint64,
+                                  count=n)
+        keys = prompt_hash if raw_prompt is prompt else np.fromiter(
+            map(h64, _as_binary(raw_prompt).to_pylist()), dtype=np.uint64, count=n)
+        low = id_low(prompt_hash, rest_hash)
+        columns = {"low": pa.array(low), "prompt": prompt}
         if kind == "mc":
             assert choices is not None and answer is not None
             columns.update(choices=choices, answer=answer)
@@ -169,7 +186,7 @@ class TaskBuilder:
 
 
 class _RowChunk:
-    """Candidate rows of the record path: (canonical bytes, prompt, choices, correct, targets)."""
+    """Candidate rows of the record path: (id low half, prompt, choices, correct, targets)."""
 
     def __init__(self, task: str, rows: list[tuple[Any, ...]]) -> None:
         self.task, self.rows = task, rows
@@ -183,8 +200,10 @@ class _RowChunk:
     def examples(self, rows: list[int]) -> list[Example]:
         out = []
         for i in rows:
-            canon, prompt, choices, correct, targets = self.rows[i]
-            out.append(Example(self.task, example_id(canon), prompt, choices, correct, targets))
+            low, prompt, choices, correct, targets = self.rows[i]
+            text = canonical(self.task, prompt, choices, correct, targets)
+            out.append(Example(self.task, example_id(text, low), prompt, choices, correct,
+                               targets))
         return out
 
 
@@ -202,14 +221,19 @@ class _ArrowChunk:
 
     def examples(self, rows: list[int]) -> list[Example]:
         part = self.table.take(pa.array(rows, type=pa.int64())).to_pydict()
-        canon, prompts = part["canon"], part["prompt"]
+        out = []
         if self.kind == "mc":
-            return [Example(self.task, example_id(c), p, tuple(ch), (a,))
-                    for c, p, ch, a in zip(canon, prompts, part["choices"], part["answer"],
-                                           strict=True)]
-        return [Example(self.task, example_id(c), p, None, (),
-                        tuple(t) if isinstance(t, list) else (t,))
-                for c, p, t in zip(canon, prompts, part["target"], strict=True)]
+            for low, p, ch, a in zip(part["low"], part["prompt"], part["choices"],
+                                     part["answer"], strict=True):
+                choices, correct = tuple(ch), (a,)
+                text = canonical(self.task, p, choices, correct, ())
+                out.append(Example(self.task, example_id(text, low), p, choices, correct))
+            return out
+        for low, p, t in zip(part["low"], part["prompt"], part["target"], strict=True):
+            targets = tuple(t) if isinstance(t, list) else (t,)
+            text = canonical(self.task, p, None, (), targets)
+            out.append(Example(self.task, example_id(text, low), p, None, (), targets))
+        return out
 
 
 def _as_binary(column: pa.Array) -> pa.Array:

@@ -18,10 +18,10 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -176,35 +176,56 @@ def _arrow(reader: _Reader, batches: Iterator[pa.RecordBatch], locate: Callable[
 
 def _jsonl(reader: _Reader, path: Path) -> None:
     """JSONL in ~10 MB chunks of whole lines, each parsed by pyarrow or, failing that, by line."""
+    for first_line, first_offset, chunk, batch in _parsed_chunks(path):
+
+        def by_line(chunk: bytes = chunk, a: int = first_line, b: int = first_offset
+                    ) -> Iterator[Record]:
+            return _jsonl_records(io.BytesIO(chunk), a, b)
+
+        if batch is None:
+            reader.records(by_line())
+        elif batch.num_rows:
+            reader.batch(batch, by_line)
+        if reader.full:
+            return
+
+
+def _parsed_chunks(path: Path) -> Iterator[tuple[int, int, bytes, pa.RecordBatch | None]]:
+    """(first line, first byte offset, bytes, parsed batch or None) per chunk of whole lines.
+
+    The next chunk is read and parsed in a background thread (pyarrow releases the
+    GIL) while the caller validates and hashes the current one.
+    """
     import pyarrow.json as pj
 
-    line, offset = 1, 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+    def parse(chunk: bytes) -> pa.RecordBatch | None:
+        try:
+            chunk.decode("utf-8")  # pyarrow does not check; the record path says where
+            table = pj.read_json(io.BytesIO(chunk), read_options=pj.ReadOptions(
+                block_size=max(len(chunk) // 32, 1 << 16)))
+        except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError,
+                pa.ArrowNotImplementedError):
+            return None
+        batches = table.combine_chunks().to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([])
+
+    with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as pool:
+
+        def read_next() -> tuple[bytes, pa.RecordBatch | None] | None:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                return None
             chunk += f.readline()
-            first_line, first_offset = line, offset
+            return chunk, parse(chunk)
+
+        pending = pool.submit(read_next)
+        line, offset = 1, 0
+        while (item := pending.result()) is not None:
+            pending = pool.submit(read_next)
+            chunk, batch = item
+            yield line, offset, chunk, batch
             line += chunk.count(b"\n")
             offset += len(chunk)
-
-            def by_line(chunk: bytes = chunk, a: int = first_line, b: int = first_offset
-                        ) -> Iterator[Record]:
-                return _jsonl_records(io.BytesIO(chunk), a, b)
-
-            try:
-                chunk.decode("utf-8")  # pyarrow does not check; the record path says where
-                table = pj.read_json(io.BytesIO(chunk), read_options=pj.ReadOptions(
-                    block_size=max(len(chunk) // 32, 1 << 16)))
-                batches = table.combine_chunks().to_batches()
-            except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowTypeError,
-                    pa.ArrowNotImplementedError):
-                reader.records(by_line())
-            else:
-                if batches:
-                    reader.batch(batches[0] if len(batches) == 1 else
-                                 pa.Table.from_batches(batches).combine_chunks().to_batches()[0],
-                                 by_line)
-            if reader.full:
-                return
 
 
 # ---------------------------------------------------------------- readers
@@ -383,8 +404,9 @@ def _fast_batch(batch: pa.RecordBatch, builder: TaskBuilder, m: FieldMapping,
             or pc.any(pc.greater_equal(answer, lens)).as_py()
         )):
             raise _Stop
-        _check_distinct(choices, lens)
-        builder.add_arrow("mc", text, prompt, choices, answer.cast(pa.int64()), None)
+        joined = _check_distinct(choices, lens)
+        builder.add_arrow("mc", text, prompt, choices, answer.cast(pa.int64()), None,
+                          joined=joined)
     else:
         if m.target not in names:
             raise _Stop
@@ -408,15 +430,18 @@ def _string_column(batch: pa.RecordBatch, name: str) -> pa.Array:
     return col
 
 
-def _check_distinct(choices: pa.Array, lens: pa.Array) -> None:
+def _check_distinct(choices: pa.Array, lens: pa.Array) -> pa.Array:
     """Raise _Stop if a list repeats a choice or a choice holds the separator U+001F.
 
-    Checked once per distinct list of choices (most tasks reuse a few lists).
+    Returns the choices joined by U+001F (the canonical string reuses them).
+    Repeats are checked once per distinct list of choices (tasks reuse a few lists).
     """
-    encoded = pc.binary_join(choices, US).dictionary_encode()
-    _, first = np.unique(encoded.indices.to_numpy(), return_index=True)
-    expected = lens.to_numpy()[first].tolist()
-    for joined, n in zip(encoded.dictionary.to_pylist(), expected, strict=True):
-        parts = joined.split(US)
-        if len(parts) != n or len(set(parts)) != n:
+    joined = pc.binary_join(choices, US)
+    separators = pc.sum(pc.count_substring(joined, US)).as_py() or 0
+    if separators != (pc.sum(lens).as_py() or 0) - len(choices):
+        raise _Stop  # some choice contains U+001F itself
+    for text in pc.unique(joined).to_pylist():
+        parts = text.split(US)
+        if len(set(parts)) != len(parts):
             raise _Stop
+    return joined

@@ -7,14 +7,19 @@ as it is. The formatted text is what the model sees and what the example's id
 (and so every later fingerprint) is computed from. Applying a base model's chat
 template is a later stage's job and happens on top of this text.
 
-The id is a 128-bit XXH3 hash (32 hex digits, see :func:`example_id`) of the
-canonical string
+The id is 128 bits (32 hex digits) computed from the example's content only.
+With the *rest* of an example
 
-    task RS prompt RS choice_1 US choice_2 ... RS correct_1,correct_2   (multiple choice)
-    task RS prompt RS RS target_1 US target_2 ...                         (generative)
+    task RS choice_1 US choice_2 ... RS correct_1,correct_2   (multiple choice)
+    task RS RS target_1 US target_2 ...                         (generative)
 
-with RS = U+001E and US = U+001F. The prompt *key* used to find duplicate and
-leaked prompts is the 64-bit XXH3 hash of the prompt field before formatting.
+(RS = U+001E, US = U+001F) and its canonical string ``task RS prompt RS ...``
+(the rest with the formatted prompt inserted after the task), the id's high
+half is XXH3-64 (seed 1) of the canonical string and its low half is
+``mix64(xxh3(prompt) ^ mix64(xxh3(rest)))`` with mix64 the splitmix64
+finalizer; the split rank is computed from the low half. The prompt *key* used
+to find duplicate and leaked prompts is XXH3-64 of the prompt field before
+formatting.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
@@ -31,7 +37,6 @@ import xxhash
 from taskpgm.errors import ConfigError
 
 RS, US = "\x1e", "\x1f"
-MASK64 = (1 << 64) - 1
 DEFAULT_TEMPLATE = "{prompt}"
 
 
@@ -118,33 +123,52 @@ def canonical(
     correct: Sequence[int],
     targets: Sequence[str],
 ) -> str:
-    """The string an example's id hashes (see the module docstring)."""
+    """The whole content of an example as one string (the id's high half hashes it)."""
+    return f"{task}{RS}{prompt}{RS}{rest(task, choices, correct, targets)[len(task) + 1:]}"
+
+
+def rest(task: str, choices: Sequence[str] | None, correct: Sequence[int],
+         targets: Sequence[str]) -> str:
+    """Everything but the prompt: ``task RS choices RS correct`` or ``task RS RS targets``."""
     if choices is not None:
-        return f"{task}{RS}{prompt}{RS}{US.join(choices)}{RS}{','.join(map(str, correct))}"
-    return f"{task}{RS}{prompt}{RS}{RS}{US.join(targets)}"
+        return f"{task}{RS}{US.join(choices)}{RS}{','.join(map(str, correct))}"
+    return f"{task}{RS}{RS}{US.join(targets)}"
 
 
-def content_hash(text: str | bytes) -> int:
-    """64-bit XXH3 of the canonical string: the low half of the id, and what seeds the rank."""
+def hash64(text: str | bytes) -> int:
+    """64-bit XXH3 (seed 0) of a string's UTF-8 bytes."""
     return xxhash.xxh3_64_intdigest(text.encode("utf-8") if isinstance(text, str) else text)
 
 
-def example_id(text: str | bytes, low: int | None = None) -> str:
-    """The 128-bit id (32 hex digits) of a canonical string.
+prompt_key = hash64  # the duplicate / leakage key of a prompt before formatting
 
-    The id is XXH3-64 of the string with seed 1 (high half) followed by XXH3-64
-    with seed 0 (low half, :func:`content_hash`), so ``int(id[16:], 16)`` is the
-    value the split rank is computed from.
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        out: np.ndarray = z ^ (z >> np.uint64(31))
+        return out
+
+
+def id_low(prompt_hash: np.ndarray, rest_hash: np.ndarray) -> np.ndarray:
+    """The low half of the ids: ``mix64(hash64(prompt) ^ mix64(hash64(rest)))``.
+
+    Hashing the prompt and the rest apart lets a task whose examples share a few
+    lists of choices hash each list once.
+    """
+    return mix64(prompt_hash.astype(np.uint64) ^ mix64(rest_hash.astype(np.uint64)))
+
+
+def example_id(text: str | bytes, low: int) -> str:
+    """The 128-bit id (32 hex digits): XXH3-64 (seed 1) of the canonical string, then ``low``.
+
+    ``int(id[16:], 16)`` is the value the split rank is computed from.
     """
     data = text.encode("utf-8") if isinstance(text, str) else text
-    if low is None:
-        low = xxhash.xxh3_64_intdigest(data)
     return f"{xxhash.xxh3_64_intdigest(data, 1):016x}{low:016x}"
-
-
-def prompt_key(prompt: str | bytes) -> int:
-    """64-bit key of a prompt before formatting: equal prompts, equal keys."""
-    return xxhash.xxh3_64_intdigest(prompt.encode("utf-8") if isinstance(prompt, str) else prompt)
 
 
 def suggest(name: str, known: list[str], n: int = 3) -> list[str]:

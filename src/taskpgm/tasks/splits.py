@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from taskpgm.errors import ConfigError, DataError
+from taskpgm.tasks.formatting import mix64
 from taskpgm.tasks.schema import Example
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -111,17 +112,8 @@ def ranks(id_low64: np.ndarray, seed: int) -> np.ndarray:
     ``z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31``.
     Every seed gives an independent-looking order of the same ids.
     """
-    seed_mix = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-    return _mix(id_low64.astype(np.uint64) ^ seed_mix)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        out: np.ndarray = z ^ (z >> np.uint64(31))
-        return out
+    seed_mix = mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    return mix64(id_low64.astype(np.uint64) ^ seed_mix)
 
 
 @dataclass
