@@ -54,6 +54,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(which: str, target: str) -> dict[str, float | int]:
     """Run one load in this process; return seconds, rows and peak RSS (MB)."""
     if which == "datasets":
@@ -65,20 +70,21 @@ def measure(which: str, target: str) -> dict[str, float | int]:
         kwargs = {"field": "examples"} if files[0].endswith("task.json") else {}
         before = _rss_mb()
         with tempfile.TemporaryDirectory() as cache:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             ds = datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache,
                                        **kwargs)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, _cpu_s() - c0
             rows = len(ds)
     else:
         from taskpgm.tasks import load_task
 
         before = _rss_mb()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         task = load_task(target)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_s() - c0
         rows = task.examples
-    return {"seconds": seconds, "rows": rows, "peak_mb": _rss_mb(), "import_mb": before}
+    return {"seconds": seconds, "cpu_s": cpu, "rows": rows, "peak_mb": _rss_mb(),
+            "import_mb": before}
 
 
 def _subprocess(which: str, target: str) -> dict[str, float | int]:
@@ -101,6 +107,7 @@ def compare(label: str, ours: str, baseline: str, repeats: int) -> dict[str, obj
         summary[name] = {
             "best_s": round(min(times), 3),
             "median_s": round(statistics.median(times), 3),
+            "cpu_best_s": round(min(float(r["cpu_s"]) for r in rs), 3),
             "rows": rs[0]["rows"],
             "peak_mb": round(max(float(r["peak_mb"]) for r in rs), 1),
             "peak_over_imports_mb": round(max(float(r["peak_mb"]) - float(r["import_mb"])
@@ -118,10 +125,12 @@ def _print(s: dict[str, object]) -> None:
     assert isinstance(d, dict) and isinstance(o, dict)
     print(f"\n== {s['workload']}")
     print(f"  datasets.load_dataset('json'): best {d['best_s']:.2f} s, median "
-          f"{d['median_s']:.2f} s, {d['rows']} rows, peak RSS {d['peak_mb']:.0f} MB "
+          f"{d['median_s']:.2f} s, CPU {d['cpu_best_s']:.2f} s, {d['rows']} rows, "
+          f"peak RSS {d['peak_mb']:.0f} MB "
           f"(+{d['peak_over_imports_mb']:.0f} MB over imports)")
     print(f"  taskpgm load_task + split:     best {o['best_s']:.2f} s, median "
-          f"{o['median_s']:.2f} s, {o['rows']} rows, peak RSS {o['peak_mb']:.0f} MB "
+          f"{o['median_s']:.2f} s, CPU {o['cpu_best_s']:.2f} s, {o['rows']} rows, "
+          f"peak RSS {o['peak_mb']:.0f} MB "
           f"(+{o['peak_over_imports_mb']:.0f} MB over imports)")
     print(f"  ratio ours / datasets: {s['ratio_best']:.2f} (best), "
           f"{s['ratio_median']:.2f} (median); target <= {TARGET}")
