@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -171,9 +172,16 @@ def _list(args: argparse.Namespace) -> int:
         from taskpgm.tasks import mmlu
 
         rows = [(f"mmlu:{s}", "mc", n) for s, n in mmlu.subjects().items()]
-    for spec, kind, n in rows:
-        if args.json:
-            print(json.dumps({"spec": spec, "kind": kind, "examples": n}))
-        else:
-            print(f"{spec:60s} {kind:12s} {'' if n is None else n}")
+    _emit(json.dumps({"spec": spec, "kind": kind, "examples": n}) if args.json
+          else f"{spec:60s} {kind:12s} {'' if n is None else n}" for spec, kind, n in rows)
     return 0
+
+
+def _emit(lines: Any) -> None:
+    """Print lines; a reader that stops early (``| head``) is not an error."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
