@@ -193,3 +193,10 @@ def test_console_script_subprocess(tmp_path: Path):
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: {path} line 2: malformed JSON")
     assert "Traceback" not in done.stderr
+
+
+def test_non_utf8_json_document(tmp_path: Path, home: Path, capsys):
+    path = tmp_path / "t.json"
+    path.write_bytes(b'[\n{"prompt": "caf\xe9", "target": "x"}\n]\n')
+    code, _, err = run(capsys, "tasks", "show", str(path))
+    assert code == 1 and f"{path} line 2: bytes that are not UTF-8 at byte offset 16" in err
