@@ -199,4 +199,4 @@ def test_non_utf8_json_document(tmp_path: Path, home: Path, capsys):
     path = tmp_path / "t.json"
     path.write_bytes(b'[\n{"prompt": "caf\xe9", "target": "x"}\n]\n')
     code, _, err = run(capsys, "tasks", "show", str(path))
-    assert code == 1 and f"{path} line 2: bytes that are not UTF-8 at byte offset 16" in err
+    assert code == 1 and f"{path} line 2: bytes that are not UTF-8 at byte offset 17" in err
