@@ -117,7 +117,7 @@ def run(
         state.record(name, seconds=round(time.monotonic() - t0, 2), **info)
 
     # 1. tasks, checked with everything else before any work
-    tasks, heldout, mmlu = _load_all_tasks(config)
+    tasks, heldout, mmlu = load_all_tasks(config)
     names = list(tasks)
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
                 threads=config.base.threads)
@@ -220,7 +220,7 @@ def read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def _load_all_tasks(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def load_all_tasks(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     from taskpgm.experts import load_tasks
     from taskpgm.tasks import load_collection
 

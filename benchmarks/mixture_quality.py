@@ -1,0 +1,146 @@
+"""Does the mixture matter, and does TaskPGM's mixture beat the usual ones?
+
+Run (hours on 2 CPU cores; resumable: every training is a fingerprinted
+artifact, so a rerun continues where a killed one stopped):
+
+    .venv/bin/python benchmarks/mixture_quality.py configs/mixture-quality.yaml \\
+        --out runs/mixture-quality --doc docs/results.md
+
+Design (the pipeline issue):
+1. a pool where uniform sampling is a poor default: a family of closely related
+   arithmetic subtasks beside unrelated tasks (the config's ``tasks``);
+2. a token budget where tasks sit near their learning threshold, picked by a
+   short sweep over ``--budgets`` with the uniform mixture (seed 0): the
+   smallest budget whose mean eval accuracy is at least halfway from the base
+   model to the largest budget's — the sweep is reported;
+3. ``--seeds`` seeds per method (mixture draw, LoRA initialization and data
+   order), paired across methods; intervals are over seeds;
+4. a positive control: a deliberately skewed mixture that gives half the
+   budget to the task with the most headroom (expert accuracy minus the
+   uniform mixture's at the chosen budget). If it cannot be told apart from
+   uniform, the benchmark cannot tell methods apart either, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taskpgm import config as config_mod
+from taskpgm.evaluation import EvalSet, ensure_evaluation, markdown_table, summarize
+from taskpgm.pipeline import load_all_tasks, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("runs/mixture-quality"))
+    parser.add_argument("--doc", type=Path, default=None, help="write the results as Markdown")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[8000, 24000, 72000])
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    cfg = config_mod.load(args.config)
+    cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
+        update={"enabled": False}), "report": cfg.report.model_copy(update={"enabled": False})})
+    state = run(cfg, args.out, until="weights")
+    weights = json.loads((args.out / "methods.json").read_text())
+    stage_info = json.loads((args.out / "stages.json").read_text())
+    mean_tokens: dict[str, float] = stage_info["tasks"]["mean_tokens"]
+    tasks, heldout, mmlu = load_all_tasks(cfg)
+    names = list(tasks)
+    from taskpgm.models import Base
+
+    base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code)
+    groups: dict[tuple[str, str], tuple[Any, ...]] = {}
+    cap = cfg.evaluation.max_eval
+    for name, splits in tasks.items():
+        groups[("eval", name)] = tuple(splits.eval[:cap])
+    for split, source in (("heldout", heldout), ("mmlu", mmlu)):
+        for name, splits in source.items():
+            groups[(split, name)] = tuple((splits.eval + splits.probe + splits.train)[:cap])
+    evalset = EvalSet(groups)
+    train = {t: tasks[t].train for t in names}
+    common = dict(train=train, mean_tokens=mean_tokens, evalset=evalset,
+                  max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,
+                  normalization=cfg.relations.normalization, root=state.root)
+    uniform = weights["methods"]["uniform"]["weights"]
+
+    # 1. the budget sweep (uniform mixture, seed 0)
+    sweep = []
+    for budget in args.budgets:
+        rows = ensure_evaluation(base, {"uniform": uniform}, seeds=[0], token_budget=budget,
+                                 **common)  # type: ignore[arg-type]
+        acc = [r["accuracy"] for r in rows if r["method"] == "uniform" and r["split"] == "eval"]
+        base_acc = [r["accuracy"] for r in rows if r["method"] == "base" and r["split"] == "eval"]
+        per_task = {r["task"]: r["accuracy"] for r in rows
+                    if r["method"] == "uniform" and r["split"] == "eval"}
+        sweep.append({"budget": budget, "uniform": float(np.mean(acc)),
+                      "base": float(np.mean(base_acc)), "per_task": per_task})
+        print(f"sweep: budget {budget}: uniform {np.mean(acc):.3f} (base {np.mean(base_acc):.3f})",
+              flush=True)
+    target = sweep[0]["base"] + 0.5 * (sweep[-1]["uniform"] - sweep[0]["base"])
+    chosen = next(s for s in sweep if s["uniform"] >= target)
+    budget = int(chosen["budget"])
+
+    # 2. the positive control: half the budget to the task with the most headroom
+    relations = json.loads((args.out / "stages.json").read_text())["relations"]
+    from taskpgm.stages import open_relations
+
+    rel = open_relations(Path(relations["path"]))
+    expert_acc = {t: float(rel.arrays["accuracy"][i + 1, i]) for i, t in enumerate(rel.tasks)}
+    headroom = {t: expert_acc[t] - chosen["per_task"][t] for t in names}
+    focus = max(headroom, key=lambda t: headroom[t])
+    skew = {t: (0.5 if t == focus else 0.5 / (len(names) - 1)) for t in names}
+    methods = {m: d["weights"] for m, d in weights["methods"].items()}
+    methods[f"skewed({focus})"] = skew
+
+    # 3. every method, paired seeds
+    seeds = list(range(args.seeds))
+    rows = ensure_evaluation(base, methods, seeds=seeds, token_budget=budget,
+                             **common)  # type: ignore[arg-type]
+    summary = summarize(rows)
+    result = {"budget": budget, "sweep": sweep, "focus": focus, "headroom": headroom,
+              "seeds": seeds, "summary": summary, "rows": rows,
+              "weights": {m: methods[m] for m in methods},
+              "minutes": round((time.monotonic() - t0) / 60, 1)}
+    (args.out / "mixture_quality.json").write_text(json.dumps(result, indent=1))
+    text = render(result, args)
+    print(text)
+    if args.doc is not None:
+        args.doc.write_text(text)
+    return 0
+
+
+def render(result: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = ["# Mixture quality: TaskPGM against the usual mixtures", "",
+             "Produced by:", "", "```",
+             f".venv/bin/python benchmarks/mixture_quality.py {args.config} --out {args.out} "
+             f"--doc {args.doc} --budgets {' '.join(map(str, args.budgets))} "
+             f"--seeds {args.seeds}", "```", "",
+             f"Wall time of the run that finished it: {result['minutes']} min (resumed runs "
+             "count only their own time).", "", "## Budget sweep (uniform mixture, seed 0)", "",
+             "| token budget | uniform: mean eval accuracy | base model |", "|---|---|---|"]
+    for s in result["sweep"]:
+        lines.append(f"| {s['budget']:,} | {s['uniform']:.3f} | {s['base']:.3f} |")
+    lines += ["", f"Chosen budget: {result['budget']:,} tokens (the smallest whose uniform "
+              "accuracy is at least halfway from the base model to the largest budget's).", "",
+              f"Positive control: half the budget to `{result['focus']}`, the task with the most "
+              "headroom (its expert's probe accuracy minus the uniform mixture's eval accuracy).",
+              "", "## Results", "", markdown_table(result["summary"]), "",
+              "## Weights", "", "| method | " + " | ".join(next(iter(result["weights"].values())))
+              + " |", "|---|" + "---|" * len(next(iter(result["weights"].values())))]
+    for method, w in result["weights"].items():
+        lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in w.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

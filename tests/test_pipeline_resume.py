@@ -1,0 +1,90 @@
+"""A run killed with SIGKILL at several points, then rerun, ends with the same artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import write_task
+from tiny_model import tiny_dir
+
+RESULT_FILES = ("weights.json", "counts.json", "mixture/train.jsonl", "evaluation.csv",
+                "exports/interleave.json", "exports/megatron.txt")
+
+
+def make_config(root: Path, model: Path, tasks: list[Path], artifacts: Path) -> Path:
+    cfg = {
+        "base": {"model": str(model)},
+        "tasks": {"names": [str(t) for t in tasks],
+                  "splits": {"probe": 8, "eval": 8, "max_train": 40}},
+        "experts": {"steps": 6, "batch_size": 4, "bf16": False, "checkpoint_every": 2,
+                    "lr": 0.01},
+        "signals": {"batch_size": 8},
+        "mixture": {"token_budget": 1500},
+        "evaluation": {"seeds": [0], "baselines": ["uniform"]},
+        "output_dir": str(artifacts),
+    }
+    path = root / f"{artifacts.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taskpgm", *args]
+
+
+def digest(run: Path) -> dict[str, str]:
+    out = {}
+    for rel in RESULT_FILES:
+        data = (run / rel).read_bytes()
+        if rel == "weights.json":  # fingerprints name the artifact root's content, not its path
+            doc = json.loads(data)
+            data = json.dumps({k: v for k, v in doc.items() if k != "fingerprints"}).encode()
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def run_and_kill(config: Path, out: Path, marker: str, delay: float) -> int:
+    """Start a run, SIGKILL it ``delay`` seconds after ``marker`` appears; its return code."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cli("run", str(config), "--out", str(out)), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+    return proc.wait(timeout=600)
+
+
+@pytest.mark.slow
+def test_kill_at_several_points_then_resume(tmp_path):
+    model = tiny_dir(str(tmp_path))
+    tasks = [write_task(tmp_path / f"{n}.jsonl", 60, s, h)
+             for n, s, h in (("alpha", 1, True), ("beta", 2, True), ("gamma", 3, False))]
+    reference = tmp_path / "reference"
+    subprocess.run(cli("run", str(make_config(tmp_path, model, tasks, tmp_path / "ref-art")),
+                       "--out", str(reference)), check=True, capture_output=True)
+    expected = digest(reference)
+    config = make_config(tmp_path, model, tasks, tmp_path / "killed-art")
+    out = tmp_path / "killed"
+    # mid expert training, mid scoring, mid evaluation training
+    for marker, delay in (("experts: 0 of 3 finished already", 1.0),
+                          ("signals: scoring base", 0.2),
+                          ("evaluation: training taskpgm-s0", 0.3)):
+        assert run_and_kill(config, out, marker, delay) == -signal.SIGKILL, marker
+    done = subprocess.run(cli("run", str(config), "--out", str(out)), check=True,
+                          capture_output=True, text=True)
+    assert "experts: 3 of 3 finished already" in done.stderr
+    assert "signals: reusing" in done.stderr
+    got = digest(out)
+    assert [rel for rel in expected if got[rel] != expected[rel]] == []
