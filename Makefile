@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.taskpgm-installed
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench browser clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,13 @@ lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
 
-test: lint
+# The report's browser tests need Chromium (Debian's package); installed once.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+test: lint browser
 	$(PY) -m pytest -q
 
 bench: setup

@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="print the weights along rho from 0 to 2/T instead")
     p.set_defaults(handler=cmd_solve)
 
+    p = subparsers.add_parser("report", help="render RUN/report.html again from the artifacts")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.set_defaults(handler=cmd_report)
+
     for name, until, text in (("mix", "mixture", "rewrite the mixture and exports of a run"),
                               ("evaluate", "evaluation", "train on every mixture and score")):
         p = subparsers.add_parser(name, help=text, description=text.capitalize() + ".")
@@ -101,6 +105,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.until == "evaluation":
         print_evaluation(args.run_dir)
     print_paths(args.run_dir)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from taskpgm.report import render
+
+    _run_config(args.run_dir, [])
+    print(f"report: {render(args.run_dir)}")
     return 0
 
 

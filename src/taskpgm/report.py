@@ -1,0 +1,432 @@
+"""One self-contained HTML page that shows why the mixture is what it is.
+
+``render(run_dir)`` reads only the run directory and the artifacts it names
+(relations), and writes ``run_dir/report.html``. Every figure is a small
+function from arrays to an inline SVG made by matplotlib: a well-kept library
+whose SVG output needs no script or network to view, and whose text is drawn
+as glyph paths, so no task name can inject markup through a figure. Every
+string that comes from the data and enters the HTML goes through
+:func:`html.escape`. The only script is a dozen lines that sort tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taskpgm.stats import wilson_interval
+
+CAPTION = {
+    "experts": "Each expert's accuracy on its own task's probe split (95% Wilson interval) "
+               "against the base model; flagged experts did not beat the base model, so their "
+               "relations are not to be trusted.",
+    "jsd": "Mean Jensen–Shannon divergence (nats) between the predictions of every pair of "
+           "models on the probe set, base model first; darker is more different.",
+    "displacement": "Cosine between the experts' moves away from the base model: near 1, two "
+                    "experts changed the base's predictions the same way.",
+    "pmi": "Transfer PMI: row i, column j is how much expert i raised the log-probability of "
+           "task j's answers over the base model; red is transfer, blue is interference.",
+    "affinity": "The affinity S the mixture is solved with (displacement cosine blended with "
+                "the squashed transfer), tasks ordered by a hierarchical clustering of S.",
+    "graph": "Strongest affinities between tasks (each task's two strongest links); line "
+             "width grows with the affinity.",
+    "weights": "Weight of each task (its share of the training tokens) under each method.",
+    "rho": "TaskPGM's weights as rho grows from 0 (most diverse) to 2/T; the dashed line is "
+           "the chosen rho.",
+    "evaluation": "Mean accuracy over seeds with 95% intervals over seeds, per method and "
+                  "split; seeds are paired across methods.",
+}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    if start != -1 and end != -1:  # RDF boilerplate: not needed to view the figure
+        text = text[:start] + text[end + len("</metadata>"):]
+    return text
+
+
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "path"
+    matplotlib.rcParams["svg.hashsalt"] = "taskpgm"
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def cluster_order(s: np.ndarray) -> list[int]:
+    """Leaf order of an average-linkage clustering on the distance 1 − S."""
+    n = s.shape[0]
+    if n < 3:
+        return list(range(n))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    dist = np.clip(1.0 - s, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    return [int(i) for i in leaves_list(linkage(squareform(0.5 * (dist + dist.T)), "average"))]
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *,
+            diverging: bool = False, fmt: str = "{:.2f}") -> str:
+    """A labelled heatmap; diverging colors centred on 0 for signed matrices."""
+    fig, ax = _figure(0.55 * len(cols) + 2.5, 0.45 * len(rows) + 1.5)
+    if diverging:
+        lim = float(np.abs(matrix).max()) or 1.0
+        im = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    else:
+        im = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=60, ha="right",
+                  fontsize=8)
+    ax.set_yticks(range(len(rows)), [_short(r) for r in rows], fontsize=8)
+    if len(rows) * len(cols) <= 400:
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=6,
+                        color="black" if diverging else "white")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _svg(fig)
+
+
+def _short(name: str, n: int = 28) -> str:
+    name = name.split(":", 1)[-1]
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def experts_figure(tasks: Sequence[str], base: np.ndarray, expert: np.ndarray,
+                   n: Sequence[int]) -> str:
+    fig, ax = _figure(0.6 * len(tasks) + 3, 3.2)
+    x = np.arange(len(tasks))
+    for offset, values, label in ((-0.18, base, "base model"), (0.18, expert, "expert")):
+        lo_hi = [wilson_interval(round(v * k), k) for v, k in zip(values, n, strict=True)]
+        err = np.array([[v - lo for v, (lo, _) in zip(values, lo_hi, strict=True)],
+                        [hi - v for v, (_, hi) in zip(values, lo_hi, strict=True)]])
+        ax.errorbar(x + offset, values, yerr=np.clip(err, 0, None), fmt="o", capsize=3,
+                    label=label)
+    ax.set_xticks(x, [_short(t) for t in tasks], rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("probe accuracy")
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def graph_figure(tasks: Sequence[str], s: np.ndarray, per_node: int = 2) -> str:
+    """Tasks on a circle; each task's strongest affinities as edges."""
+    t = len(tasks)
+    fig, ax = _figure(5.5, 5.5)
+    angle = 2 * np.pi * np.arange(t) / max(t, 1)
+    xy = np.c_[np.cos(angle), np.sin(angle)]
+    off = s.copy()
+    np.fill_diagonal(off, -np.inf)
+    edges = set()
+    for i in range(t):
+        for j in np.argsort(-off[i])[:per_node]:
+            if np.isfinite(off[i, j]):
+                edges.add((min(i, int(j)), max(i, int(j))))
+    top = max([off[i, j] for i, j in edges], default=1.0) or 1.0
+    for i, j in sorted(edges):
+        w = max(off[i, j], 0.0) / top
+        ax.plot(*zip(xy[i], xy[j], strict=True), color="tab:blue", alpha=0.3 + 0.6 * w,
+                linewidth=0.5 + 4 * w)
+    ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
+    for i, name in enumerate(tasks):
+        ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
+                fontsize=8)
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.4, 1.4)
+    ax.axis("off")
+    return _svg(fig)
+
+
+def weights_figure(tasks: Sequence[str], methods: dict[str, list[float]]) -> str:
+    fig, ax = _figure(0.7 * len(tasks) + 3, 3.2)
+    x = np.arange(len(tasks))
+    width = 0.8 / max(len(methods), 1)
+    for k, (name, w) in enumerate(methods.items()):
+        ax.bar(x - 0.4 + width * (k + 0.5), w, width, label=name)
+    ax.set_xticks(x, [_short(t) for t in tasks], rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("weight")
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def rho_figure(tasks: Sequence[str], path: Sequence[dict[str, Any]], chosen: float) -> str:
+    fig, ax = _figure(6.5, 3.2)
+    rhos = [p["rho"] for p in path]
+    w = np.array([p["weights"] for p in path])
+    for i, name in enumerate(tasks):
+        ax.plot(rhos, w[:, i], label=_short(name, 20))
+    ax.axvline(chosen, linestyle="--", color="black")
+    ax.set_xlabel("rho")
+    ax.set_ylabel("weight")
+    ax.legend(fontsize=6, ncol=2)
+    return _svg(fig)
+
+
+def evaluation_figure(summary: Sequence[dict[str, Any]]) -> str:
+    splits = sorted({e["split"] for e in summary})
+    methods = sorted({e["method"] for e in summary})
+    fig, ax = _figure(1.2 * len(methods) * max(len(splits), 1) / 2 + 3, 3.2)
+    for k, split in enumerate(splits):
+        rows = [next((e for e in summary if e["method"] == m and e["split"] == split), None)
+                for m in methods]
+        x = np.arange(len(methods)) + 0.2 * (k - (len(splits) - 1) / 2)
+        mean = np.array([r["mean"] if r else np.nan for r in rows])
+        lo = np.array([r["lo"] if r else np.nan for r in rows])
+        hi = np.array([r["hi"] if r else np.nan for r in rows])
+        err = np.nan_to_num(np.vstack([mean - lo, hi - mean]))
+        ax.errorbar(x, mean, yerr=np.clip(err, 0, None), fmt="o", capsize=3, label=split)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+# --------------------------------------------------------------------------- HTML pieces
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return esc(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{num(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (f'<table class="sortable {cls}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def figure(key: str, svg: str) -> str:
+    return f'<figure id="fig-{key}">{svg}<figcaption>{esc(CAPTION[key])}</figcaption></figure>'
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:0}section{margin:2em 0}table{border-collapse:collapse;font-size:13px;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2;cursor:pointer}td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figure svg{max-width:100%;height:auto}
+figcaption{font-size:13px;color:#555}.flag{color:#b00;font-weight:bold}.muted{color:#777;font-size:12px}
+code{font-size:12px}
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0];
+    var i = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var asc = th.dataset.order !== 'asc'; th.dataset.order = asc ? 'asc' : 'desc';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[i].textContent, y = b.cells[i].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def render(run_dir: Path) -> Path:
+    """Render ``run_dir/report.html`` from the run directory and its relations artifact."""
+    import yaml
+
+    from taskpgm.stages import open_relations
+
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    stages = _read_json(run_dir / "stages.json") or {}
+    weights = _read_json(run_dir / "weights.json") or {}
+    methods = _read_json(run_dir / "methods.json") or {}
+    counts = _read_json(run_dir / "counts.json") or {}
+    summary = _read_json(run_dir / "evaluation_summary.json") or []
+    rel_path = stages.get("relations", {}).get("path")
+    relations = open_relations(Path(rel_path)) if rel_path and Path(rel_path).is_dir() else None
+    tasks: list[str] = list(methods.get("tasks") or (relations.tasks if relations else []))
+    parts = [f"<h1>taskpgm report</h1><p class='muted'>{esc(run_dir.resolve())}</p>"]
+    parts.append(_glance(config, stages, weights, counts))
+    if relations is not None:
+        parts.append(_experts(relations, stages))
+        parts.append(_relations(relations))
+    else:
+        parts.append("<section id='relations'><h2>Relations</h2><p>The relations artifact "
+                     "is not on this machine; rerun <code>taskpgm run</code>.</p></section>")
+    parts.append(_weights(tasks, methods, config))
+    parts.append(_evaluation(run_dir, summary))
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>taskpgm report</title><style>{STYLE}</style></head><body>"
+            + "".join(parts) + f"<script>{SORT_SCRIPT}</script></body></html>\n")
+    out = run_dir / "report.html"
+    tmp = out.with_name(".report.html.partial")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _glance(config: dict[str, Any], stages: dict[str, Any], weights: dict[str, Any],
+            counts: dict[str, int]) -> str:
+    mrf = config.get("mrf", {})
+    rows = [("base model", config.get("base", {}).get("model")),
+            ("tasks", len(weights.get("weights", {}))),
+            ("token budget", config.get("mixture", {}).get("token_budget")),
+            ("rho", mrf.get("rho")), ("budget k", mrf.get("budget") or "none"),
+            ("method", weights.get("method")),
+            ("energy", f"{weights['energy']:.6f}" if "energy" in weights else "–"),
+            ("KKT residual",
+             f"{weights['kkt_residual']:.1e}" if "kkt_residual" in weights else "–")]
+    glance = table(["", ""], rows)
+    wrows = [(t, w, counts.get(t, "")) for t, w in sorted(weights.get("weights", {}).items(),
+                                                          key=lambda kv: -kv[1])]
+    srows = []
+    for name, info in stages.items():
+        fp = info.get("fingerprint") or ""
+        if not fp and isinstance(info.get("fingerprints"), dict):
+            fp = " ".join(f"{t}={f}" for t, f in info["fingerprints"].items())
+        srows.append((name, "done" if info.get("done") else "not done",
+                      info.get("seconds"), fp))
+    return ("<section id='glance'><h2>The run at a glance</h2>" + glance
+            + "<h3>Final weights</h3>" + table(["task", "weight", "examples"], wrows)
+            + "<h3>Stages</h3>" + table(["stage", "status", "seconds", "fingerprint"], srows)
+            + "</section>")
+
+
+def _experts(relations: Any, stages: dict[str, Any]) -> str:
+    tasks = relations.tasks
+    acc = relations.arrays["accuracy"]
+    probe = stages.get("tasks", {}).get("probe", {})
+    n = [int(probe.get(t, 0)) or 1 for t in tasks]
+    base = acc[0]
+    expert = np.array([acc[i + 1, i] for i in range(len(tasks))])
+    rows = []
+    for i, t in enumerate(tasks):
+        lo, hi = wilson_interval(round(expert[i] * n[i]), n[i])
+        learned = lo > base[i]
+        rows.append((t, n[i], float(base[i]), float(expert[i]), float(lo), float(hi),
+                     "yes" if learned else "NO — relations not trusted"))
+    return ("<section id='experts'><h2>Experts</h2>"
+            + figure("experts", experts_figure(tasks, base, expert, n))
+            + table(["task", "probe n", "base acc", "expert acc", "expert 95% lo",
+                     "expert 95% hi", "learned"], rows).replace(
+                "<td>NO — relations not trusted</td>",
+                "<td class='flag'>NO — relations not trusted</td>")
+            + "</section>")
+
+
+def _relations(relations: Any) -> str:
+    tasks = relations.tasks
+    a = relations.arrays
+    order = cluster_order(a["affinity"])
+    names = [tasks[i] for i in order]
+    ix = np.ix_(order, order)
+    models = ["base", *tasks]
+    morder = [0, *(i + 1 for i in order)]
+    psd = relations.info.get("psd", {})
+    clipped = psd.get("clipped_eigenvalues", [])
+    pmi = a["pmi"][ix]
+    sources = []
+    for j, t in enumerate(names):
+        col = pmi[:, j].copy()
+        col[j] = -np.inf
+        best = [k for k in np.argsort(-col)[:2] if np.isfinite(col[k])]
+        sources.append((t, ", ".join(f"{names[k]} ({col[k]:+.3f})" for k in best),
+                        float(np.min(np.where(np.isfinite(col), col, np.inf)))))
+    return ("<section id='relations'><h2>Relations</h2>"
+            + figure("jsd", heatmap(a["jsd"][np.ix_(morder, morder)],
+                                    [models[i] for i in morder], [models[i] for i in morder]))
+            + figure("displacement", heatmap(a["displacement"][ix], names, names))
+            + figure("pmi", heatmap(pmi, names, names, diverging=True, fmt="{:+.2f}"))
+            + figure("affinity", heatmap(a["affinity"][ix], names, names))
+            + f"<p>PSD correction: {len(clipped)} negative eigenvalue(s) clipped "
+              f"(sum {num(float(sum(abs(v) for v in clipped)), 4)}), Frobenius change "
+              f"{num(psd.get('correction_norm'), 4)}. Generative answer positions keep each "
+              "model's top-k tokens plus one tail bucket, so their JSD is a lower bound.</p>"
+            + "<h3 id='pathways'>Task influence pathways</h3>"
+            + figure("graph", graph_figure(names, a["affinity"][ix]))
+            + table(["task", "experts that transfer to it most (PMI)", "worst interference"],
+                    sources)
+            + "</section>")
+
+
+def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) -> str:
+    if not methods:
+        return "<section id='weights'><h2>Weights</h2><p>Not computed yet.</p></section>"
+    by_method: dict[str, list[float]] = {
+        str(m): [float(d["weights"][t]) for t in tasks] for m, d in methods["methods"].items()}
+    rows = [(t, *(by_method[m][i] for m in by_method)) for i, t in enumerate(tasks)]
+    parts = ["<section id='weights'><h2>Weights</h2>",
+             figure("weights", weights_figure(tasks, by_method)),
+             table(["task", *by_method], rows),
+             figure("rho", rho_figure(tasks, methods["rho_path"],
+                                      float(config.get("mrf", {}).get("rho", 0.0))))]
+    for name, data in methods["methods"].items():
+        if data.get("selected"):
+            steps = [(k + 1, t, g) for k, (t, g) in enumerate(
+                zip(data["selected"], data["greedy_gains"], strict=True))]
+            parts.append(f"<h3>Greedy selection ({esc(name)})</h3>"
+                         + table(["step", "task added", "energy decrease"], steps))
+    return "".join(parts) + "</section>"
+
+
+def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
+    path = run_dir / "evaluation.csv"
+    if not path.is_file():
+        return ("<section id='evaluation'><h2>Evaluation</h2><p>The evaluation stage has not "
+                "run (evaluation.enabled is false or the run stopped before it).</p></section>")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    per: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        per.setdefault((r["method"], r["split"], r["task"]), []).append(float(r["accuracy"]))
+    from taskpgm.stats import mean_interval
+
+    task_rows = []
+    for (method, split, task), values in sorted(per.items()):
+        mean, lo, hi = mean_interval(values)
+        task_rows.append((method, split, task, len(values), mean, lo, hi))
+    srows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
+              e.get("diff_lo"), e.get("diff_hi")) for e in summary]
+    return ("<section id='evaluation'><h2>Evaluation</h2>"
+            + figure("evaluation", evaluation_figure(summary))
+            + table(["method", "split", "seeds", "accuracy", "95% lo", "95% hi",
+                     "minus uniform", "95% lo", "95% hi"], srows)
+            + "<h3>Per task</h3>"
+            + table(["method", "split", "task", "seeds", "accuracy", "95% lo", "95% hi"],
+                    task_rows)
+            + "</section>")
