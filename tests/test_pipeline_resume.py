@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from test_pipeline import write_task
 from tiny_model import tiny_dir
 
