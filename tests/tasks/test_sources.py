@@ -41,6 +41,16 @@ def test_bigbench_multiple_correct_and_generative(fake_sources: Path):
     assert gen.kind == "gen" and len(gen.probe[0].targets) == 2
 
 
+def test_bigbench_mixed_kinds_read_as_generative(fake_sources: Path, capsys):
+    t = load_task("bigbench:mixed_kinds", probe=1, eval=1, max_train=None)
+    assert t.kind == "gen" and t.examples == 10 and len(t.train) == 8
+    by_prompt = {e.prompt: e for e in (*t.train, *t.probe, *t.eval)}
+    assert by_prompt["Q: m0\n  choice: yes\n  choice: no\nA: "].targets == ("yes",)
+    assert "note: bigbench:mixed_kinds is read as a generative task: " \
+           "mixed_kinds/b_gen/task.json example 0 is generative" in capsys.readouterr().err
+    assert load_task("bigbench:mixed_kinds/a_mc", probe=1, eval=1).kind == "mc"
+
+
 def test_mmlu_skips_headers_and_dedupes_choices(fake_sources: Path):
     anatomy = load_task("mmlu:anatomy", probe=5, eval=5, max_train=None)
     assert anatomy.name == "mmlu.anatomy" and anatomy.examples == 30

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -152,9 +153,30 @@ def extract(tasks: list[str]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _NotMultipleChoice(Exception):
+    """An example of a task read as multiple choice can only be read as generative."""
+
+
 def load(spec_name: str, builder: TaskBuilder, template: Template,
          max_examples: int | None = None) -> int:
-    """Stream the examples of ``bigbench:spec_name`` into ``builder``; returns how many."""
+    """Stream the examples of ``bigbench:spec_name`` into ``builder``; returns how many.
+
+    A task is multiple choice when all its examples are; a task that mixes
+    multiple-choice and generative subtasks, or has a multiple-choice example
+    with fewer than 2 choices but a ``target``, is read again as generative
+    (every example's ``target``, or its top-scoring choices), and says so.
+    """
+    try:
+        return _load(spec_name, builder, template, max_examples, force_gen=False)
+    except _NotMultipleChoice as why:
+        builder.reset()
+        print(f"note: bigbench:{spec_name} is read as a generative task: {why}",
+              file=sys.stderr)
+        return _load(spec_name, builder, template, max_examples, force_gen=True)
+
+
+def _load(spec_name: str, builder: TaskBuilder, template: Template, max_examples: int | None,
+          *, force_gen: bool) -> int:
     _, files = resolve(spec_name)
     task = spec_name.split("/")[0]
     extract([task])
@@ -167,7 +189,8 @@ def load(spec_name: str, builder: TaskBuilder, template: Template,
         doc = json.loads(path.read_text(encoding="utf-8"))
         where_file = f"{path.relative_to(base)}"
         for i, ex in _examples(doc, where_file, problems):
-            add_example(doc, ex, f"{where_file} example {i}", builder, template, problems)
+            add_example(doc, ex, f"{where_file} example {i}", builder, template, problems,
+                        force_gen=force_gen)
             n += 1
             progress.update()
             if max_examples is not None and n >= max_examples:
@@ -192,14 +215,24 @@ def _examples(doc: Any, where: str, problems: Problems) -> Iterator[tuple[int, d
 
 
 def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: TaskBuilder,
-                template: Template, problems: Problems) -> None:
-    """Validate one BIG-bench example and add it to ``builder``."""
+                template: Template, problems: Problems, *, force_gen: bool = False) -> None:
+    """Validate one BIG-bench example and add it to ``builder``.
+
+    Raises:
+        _NotMultipleChoice: the task is being read as multiple choice but this
+            example can only be generative.
+    """
     text = ex.get("input")
     if not isinstance(text, str):
         problems.add(where, f"'input' must be a string, got {type(text).__name__}")
         return
     scores = ex.get("target_scores")
-    kind = "mc" if builder.kind == "mc" or (builder.kind is None and scores is not None) else "gen"
+    if force_gen:
+        kind = "gen"
+    else:
+        kind = "mc" if builder.kind == "mc" or (builder.kind is None and scores is not None) \
+            else "gen"
+    usable_target = isinstance(ex.get("target"), str | list) and bool(ex.get("target"))
     if not builder.check_kind(kind, where, problems):  # type: ignore[arg-type]
         return
     prefix = str(doc.get("task_prefix", ""))
@@ -207,6 +240,10 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
     after = str(doc.get("example_output_prefix", "\nA: "))
     if kind == "mc":
         if not isinstance(scores, dict) or len(scores) < 2:
+            if usable_target:
+                raise _NotMultipleChoice(
+                    f"{where} is generative (no 'target_scores')" if scores is None else
+                    f"{where} has a target but not 2 choices in 'target_scores'")
             problems.add(where, "a multiple-choice example needs 'target_scores' with at least 2 "
                                 "choices")
             return
@@ -217,11 +254,13 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
         choices = [str(c) for c in scores]
         top = max(values)
         if top <= min(values):
+            if usable_target:
+                raise _NotMultipleChoice(f"{where}: no choice scores higher than the others")
             problems.add(where, "no choice in 'target_scores' scores higher than the others")
             return
         correct = [i for i, v in enumerate(values) if v == top]
         body = text
-        if doc.get("append_choices_to_input", True):
+        if _flag(doc.get("append_choices_to_input", True)):
             sep = str(doc.get("choice_prefix", "\n  choice: "))
             body = text + sep + sep.join(choices)
         prompt = (prefix + before + body + after).lstrip()
@@ -237,7 +276,11 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
         problems.add(where, f"'target' must be a string or a list of strings, got {target!r}")
         return
     targets = [str(t) for t in items]
-    prompt = format_record(template, ex, (prefix + before + text + after).lstrip())
+    body = text
+    if isinstance(scores, dict) and scores and _flag(doc.get("append_choices_to_input", True)):
+        sep = str(doc.get("choice_prefix", "\n  choice: "))  # as BIG-bench formats it
+        body = text + sep + sep.join(str(c) for c in scores)
+    prompt = format_record(template, ex, (prefix + before + body + after).lstrip())
     builder.add(prompt, text, None, (), targets)
 
 
@@ -283,3 +326,10 @@ def catalog() -> dict[str, dict[str, Any]]:
                                                              "examples": per_file[f][1]}
     _write_atomic(path, json.dumps(out, indent=1))
     return out
+
+
+def _flag(value: object) -> bool:
+    """A task.json boolean; some tasks write ``"false"`` as a string and mean false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "")
+    return bool(value)
