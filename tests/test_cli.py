@@ -9,7 +9,7 @@ def test_help_exits_cleanly(capsys):
 
 
 def test_demo_prints_weights_and_says_it_is_synthetic(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "--synthetic"]) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out
     assert "KKT residual" in out
@@ -23,7 +23,7 @@ def test_demo_prints_weights_and_says_it_is_synthetic(capsys):
 
 
 def test_demo_bad_budget_is_a_clean_error(capsys):
-    assert main(["demo", "--budget", "9"]) == 1
+    assert main(["demo", "--synthetic", "--budget", "9"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: budget k=9 is larger than the number of tasks (6)")
     assert "Traceback" not in err
