@@ -69,24 +69,26 @@ def test_ensure_signals_switches_adapters_and_reuses(base: Base, tmp_path: Path,
 
     cfg = ExpertsConfig(steps=6, batch_size=4, lr=1e-2, checkpoint_every=100, warmup_steps=2)
     experts = ensure_experts(
-        base, {"colours": tiny_model.colour_task(40), "sums": tiny_model.sums_task(40)}, cfg,
-        root=tmp_path)
-    probes = {"colours": tiny_model.colour_task(5, seed=3), "sums": tiny_model.sums_task(3, seed=4)}
+        base, {"colours": tiny_model.colour_task(40), "math.sums": tiny_model.sums_task(40)},
+        cfg, root=tmp_path)
+    probes = {"colours": tiny_model.colour_task(5, seed=3),
+              "math.sums": tiny_model.sums_task(3, seed=4)}
     sig = ensure_signals(base, experts, probes, SignalsConfig(batch_size=3), root=tmp_path)
-    assert sig.models == ["base", "expert:colours", "expert:sums"]
-    assert sig.example_ids == [ex.id for ex in probes["colours"] + probes["sums"]]
-    assert sig.manifest["models"]["expert:sums"]["fingerprint"] == experts["sums"].fingerprint
+    assert sig.models == ["base", "expert:colours", "expert:math.sums"]
+    assert sig.example_ids == [ex.id for ex in probes["colours"] + probes["math.sums"]]
+    assert sig.manifest["models"]["expert:math.sums"]["fingerprint"] == (
+        experts["math.sums"].fingerprint)
     assert sig.manifest["base"]["fingerprint"] == base.fingerprint
     # Each expert's signals equal those of a freshly built PeftModel for that adapter alone.
     loaded = base.load()
-    examples = probes["colours"] + probes["sums"]
-    for task in ("colours", "sums"):
+    examples = probes["colours"] + probes["math.sums"]
+    for task in ("colours", "math.sums"):
         single = PeftModel.from_pretrained(loaded.model, str(experts[task].path))
         want = score(single, loaded.tokenizer, examples, SignalsConfig())
         single.unload()
         np.testing.assert_allclose(sig.arrays(f"expert:{task}")["choice_ll"], want["choice_ll"],
                                    atol=1e-4)
-    assert not np.allclose(sig.arrays("base")["choice_ll"], sig.arrays("expert:sums")["choice_ll"])
+    assert not np.allclose(sig.arrays("base")["choice_ll"], sig.arrays("expert:math.sums")["choice_ll"])
     # A second run reuses the artifact without loading the model.
     fresh = Base(str(base.path))
     again = ensure_signals(fresh, experts, probes, SignalsConfig(batch_size=3), root=tmp_path)

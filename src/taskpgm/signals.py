@@ -349,7 +349,7 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
         print("signals: scoring base", file=out, flush=True)
         save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg, progress=progress))
     wrapped: Any = None
-    previous = ""
+    previous: list[str] = []
     try:
         for task, expert in experts.items():
             key = f"expert:{task}"
@@ -362,15 +362,16 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
                 save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress))
                 del full
                 continue
+            name = f"expert{len(previous)}"  # PEFT adapter names cannot hold dots
             try:
                 if wrapped is None:
                     wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),
-                                                        adapter_name=task)
+                                                        adapter_name=name)
                 else:
-                    wrapped.load_adapter(str(expert.path), adapter_name=task)
-                    wrapped.set_adapter(task)
-                    wrapped.delete_adapter(previous)  # one adapter loaded at a time
-                previous = task
+                    wrapped.load_adapter(str(expert.path), adapter_name=name)
+                    wrapped.set_adapter(name)
+                    wrapped.delete_adapter(previous[-1])  # one adapter loaded at a time
+                previous.append(name)
             except Exception as err:
                 raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
                                  f"to base {base.name} ({err}); delete it and rerun "
