@@ -30,3 +30,11 @@ def test_demo_config_is_small():
     assert len(cfg.tasks.names) <= 10
     assert cfg.experts.steps is not None and cfg.experts.steps <= 100
     assert len(cfg.evaluation.seeds) == 1
+
+
+def test_source_specs_with_a_subtask_are_not_made_relative(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks:\n  names: [bigbench:arithmetic/2_digit_addition, data/t.jsonl]\n")
+    names = config_mod.load(path).tasks.names
+    assert names[0] == "bigbench:arithmetic/2_digit_addition"
+    assert names[1] == str(tmp_path / "data/t.jsonl")

@@ -45,6 +45,8 @@ class _Stop(Exception):
 
 def is_file_spec(spec: str) -> bool:
     """A spec that names a local file or ``datasets`` directory."""
+    if spec.startswith(("bigbench:", "mmlu:", "hf:")):  # sources, even with a "/" subtask
+        return False
     return spec.lower().endswith(SUFFIXES) or os.path.isdir(spec) or os.sep in spec \
         or spec.startswith(".")
 
