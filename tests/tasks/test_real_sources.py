@@ -12,7 +12,9 @@ from taskpgm.tasks import bigbench
 
 pytestmark = pytest.mark.slow
 
-TASKS = ["sports_understanding", "arithmetic", "hyperbaton", "linguistic_mappings"]
+# One of each shape: one file, subtasks, 50k examples, generative, mixed kinds.
+TASKS = ["sports_understanding", "arithmetic", "hyperbaton", "linguistic_mappings",
+         "unit_conversion"]
 
 
 def test_acceptance_command(capsys):
