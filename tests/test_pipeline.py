@@ -26,25 +26,34 @@ def write_task(path: Path, n: int, seed: int, hint: bool) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    model = tiny_dir(str(root))
-    tasks = [write_task(root / f"{name}.jsonl", 60, seed, hint)
-             for name, seed, hint in (("alpha", 1, True), ("beta", 2, True), ("gamma", 3, False))]
+def tiny_config(path: Path, model: Path, tasks: list[Path], artifacts: Path, *, steps: int,
+                seeds: list[int], baselines: list[str]) -> Path:
+    """A run config for the tiny model and local task files, written to ``path``."""
     cfg = {
         "base": {"model": str(model)},
         "tasks": {"names": [str(t) for t in tasks],
                   "splits": {"probe": 8, "eval": 8, "max_train": 40}},
-        "experts": {"steps": 3, "batch_size": 4, "bf16": False, "checkpoint_every": 2,
+        "experts": {"steps": steps, "batch_size": 4, "bf16": False, "checkpoint_every": 2,
                     "lr": 0.01},
         "signals": {"batch_size": 8},
         "mixture": {"token_budget": 1500},
-        "evaluation": {"seeds": [0, 1], "baselines": ["uniform", "size"]},
-        "output_dir": str(root / "artifacts"),
+        "evaluation": {"seeds": seeds, "baselines": baselines},
+        "output_dir": str(artifacts),
     }
-    path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def tiny_tasks(root: Path) -> list[Path]:
+    return [write_task(root / f"{name}.jsonl", 60, seed, hint)
+            for name, seed, hint in (("alpha", 1, True), ("beta", 2, True), ("gamma", 3, False))]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    path = tiny_config(root / "tiny.yaml", tiny_dir(str(root)), tiny_tasks(root),
+                       root / "artifacts", steps=3, seeds=[0, 1], baselines=["uniform", "size"])
     return root, path
 
 

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from test_pipeline import write_task
+from test_pipeline import tiny_config, tiny_tasks
 from tiny_model import tiny_dir
 
 RESULT_FILES = ("weights.json", "counts.json", "mixture/train.jsonl", "evaluation.csv",
@@ -22,20 +21,8 @@ RESULT_FILES = ("weights.json", "counts.json", "mixture/train.jsonl", "evaluatio
 
 
 def make_config(root: Path, model: Path, tasks: list[Path], artifacts: Path) -> Path:
-    cfg = {
-        "base": {"model": str(model)},
-        "tasks": {"names": [str(t) for t in tasks],
-                  "splits": {"probe": 8, "eval": 8, "max_train": 40}},
-        "experts": {"steps": 6, "batch_size": 4, "bf16": False, "checkpoint_every": 2,
-                    "lr": 0.01},
-        "signals": {"batch_size": 8},
-        "mixture": {"token_budget": 1500},
-        "evaluation": {"seeds": [0], "baselines": ["uniform"]},
-        "output_dir": str(artifacts),
-    }
-    path = root / f"{artifacts.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_config(root / f"{artifacts.name}.yaml", model, tasks, artifacts, steps=6,
+                       seeds=[0], baselines=["uniform"])
 
 
 def cli(*args: str) -> list[str]:
@@ -70,8 +57,7 @@ def run_and_kill(config: Path, out: Path, marker: str, delay: float) -> int:
 @pytest.mark.slow
 def test_kill_at_several_points_then_resume(tmp_path):
     model = tiny_dir(str(tmp_path))
-    tasks = [write_task(tmp_path / f"{n}.jsonl", 60, s, h)
-             for n, s, h in (("alpha", 1, True), ("beta", 2, True), ("gamma", 3, False))]
+    tasks = tiny_tasks(tmp_path)
     reference = tmp_path / "reference"
     subprocess.run(cli("run", str(make_config(tmp_path, model, tasks, tmp_path / "ref-art")),
                        "--out", str(reference)), check=True, capture_output=True)
