@@ -12,8 +12,8 @@ from taskpgm.report import cluster_order, render
 
 TASKS = ["addition", "subtraction", "multiplication", "hyperbaton", "navigate", EVIL]
 SECTIONS = ["glance", "experts", "relations", "pathways", "weights", "evaluation"]
-FIGURES = ["experts", "jsd", "displacement", "pmi", "affinity", "graph", "weights", "rho",
-           "evaluation"]
+FIGURES = ["experts", "jsd", "displacement", "pmi", "affinity", "graph", "transfer", "weights",
+           "rho", "evaluation"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]

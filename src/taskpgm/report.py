@@ -37,6 +37,8 @@ CAPTION = {
                 "the squashed transfer), tasks ordered by a hierarchical clustering of S.",
     "graph": "Strongest affinities between tasks (each task's two strongest links); line "
              "width grows with the affinity.",
+    "transfer": "For each task, an arrow from the expert that raises its answers' "
+                "log-probability most (directed transfer PMI); no arrow when none helps.",
     "weights": "Weight of each task (its share of the training tokens) under each method.",
     "rho": "TaskPGM's weights as rho grows from 0 (most diverse) to 2/T; the dashed line is "
            "the chosen rho.",
@@ -147,6 +149,33 @@ def graph_figure(tasks: Sequence[str], s: np.ndarray, per_node: int = 2) -> str:
         w = max(off[i, j], 0.0) / top
         ax.plot(*zip(xy[i], xy[j], strict=True), color="tab:blue", alpha=0.3 + 0.6 * w,
                 linewidth=0.5 + 4 * w)
+    ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
+    for i, name in enumerate(tasks):
+        ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
+                fontsize=8)
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.4, 1.4)
+    ax.axis("off")
+    return _svg(fig)
+
+
+def transfer_figure(tasks: Sequence[str], pmi: np.ndarray) -> str:
+    """Tasks on a circle; an arrow from the expert that helps each task most (positive PMI)."""
+    t = len(tasks)
+    fig, ax = _figure(5.5, 5.5)
+    angle = 2 * np.pi * np.arange(t) / max(t, 1)
+    xy = np.c_[np.cos(angle), np.sin(angle)]
+    top = float(np.abs(pmi).max()) or 1.0
+    for j in range(t):
+        col = pmi[:, j].copy()
+        col[j] = -np.inf
+        i = int(np.argmax(col))
+        if t > 1 and col[i] > 0:
+            w = col[i] / top
+            ax.annotate("", xy=xy[j] * 0.92, xytext=xy[i] * 0.92,
+                        arrowprops={"arrowstyle": "-|>", "color": "tab:red",
+                                    "alpha": 0.4 + 0.6 * w, "linewidth": 0.8 + 3 * w,
+                                    "connectionstyle": "arc3,rad=0.15"})
     ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
     for i, name in enumerate(tasks):
         ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
@@ -379,6 +408,7 @@ def _relations(relations: Any) -> str:
               "model's top-k tokens plus one tail bucket, so their JSD is a lower bound.</p>"
             + "<h3 id='pathways'>Task influence pathways</h3>"
             + figure("graph", graph_figure(names, a["affinity"][ix]))
+            + figure("transfer", transfer_figure(names, pmi))
             + table(["task", "experts that transfer to it most (PMI)", "worst interference"],
                     sources)
             + "</section>")
@@ -414,12 +444,23 @@ def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
     per: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
         per.setdefault((r["method"], r["split"], r["task"]), []).append(float(r["accuracy"]))
-    from taskpgm.stats import mean_interval
+    from taskpgm.stats import mean_interval, paired_difference
 
+    seeds_of: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in rows:
+        seeds_of.setdefault((r["method"], r["split"], r["task"]), {})[int(r["seed"])] = float(
+            r["accuracy"])
     task_rows = []
     for (method, split, task), values in sorted(per.items()):
         mean, lo, hi = mean_interval(values)
-        task_rows.append((method, split, task, len(values), mean, lo, hi))
+        diff: tuple[Any, Any, Any] = (None, None, None)
+        ref = seeds_of.get(("uniform", split, task))
+        if ref is not None and method != "uniform":
+            mine = seeds_of[(method, split, task)]
+            common = sorted(set(mine) & set(ref))
+            if common:
+                diff = paired_difference([mine[k] for k in common], [ref[k] for k in common])
+        task_rows.append((method, split, task, len(values), mean, lo, hi, *diff))
     srows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
               e.get("diff_lo"), e.get("diff_hi")) for e in summary]
     return ("<section id='evaluation'><h2>Evaluation</h2>"
@@ -427,6 +468,6 @@ def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
             + table(["method", "split", "seeds", "accuracy", "95% lo", "95% hi",
                      "minus uniform", "95% lo", "95% hi"], srows)
             + "<h3>Per task</h3>"
-            + table(["method", "split", "task", "seeds", "accuracy", "95% lo", "95% hi"],
-                    task_rows)
+            + table(["method", "split", "task", "seeds", "accuracy", "95% lo", "95% hi",
+                     "minus uniform", "95% lo", "95% hi"], task_rows)
             + "</section>")
