@@ -28,7 +28,7 @@ CAPTION = {
                "against the base model; flagged experts did not beat the base model, so their "
                "relations are not to be trusted.",
     "jsd": "Mean Jensen–Shannon divergence (nats) between the predictions of every pair of "
-           "models on the probe set, base model first; darker is more different.",
+           "models on the probe set, base model first; brighter is more different.",
     "displacement": "Cosine between the experts' moves away from the base model: near 1, two "
                     "experts changed the base's predictions the same way.",
     "pmi": "Transfer PMI: row i, column j is how much expert i raised the log-probability of "
