@@ -120,14 +120,15 @@ def scipy_jsd_matrix(d: np.ndarray) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("block_bytes", [1, 200, 4096, 2**22])
-def test_jsd_matrix_matches_scipy_in_every_block_size(block_bytes):
+def test_jsd_matrix_matches_scipy_in_every_block_size(block_bytes, backend):
     rng = np.random.default_rng(2)
     d = random_dists(rng, (6, 57, 5))
     d[:, :10, 3:] = 0.0  # padded choices for the first ten examples
     d[:, :10, 0] += d[:, :10].sum(axis=-1) == 0
     d[:, :10] /= d[:, :10].sum(axis=-1, keepdims=True)
-    got = jsd_matrix(d, block_bytes=block_bytes)
+    got = jsd_matrix(d, block_bytes=block_bytes, backend=backend)
     np.testing.assert_allclose(got, scipy_jsd_matrix(d), rtol=0, atol=1e-9)
     np.testing.assert_array_equal(got, got.T)
     assert (np.diag(got) == 0).all()
@@ -142,7 +143,9 @@ def test_jsd_matrix_weighted_rows():
     for a in range(4):
         for b in range(4):
             expected[a, b] = np.sum(w * scipy_jsd(d[a], d[b]))
-    np.testing.assert_allclose(jsd_matrix(d, weights=w, block_bytes=100), expected, atol=1e-12)
+    for backend in ("numpy", "torch"):
+        np.testing.assert_allclose(jsd_matrix(d, weights=w, block_bytes=100, backend=backend),
+                                   expected, atol=1e-12)
     with pytest.raises(InvalidInputError, match="sum to 1"):
         jsd_matrix(d, weights=w * 2)
 

@@ -21,6 +21,7 @@ computes with torch so the same code runs on a GPU when one is given.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +37,7 @@ FloatArray = NDArray[np.float64]
 SUM_TOLERANCE = 1e-6
 #: Default memory bound of one block of :func:`jsd_matrix`, in bytes: small enough
 #: that a block and its temporaries stay in the CPU cache (measured fastest at 2–4 MiB).
-JSD_BLOCK_BYTES = 4 * 2**20
+JSD_BLOCK_BYTES = 2 * 2**20
 #: A displacement G_ii at or below this is treated as zero (expert equal to the base).
 MIN_DISPLACEMENT = 1e-12
 _LN2 = math.log(2.0)
@@ -168,6 +169,7 @@ def jsd_matrix(
     weights: ArrayLike | None = None,
     device: str | torch.device | None = None,
     block_bytes: int = JSD_BLOCK_BYTES,
+    backend: Literal["auto", "torch", "numpy"] = "auto",
 ) -> FloatArray:
     """Mean Jensen–Shannon divergence between every pair of models.
 
@@ -180,12 +182,20 @@ def jsd_matrix(
     against all b > a, in chunks of examples so that one block holds at most
     ``block_bytes``; no (M, M, N, C) array is ever built.
 
+    Two kernels compute the same blocks: torch (any device; the default on a
+    GPU) and numpy with one worker thread per core (the default on a CPU).
+    Measured on 2 CPU cores shared with other jobs, torch's OpenMP threads
+    spent most of their time waiting for each other (113 s for T=100,
+    N=20,000, C=8) where the numpy kernel took 4.3 s; numpy's vectorized log
+    is also faster per element than torch's on one core.
+
     Args:
         dists: (M, N, C) probabilities: M models, N probe examples, C categories
             (pad examples with fewer categories with zeros).
         weights: (N,) non-negative row weights summing to 1; default uniform 1/N.
-        device: torch device to compute on (default: CUDA when available, else CPU).
-        block_bytes: memory bound of one block of midpoints.
+        device: torch device for the torch kernel (default: CUDA when available).
+        block_bytes: memory bound of one block of midpoints (per worker).
+        backend: ``"auto"`` (torch on CUDA, else numpy), ``"torch"`` or ``"numpy"``.
 
     Returns:
         (M, M) symmetric float64 matrix with a zero diagonal, entries in [0, ln 2].
@@ -195,11 +205,11 @@ def jsd_matrix(
         raise InvalidInputError(
             f"dists must have shape (models, examples, categories), got {arr.shape}"
         )
-    n_models, n_examples, n_cats = arr.shape
+    n_examples = arr.shape[1]
     if n_examples == 0:
         raise InvalidInputError("dists has no probe examples (axis 1 is empty)")
     arr = _check_distributions(arr, "dists")
-    w_rows = None
+    row_w = np.full(n_examples, 1.0 / n_examples)
     if weights is not None:
         w = _as_float_array(weights, "weights")
         if w.shape != (n_examples,):
@@ -207,31 +217,85 @@ def jsd_matrix(
         _check_finite(w, "weights")
         if (w < 0).any() or abs(float(w.sum()) - 1.0) > SUM_TOLERANCE:
             raise InvalidInputError("weights must be non-negative and sum to 1")
-        w_rows = w
+        row_w = w
+    if backend not in ("auto", "torch", "numpy"):
+        raise InvalidInputError(f"backend must be auto, torch or numpy, got {backend!r}")
     dev = torch.device(device) if device is not None else _default_device()
-    x = torch.from_numpy(arr).to(dev)
-    row_w = (torch.from_numpy(w_rows).to(dev) if w_rows is not None
-             else torch.full((n_examples,), 1.0 / n_examples, dtype=torch.float64, device=dev))
-    own = _neg_entropy(x)  # (M, N)
+    if backend == "numpy" or (backend == "auto" and dev.type == "cpu"):
+        upper = _jsd_pairs_numpy(arr, row_w, block_bytes)
+    else:
+        upper = _jsd_pairs_torch(arr, row_w, block_bytes, dev)
+    result: FloatArray = upper + upper.T
+    return result
+
+
+def _block_rows(n_models: int, n_examples: int, n_cats: int, a: int, block_bytes: int) -> int:
+    """Examples per block when model a is paired with the n_models − a − 1 models after it."""
+    rest = n_models - a - 1
+    return max(1, min(n_examples, block_bytes // (max(1, n_cats * 8) * rest)))
+
+
+def _jsd_pairs_numpy(arr: FloatArray, row_w: FloatArray, block_bytes: int) -> FloatArray:
+    """Upper triangle of the JSD matrix; rows a spread over threads (numpy frees the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_models, n_examples, n_cats = arr.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.where(arr > 0, arr * np.log(arr), 0.0).sum(axis=-1)  # (M, N)
     # Zeros lifted to 5e-301 so every midpoint is >= 1e-300 and its log is finite with no
     # clamp in the loop; each lifted entry changes a sum by < 1e-297.
+    lifted = np.maximum(arr, 5e-301)
+    out = np.zeros((n_models, n_models))
+    ones = np.ones(n_cats)
+
+    def row(a: int) -> None:
+        rest = n_models - a - 1
+        chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
+        total = np.zeros(rest)
+        two_m_buf = np.empty((rest, chunk, n_cats))
+        log_buf = np.empty_like(two_m_buf)
+        for start in range(0, n_examples, chunk):
+            stop = min(n_examples, start + chunk)
+            k = stop - start
+            two_m = np.add(lifted[a + 1 :, start:stop], lifted[a, start:stop],
+                           out=two_m_buf[:, :k])
+            term = np.log(two_m, out=log_buf[:, :k])
+            term *= two_m
+            # Σ m log m = ½ Σ 2m log 2m − ln 2, since Σ 2m = 2. The sum over the short last
+            # axis as a matrix product with ones: measured 2.5x faster than .sum(axis=-1).
+            h_mid = 0.5 * (term.reshape(-1, n_cats) @ ones).reshape(rest, k) - _LN2
+            pair = 0.5 * (own[a, start:stop] + own[a + 1 :, start:stop]) - h_mid
+            np.clip(pair, 0.0, _LN2, out=pair)
+            total += pair @ row_w[start:stop]
+        out[a, a + 1 :] = total
+
+    workers = max(1, min(os.cpu_count() or 1, n_models - 1, 8))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(row, range(n_models - 1)))
+    return out
+
+
+def _jsd_pairs_torch(
+    arr: FloatArray, row_w_np: FloatArray, block_bytes: int, dev: torch.device
+) -> FloatArray:
+    """Upper triangle of the JSD matrix with torch on ``dev`` (the same blocks as numpy's)."""
+    n_models, n_examples, n_cats = arr.shape
+    x = torch.from_numpy(arr).to(dev)
+    row_w = torch.from_numpy(row_w_np).to(dev)
+    own = _neg_entropy(x)  # (M, N)
     lifted = x.clamp_min(5e-301)
     del x
     out = torch.zeros((n_models, n_models), dtype=torch.float64, device=dev)
-    bytes_per_row = max(1, n_cats * 8)
     for a in range(n_models - 1):
-        rest = n_models - a - 1
-        chunk = max(1, min(n_examples, block_bytes // (bytes_per_row * rest)))
-        total = torch.zeros(rest, dtype=torch.float64, device=dev)
+        chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
+        total = torch.zeros(n_models - a - 1, dtype=torch.float64, device=dev)
         for start in range(0, n_examples, chunk):
             stop = min(n_examples, start + chunk)
             two_m = lifted[a + 1 :, start:stop] + lifted[a, start:stop]  # p + q: (rest, chunk, C)
-            # Σ m log m = ½ Σ 2m log 2m − ln 2, since Σ 2m = 2.
             h_mid = two_m.log().mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
             pair = (own[a, start:stop] + own[a + 1 :, start:stop]).mul_(0.5).sub_(h_mid)
             total += pair.clamp_(0.0, _LN2) @ row_w[start:stop]
         out[a, a + 1 :] = total
-    out = out + out.T
     result: FloatArray = out.cpu().numpy()
     return result
 
