@@ -368,9 +368,13 @@ def _pdas_guess(
     n = c.shape[0]
     status = np.zeros(n, dtype=np.int8)
     seen: set[bytes] = set()
-    for _ in range(max_iter):
+    for it in range(max_iter):
         free, h, r = _face_problem(S, c, caps, status, mass)
         face = _solve_face(S[np.ix_(free, free)], h, r)
+        if it == 0 and face.chol is None:
+            # The first face is all of S: a Cholesky factor proves S positive definite for
+            # free; without one, check that S is at least positive semi-definite.
+            _check_psd(S)
         if face.x is None:
             break
         p = np.where(status == UPPER, caps, 0.0)
@@ -420,9 +424,11 @@ def solve_simplex_qp(
 ) -> QPResult:
     """Exact minimizer of ½ pᵀ S p − cᵀ p over {0 ≤ p ≤ caps, Σ p = mass}.
 
-    S must be symmetric PSD (validated by the caller), ``caps`` may hold ``inf``.
-    ``start`` is a feasible point and a working set of tasks at their bounds
-    (a warm start); without it the primal–dual guess supplies one.
+    S must be symmetric, ``caps`` may hold ``inf``. ``start`` is a feasible
+    point and a working set of tasks at their bounds (a warm start; the caller
+    vouches that S is PSD); without it the primal–dual guess supplies one and
+    S is checked to be PSD on the way (a Cholesky factor of the first face,
+    which is all of S, proves it for free).
     """
     n = c.shape[0]
     if start is None:
@@ -603,12 +609,12 @@ class TaskMixtureMRF:
                 )
         c = float(rho) * u
         with blas_threads_for(n):
-            _check_psd(sa)
             if budget is None or budget >= n:
-                result = solve_simplex_qp(sa, c, caps)
+                result = solve_simplex_qp(sa, c, caps)  # checks that S is PSD on the way
                 self.selected_: list[int] | None = None
                 self.greedy_gains_: list[float] | None = None
             else:
+                _check_psd(sa)
                 result, order, gains = greedy_select(sa, c, caps, int(budget))
                 self.selected_ = order
                 self.greedy_gains_ = gains
