@@ -112,3 +112,31 @@ def test_status_solve_and_bad_config(setup, capsys):
     assert "2 problem(s)" in err and "mrf.budget" in err and "mixture.token_budget" in err
     assert "Traceback" not in err
     assert not (root / "bad" / "weights.json").exists()
+
+
+@pytest.mark.slow
+def test_another_bigbench_task_set_runs_end_to_end(tmp_path, capsys):
+    """Real BIG-bench tasks other than the demo's, on the tiny model: no code change needed."""
+    cfg = {
+        "base": {"model": str(tiny_dir(str(tmp_path)))},
+        "tasks": {"names": ["bigbench:arithmetic/1_digit_subtraction", "bigbench:emoji_movie",
+                            "bigbench:causal_judgment"],
+                  "splits": {"probe": 10, "eval": 10, "max_train": 40}},
+        "experts": {"steps": 2, "batch_size": 4, "bf16": False},
+        "signals": {"batch_size": 8},
+        "mrf": {"budget": 2},
+        "mixture": {"token_budget": 2000},
+        "evaluation": {"seeds": [0], "baselines": ["uniform"],
+                       "heldout": ["bigbench:arithmetic/1_digit_addition"]},
+        "output_dir": str(tmp_path / "artifacts"),
+    }
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    weights = json.loads((out / "weights.json").read_text())
+    assert weights["method"] == "taskpgm-k2"
+    assert sum(w > 0 for w in weights["weights"].values()) <= 2
+    splits = {line.split(",")[3] for line in (out / "evaluation.csv").read_text().splitlines()[1:]}
+    assert splits == {"eval", "heldout"}
+    assert (out / "report.html").is_file()
