@@ -88,7 +88,8 @@ def test_ensure_signals_switches_adapters_and_reuses(base: Base, tmp_path: Path,
         single.unload()
         np.testing.assert_allclose(sig.arrays(f"expert:{task}")["choice_ll"], want["choice_ll"],
                                    atol=1e-4)
-    assert not np.allclose(sig.arrays("base")["choice_ll"], sig.arrays("expert:math.sums")["choice_ll"])
+    assert not np.allclose(sig.arrays("base")["choice_ll"],
+                           sig.arrays("expert:math.sums")["choice_ll"])
     # A second run reuses the artifact without loading the model.
     fresh = Base(str(base.path))
     again = ensure_signals(fresh, experts, probes, SignalsConfig(batch_size=3), root=tmp_path)
