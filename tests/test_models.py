@@ -79,3 +79,15 @@ def test_default_model_converts_once_and_reloads_fast() -> None:
     assert lm.load_seconds < 15
     assert "quantization_config" not in lm.model.config.to_dict()
     assert sum(p.numel() for p in lm.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_trailing_prompt_space_moves_onto_the_answer(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    prompt_ids, (answer_ids,) = models.encode(tok, "Q: 2 + 2\nA: ", ["4"], 64)
+    assert prompt_ids == tok("Q: 2 + 2\nA:").input_ids
+    assert answer_ids == tok(" 4", add_special_tokens=False).input_ids
+    # a prompt that ends in a newline keeps it, and the answer follows it directly
+    prompt_ids, (answer_ids,) = models.encode(tok, "Q: 2 + 2\n", ["4"], 64)
+    assert answer_ids == tok("4", add_special_tokens=False).input_ids

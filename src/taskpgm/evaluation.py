@@ -41,7 +41,7 @@ from taskpgm.stats import mean_interval, paired_difference
 from taskpgm.tasks.schema import Example
 
 STAGE = "evaluation"
-VERSION = 1
+VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from taskpgm.progress import Progress, format_seconds
 from taskpgm.tasks.schema import Example, TaskSplits
 
 STAGE = "experts"
-VERSION = 1
+VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
 ADAPTER_FILE = "adapter_model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 

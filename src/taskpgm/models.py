@@ -302,6 +302,17 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def scored_prompt(prompt: str) -> str:
+    """The prompt as the model sees it: trailing spaces move onto the answer.
+
+    BIG-bench prompts end in ``"A: "``; left on the prompt, that space becomes a
+    token of its own and the answer is tokenized without its leading space, a
+    split the model never saw in training (measured: ~13 nats on the first
+    answer token of the base model).
+    """
+    return prompt.rstrip(" \t")
+
+
 def continuation(prompt: str, answer: str) -> str:
     """The text appended to ``prompt`` for ``answer``: a space unless the prompt ends in one."""
     if not prompt or prompt[-1].isspace() or answer[:1].isspace():
@@ -322,6 +333,7 @@ def encode(
     Returns:
         ``(prompt_ids, [answer_ids, ...])``.
     """
+    prompt = scored_prompt(prompt)
     prompt_ids: list[int] = tokenizer(prompt).input_ids
     answer_ids = [
         tokenizer(continuation(prompt, a), add_special_tokens=False).input_ids for a in answers

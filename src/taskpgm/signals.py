@@ -47,7 +47,7 @@ from taskpgm.progress import Progress
 from taskpgm.tasks.schema import Example
 
 STAGE = "signals"
-VERSION = 1
+VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
 BASE_KEY = "base"
 
 

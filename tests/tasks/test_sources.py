@@ -36,7 +36,22 @@ def test_bigbench_subtasks_and_default_prefixes(fake_sources: Path):
 
 def test_bigbench_multiple_correct_and_generative(fake_sources: Path):
     story = load_task("bigbench:storycloze", probe=2, eval=2)
-    assert story.probe[0].correct == (0, 1)
+    ex = story.probe[0]
+    assert sorted(ex.choices[i] for i in ex.correct) == ["a", "b"]  # both top-scoring choices
+    assert ex.answer_text == ex.choices[ex.correct[0]]
+
+
+def test_bigbench_choices_are_shuffled_stably(fake_sources: Path):
+    from taskpgm.tasks.bigbench import choice_order
+
+    story = load_task("bigbench:storycloze", probe=2, eval=2, max_train=None)
+    examples = (*story.train, *story.probe, *story.eval)
+    # file order is a, b, c with c wrong; shuffled, the wrong one is not always last
+    assert {ex.choices.index("c") for ex in examples} != {2}
+    for ex in examples:
+        listed = ex.prompt.split("choice: ")[1:]
+        assert [c.split("\n")[0] for c in listed] == list(ex.choices)  # prompt lists that order
+    assert choice_order("x", ["1", "2", "3"]) == choice_order("x", ["1", "2", "3"])
     gen = load_task("bigbench:word_sorting_gen", probe=2, eval=2)
     assert gen.kind == "gen" and len(gen.probe[0].targets) == 2
 

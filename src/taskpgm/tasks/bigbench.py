@@ -8,8 +8,9 @@ renamed into place when complete.
 
 A task is ``bigbench:NAME`` (all its subtasks together, if it has any) or
 ``bigbench:NAME/SUBTASK``. An example with ``target_scores`` is multiple
-choice: the choices are its keys in file order, every choice with the highest
-score is correct. Otherwise ``target`` (a string or a list) is the reference.
+choice: the choices are its keys, in an order shuffled by a permutation seeded
+from the example's content (:func:`choice_order`), and every choice with the
+highest score is correct. Otherwise ``target`` (a string or a list) is the reference.
 The prompt follows BIG-bench's zero-shot format:
 ``task_prefix + example_input_prefix + input [+ choice_prefix + choices] +
 example_output_prefix`` with BIG-bench's defaults (``"\\nQ: "``, ``"\\nA: "``,
@@ -21,8 +22,10 @@ supported.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 import tarfile
@@ -251,14 +254,16 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
         if not all(isinstance(v, int | float) for v in values):
             problems.add(where, "'target_scores' values must be numbers")
             return
-        choices = [str(c) for c in scores]
         top = max(values)
         if top <= min(values):
             if usable_target:
                 raise _NotMultipleChoice(f"{where}: no choice scores higher than the others")
             problems.add(where, "no choice in 'target_scores' scores higher than the others")
             return
-        correct = [i for i, v in enumerate(values) if v == top]
+        order = choice_order(text, [str(c) for c in scores])
+        choices = [str(c) for c in scores]
+        choices = [choices[i] for i in order]
+        correct = [k for k, i in enumerate(order) if values[i] == top]
         body = text
         if _flag(doc.get("append_choices_to_input", True)):
             sep = str(doc.get("choice_prefix", "\n  choice: "))
@@ -282,6 +287,19 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
         body = text + sep + sep.join(str(c) for c in scores)
     prompt = format_record(template, ex, (prefix + before + body + after).lstrip())
     builder.add(prompt, text, None, (), targets)
+
+
+def choice_order(text: str, choices: list[str]) -> list[int]:
+    """A permutation of the choices, seeded by the example's content (so it is stable).
+
+    BIG-bench files often list the correct choice in a fixed place (arithmetic:
+    last in 99 of 100 examples), a shortcut a model learns in a few steps
+    instead of the task; BIG-bench itself shuffles the choices when it evaluates.
+    """
+    seed = hashlib.sha256("\x1f".join([text, *choices]).encode()).digest()
+    order = list(range(len(choices)))
+    random.Random(int.from_bytes(seed[:8], "big")).shuffle(order)
+    return order
 
 
 def catalog() -> dict[str, dict[str, Any]]:
