@@ -55,7 +55,13 @@ def run_and_kill(config: Path, out: Path, marker: str, delay: float) -> int:
 
 
 @pytest.mark.slow
-def test_kill_at_several_points_then_resume(tmp_path):
+@pytest.mark.parametrize(("marker", "delay"), [
+    ("experts: 0 of 3 finished already", 0.5),      # mid expert training
+    ("signals: scoring expert:alpha", 0.1),         # mid scoring
+    ("evaluation: training taskpgm-s0", 0.2),       # mid evaluation training
+])
+def test_kill_then_resume_gives_the_same_run(tmp_path, marker, delay):
+    """Each kill point starts from an empty cache, so its marker is sure to be printed."""
     model = tiny_dir(str(tmp_path))
     tasks = tiny_tasks(tmp_path)
     reference = tmp_path / "reference"
@@ -64,14 +70,12 @@ def test_kill_at_several_points_then_resume(tmp_path):
     expected = digest(reference)
     config = make_config(tmp_path, model, tasks, tmp_path / "killed-art")
     out = tmp_path / "killed"
-    # mid expert training, mid scoring, mid evaluation training
-    for marker, delay in (("experts: 0 of 3 finished already", 1.0),
-                          ("signals: scoring base", 0.2),
-                          ("evaluation: training taskpgm-s0", 0.3)):
-        assert run_and_kill(config, out, marker, delay) == -signal.SIGKILL, marker
+    assert run_and_kill(config, out, marker, delay) == -signal.SIGKILL
     done = subprocess.run(cli("run", str(config), "--out", str(out)), check=True,
                           capture_output=True, text=True)
-    assert "experts: 3 of 3 finished already" in done.stderr
-    assert "signals: reusing" in done.stderr
+    if not marker.startswith("experts"):
+        assert "experts: 3 of 3 finished already" in done.stderr
+    if marker.startswith("evaluation"):
+        assert "signals: reusing" in done.stderr and "relations: reusing" in done.stderr
     got = digest(out)
     assert [rel for rel in expected if got[rel] != expected[rel]] == []
