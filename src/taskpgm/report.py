@@ -131,12 +131,29 @@ def experts_figure(tasks: Sequence[str], base: np.ndarray, expert: np.ndarray,
     return _svg(fig)
 
 
+def _circle(t: int) -> tuple[Any, Any, np.ndarray]:
+    """A square figure and t points on a circle (the task graphs' layout)."""
+    fig, ax = _figure(5.5, 5.5)
+    angle = 2 * np.pi * np.arange(t) / max(t, 1)
+    return fig, ax, np.c_[np.cos(angle), np.sin(angle)]
+
+
+def _circle_svg(fig: Any, ax: Any, xy: np.ndarray, tasks: Sequence[str]) -> str:
+    """Draw the task nodes and their names over the edges, then the SVG."""
+    ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
+    for i, name in enumerate(tasks):
+        ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
+                fontsize=8)
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.4, 1.4)
+    ax.axis("off")
+    return _svg(fig)
+
+
 def graph_figure(tasks: Sequence[str], s: np.ndarray, per_node: int = 2) -> str:
     """Tasks on a circle; each task's strongest affinities as edges."""
     t = len(tasks)
-    fig, ax = _figure(5.5, 5.5)
-    angle = 2 * np.pi * np.arange(t) / max(t, 1)
-    xy = np.c_[np.cos(angle), np.sin(angle)]
+    fig, ax, xy = _circle(t)
     off = s.copy()
     np.fill_diagonal(off, -np.inf)
     edges = set()
@@ -149,22 +166,13 @@ def graph_figure(tasks: Sequence[str], s: np.ndarray, per_node: int = 2) -> str:
         w = max(off[i, j], 0.0) / top
         ax.plot(*zip(xy[i], xy[j], strict=True), color="tab:blue", alpha=0.3 + 0.6 * w,
                 linewidth=0.5 + 4 * w)
-    ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
-    for i, name in enumerate(tasks):
-        ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
-                fontsize=8)
-    ax.set_xlim(-1.6, 1.6)
-    ax.set_ylim(-1.4, 1.4)
-    ax.axis("off")
-    return _svg(fig)
+    return _circle_svg(fig, ax, xy, tasks)
 
 
 def transfer_figure(tasks: Sequence[str], pmi: np.ndarray) -> str:
     """Tasks on a circle; an arrow from the expert that helps each task most (positive PMI)."""
     t = len(tasks)
-    fig, ax = _figure(5.5, 5.5)
-    angle = 2 * np.pi * np.arange(t) / max(t, 1)
-    xy = np.c_[np.cos(angle), np.sin(angle)]
+    fig, ax, xy = _circle(t)
     top = float(np.abs(pmi).max()) or 1.0
     for j in range(t):
         col = pmi[:, j].copy()
@@ -176,14 +184,7 @@ def transfer_figure(tasks: Sequence[str], pmi: np.ndarray) -> str:
                         arrowprops={"arrowstyle": "-|>", "color": "tab:red",
                                     "alpha": 0.4 + 0.6 * w, "linewidth": 0.8 + 3 * w,
                                     "connectionstyle": "arc3,rad=0.15"})
-    ax.scatter(xy[:, 0], xy[:, 1], s=120, color="tab:orange", zorder=3)
-    for i, name in enumerate(tasks):
-        ax.text(1.15 * xy[i, 0], 1.15 * xy[i, 1], _short(name, 22), ha="center", va="center",
-                fontsize=8)
-    ax.set_xlim(-1.6, 1.6)
-    ax.set_ylim(-1.4, 1.4)
-    ax.axis("off")
-    return _svg(fig)
+    return _circle_svg(fig, ax, xy, tasks)
 
 
 def weights_figure(tasks: Sequence[str], methods: dict[str, list[float]]) -> str:
