@@ -116,23 +116,22 @@ def run(
         info = fn()
         state.record(name, seconds=round(time.monotonic() - t0, 2), **info)
 
-    # 1. tasks, checked with everything else before any work
+    # 1. tasks (and the base model's tokenizer), checked with everything else before any work
+    t_tasks = time.monotonic()
+    state.say(f"[stage 1/{STAGES.index(until) + 1}: tasks]")
     tasks, heldout, mmlu = load_all_tasks(config)
     names = list(tasks)
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
                 threads=config.base.threads)
-    mean_tokens = {}
-    loaded = None
-    for t, splits in tasks.items():
-        if loaded is None:
-            loaded = base.load()
-        lengths = [len(ids) for ids, _ in tokenize_training(loaded.tokenizer, splits.train,
-                                                            config.experts.max_length)]
-        mean_tokens[t] = float(np.mean(lengths))
+    tokenizer = base.load().tokenizer
+    mean_tokens = {
+        t: float(np.mean([len(ids) for ids, _ in tokenize_training(
+            tokenizer, splits.train, config.experts.max_length)]))
+        for t, splits in tasks.items()}
     caps = preflight(config, tasks, mean_tokens)
-    stage(1, "tasks", lambda: {"tasks": names, "train": {t: len(s.train) for t, s in tasks.items()},
-                               "probe": {t: len(s.probe) for t, s in tasks.items()},
-                               "mean_tokens": mean_tokens})
+    state.record("tasks", seconds=round(time.monotonic() - t_tasks, 2), tasks=names,
+                 train={t: len(s.train) for t, s in tasks.items()},
+                 probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens)
 
     # 2-3. experts and signals (the expensive part; resumable)
     experts: dict[str, Any] = {}
