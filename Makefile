@@ -3,24 +3,31 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.taskpgm-installed
+TSTAMP := $(VENV)/.taskpgm-test-installed
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench browser clean
+.PHONY: setup setup-test demo test lint bench browser clean
 
 setup: $(STAMP)
+setup-test: $(TSTAMP)
 
 # torch first, pinned exactly: a looser requirement would pull multi-GB CUDA builds.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+# The test and benchmark tools (pytest, cvxpy, mypy, playwright): not needed by the demo.
+$(TSTAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TSTAMP)
 
 demo: setup
 	$(VENV)/bin/taskpgm demo
 
-lint: setup
+lint: setup-test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
 
@@ -33,7 +40,7 @@ browser:
 test: lint browser
 	$(PY) -m pytest -q
 
-bench: setup
+bench: setup-test
 	$(PY) benchmarks/run_all.py
 
 clean:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from taskpgm import config as config_mod
-from taskpgm.evaluation import EvalSet, ensure_evaluation, markdown_table, summarize
-from taskpgm.pipeline import load_all_tasks, run
+from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
+from taskpgm.pipeline import eval_set, load_all_tasks, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from taskpgm.models import Base
 
     base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code)
-    groups: dict[tuple[str, str], tuple[Any, ...]] = {}
-    cap = cfg.evaluation.max_eval
-    for name, splits in tasks.items():
-        groups[("eval", name)] = tuple(splits.eval[:cap])
-    for split, source in (("heldout", heldout), ("mmlu", mmlu)):
-        for name, splits in source.items():
-            groups[(split, name)] = tuple((splits.eval + splits.probe + splits.train)[:cap])
-    evalset = EvalSet(groups)
+    evalset = eval_set(cfg, tasks, heldout, mmlu)
     train = {t: tasks[t].train for t in names}
     common = dict(train=train, mean_tokens=mean_tokens, evalset=evalset,
                   max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,

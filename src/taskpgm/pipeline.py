@@ -295,21 +295,34 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
     return {"examples": len(mixed), "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
-             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any]
-             ) -> dict[str, Any]:
-    from taskpgm.evaluation import EvalSet, ensure_evaluation, markdown_table, summarize
+def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
+             mmlu: dict[str, Any]) -> Any:
+    """The examples every trained model is scored on, at most ``evaluation.max_eval`` a task.
 
-    cfg = state.config
-    cap = cfg.evaluation.max_eval
+    ``eval``: each mixture task's eval split; ``heldout`` and ``mmlu``: tasks outside the
+    mixture, so every split of theirs is unseen (eval first, then probe, then train).
+    """
+    from taskpgm.evaluation import EvalSet
+
+    cap = config.evaluation.max_eval
     groups: dict[tuple[str, str], tuple[Any, ...]] = {}
     for split, source in (("eval", tasks), ("heldout", heldout), ("mmlu", mmlu)):
         for name, splits in source.items():
             pool = splits.eval if split == "eval" else (splits.eval + splits.probe + splits.train)
             groups[(split, name)] = tuple(pool[:cap])
+    return EvalSet(groups)
+
+
+def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
+             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any]
+             ) -> dict[str, Any]:
+    from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
+
+    cfg = state.config
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
     rows = ensure_evaluation(
-        base, methods, {t: tasks[t].train for t in tasks}, mean_tokens, EvalSet(groups),
+        base, methods, {t: tasks[t].train for t in tasks}, mean_tokens,
+        eval_set(cfg, tasks, heldout, mmlu),
         seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
         max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream)
