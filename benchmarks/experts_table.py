@@ -1,6 +1,6 @@
 """The learning table of docs/experts.md: base versus expert accuracy on each task's probe split.
 
-    .venv/bin/python benchmarks/experts_table.py src/taskpgm/configs/demo-experts.yaml \
+    .venv/bin/python benchmarks/experts_table.py configs/demo.yaml \
         --csv docs/experts.csv --markdown /tmp/experts-table.md
 
 Runs (or reuses) the experts and signals stages of the config, then, for each
@@ -82,14 +82,15 @@ def markdown(rows: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
-    parser.add_argument("--csv", default="docs/experts.csv")
+    parser.add_argument("--csv", default=None, help="write the table as CSV (docs/experts.csv)")
     parser.add_argument("--markdown", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
     rows = table(args.config)
-    with Path(args.csv).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    if args.csv:
+        with Path(args.csv).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
     text = markdown(rows)
     if args.markdown:
         Path(args.markdown).write_text(text)

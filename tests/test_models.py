@@ -91,3 +91,56 @@ def test_trailing_prompt_space_moves_onto_the_answer(tiny):
     # a prompt that ends in a newline keeps it, and the answer follows it directly
     prompt_ids, (answer_ids,) = models.encode(tok, "Q: 2 + 2\n", ["4"], 64)
     assert answer_ids == tok("4", add_special_tokens=False).input_ids
+
+
+HUB_PROBE = """
+import sys
+from taskpgm import models
+from taskpgm.errors import TaskPGMError
+try:
+    path = models.resolve(sys.argv[1])
+    lm = models.load(sys.argv[1])
+    print("ok", path, lm.fingerprint)
+except TaskPGMError as err:
+    print("error", err)
+"""
+
+
+def _hub_cache(tmp_path: Path, tiny: Path, repo: str) -> Path:
+    """A Hugging Face hub cache holding ``repo`` at one commit, laid out as the hub writes it."""
+    cache = tmp_path / "hub"
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    return cache
+
+
+def _resolve_offline(spec: str, cache: Path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", HUB_PROBE, spec], env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_hub_id_loads_through_the_hub_cache(tiny: Path, tmp_path: Path) -> None:
+    """A hub id goes through ``huggingface_hub.snapshot_download`` (offline: its cache)."""
+    cache = _hub_cache(tmp_path, tiny, "acme/tiny-llama")
+    out = _resolve_offline("acme/tiny-llama", cache)
+    assert out.startswith("ok "), out
+    _, path, fingerprint = out.split()
+    assert Path(path).parent.parent.name == "models--acme--tiny-llama"
+    assert fingerprint == models.checkpoint_fingerprint(tiny)
+
+
+def test_hub_id_that_cannot_be_fetched_says_what_to_do(tiny: Path, tmp_path: Path) -> None:
+    cache = _hub_cache(tmp_path, tiny, "acme/tiny-llama")
+    out = _resolve_offline("acme/not-there", cache)
+    assert out.startswith("error could not fetch model 'acme/not-there'"), out
+    assert "point base.model at the local directory" in out
