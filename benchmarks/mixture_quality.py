@@ -48,18 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     cfg = config_mod.load(args.config)
-    # the pipeline up to the weights only: this script runs the evaluation itself
-    upto = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
-        update={"enabled": False}), "report": cfg.report.model_copy(update={"enabled": False})})
-    state = run(upto, args.out, until="weights")
+    state = run(cfg, args.out, until="weights")  # this script runs the evaluation itself
     weights = json.loads((args.out / "methods.json").read_text())
     stage_info = json.loads((args.out / "stages.json").read_text())
     mean_tokens: dict[str, float] = stage_info["tasks"]["mean_tokens"]
-    tasks, heldout, mmlu = load_all_tasks(cfg)  # the full config: held-out and MMLU tasks too
-    missing = [n for n, got in (("heldout", heldout), ("mmlu", mmlu))
-               if getattr(cfg.evaluation, n) and not got]
-    if missing:
-        raise SystemExit(f"the config names {missing} tasks but none were loaded")
+    tasks, heldout, mmlu = load_all_tasks(cfg)
     names = list(tasks)
     from taskpgm.models import Base
 
