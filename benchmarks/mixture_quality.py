@@ -19,6 +19,12 @@ Design (the pipeline issue):
    budget to the task with the most headroom (expert accuracy minus the
    uniform mixture's at the chosen budget). If it cannot be told apart from
    uniform, the benchmark cannot tell methods apart either, and says so.
+
+Beside the configured TaskPGM it trains TaskPGM under the other ``mrf.untrusted``
+policies (what happens to tasks whose expert did not learn), named
+``taskpgm(keep)`` and so on, so the default can be chosen by this table.
+The sweep scores the eval splits only (it picks a budget); the comparison also
+scores the held-out tasks and MMLU subjects.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import numpy as np
 
 from taskpgm import config as config_mod
 from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
-from taskpgm.pipeline import eval_set, load_all_tasks, run
+from taskpgm.pipeline import eval_scoring, eval_set, load_all_tasks, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code)
     evalset = eval_set(cfg, tasks, heldout, mmlu)
     train = {t: tasks[t].train for t in names}
-    common = dict(train=train, mean_tokens=mean_tokens, evalset=evalset,
-                  max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,
+    common = dict(train=train, mean_tokens=mean_tokens, max_repeat=cfg.mrf.max_repeat,
+                  experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
                   normalization=cfg.relations.normalization, root=state.root)
     uniform = weights["methods"]["uniform"]["weights"]
 
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = []
     for budget in args.budgets:
         rows = ensure_evaluation(base, {"uniform": uniform}, seeds=[0], token_budget=budget,
+                                 evalset=eval_set(cfg, tasks, {}, {}),
                                  **common)  # type: ignore[arg-type]
         acc = [r["accuracy"] for r in rows if r["method"] == "uniform" and r["split"] == "eval"]
         base_acc = [r["accuracy"] for r in rows if r["method"] == "base" and r["split"] == "eval"]
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. the positive control: half the budget to the task with the most headroom
     relations = json.loads((args.out / "stages.json").read_text())["relations"]
-    from taskpgm.stages import open_relations
+    from taskpgm.stages import open_relations, solve
 
     rel = open_relations(Path(relations["path"]))
     expert_acc = {t: float(rel.arrays["accuracy"][i + 1, i]) for i, t in enumerate(rel.tasks)}
@@ -91,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     focus = max(headroom, key=lambda t: headroom[t])
     skew = {t: (0.5 if t == focus else 0.5 / (len(names) - 1)) for t in names}
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
+    caps = np.asarray(weights["caps"], dtype=np.float64)
+    for policy in ("uniform", "exclude", "keep"):
+        if policy != cfg.mrf.untrusted:
+            methods[f"taskpgm({policy})"] = solve(
+                rel, cfg.mrf.rho, budget=None, utility_kind=cfg.mrf.utility, caps=caps,
+                untrusted=policy)["weights"]
     methods[f"skewed({focus})"] = skew
 
     # 3. every method, paired seeds
     seeds = list(range(args.seeds))
-    rows = ensure_evaluation(base, methods, seeds=seeds, token_budget=budget,
+    rows = ensure_evaluation(base, methods, seeds=seeds, token_budget=budget, evalset=evalset,
                              **common)  # type: ignore[arg-type]
     summary = summarize(rows)
     result = {"budget": budget, "sweep": sweep, "focus": focus, "headroom": headroom,

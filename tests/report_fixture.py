@@ -33,7 +33,8 @@ def make_run(root: Path, tasks: list[str]) -> Path:
                             np.ones(n), correct, sig.dists, np.full(n, 1 / n))
     arrays = {"jsd": jsd, "displacement": displacement_cosine(jsd), "pmi": pmi,
               "cross_loglik": np.zeros((len(tasks) + 1, len(tasks))), "affinity": s,
-              "accuracy": pred.accuracy()}
+              "accuracy": pred.accuracy(),
+              "probe_n": np.bincount(sig.task_of, minlength=len(tasks)).astype(np.float64)}
     manifest = {"tasks": tasks, "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
                                         "correction_norm": info.correction_norm}}
     with artifacts.write("relations", "relations", "0" * 16, manifest, root=root / "art") as tmp:

@@ -59,11 +59,11 @@ class EvalSet:
 
 def accuracy_by_group(
     loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
-    scoring: SignalsConfig,
+    scoring: SignalsConfig, progress: Progress | None = None,
 ) -> dict[tuple[str, str], tuple[float, int]]:
     """Accuracy and example count of one model on every (split, task) group."""
     examples = evalset.examples()
-    arrays = score(model, loaded.tokenizer, examples, scoring)
+    arrays = score(model, loaded.tokenizer, examples, scoring, progress=progress)
     probe: dict[str, list[str] | list[int]] = {
         "tasks": [ex.task for ex in examples], "kinds": [str(ex.kind) for ex in examples],
         "gold": [ex.correct[0] if ex.choices is not None else 0 for ex in examples]}
@@ -146,7 +146,8 @@ def ensure_evaluation(
     found = artifacts.find(STAGE, "base", base_fp, root=root)
     if found is None:
         loaded = base.load()
-        acc = accuracy_by_group(loaded, loaded.model, evalset, normalization, scoring)
+        acc = accuracy_by_group(loaded, loaded.model, evalset, normalization, scoring,
+                                _scoring_progress("base", evalset, out))
         with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
             (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
         found = artifacts.find(STAGE, "base", base_fp, root=root)
@@ -163,6 +164,11 @@ def ensure_evaluation(
             progress.update(1, note=f"{name} done")
         rows.extend(json.loads((found / "scores.json").read_text()))
     return rows
+
+
+def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
+    return Progress(f"evaluation {name} scoring", len(evalset.examples()), unit="example",
+                    every=15.0, stream=out)
 
 
 def _train_and_score(
@@ -185,7 +191,8 @@ def _train_and_score(
                         steps=log["steps"])
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
-            acc = accuracy_by_group(loaded, wrapped, evalset, normalization, scoring)
+            acc = accuracy_by_group(loaded, wrapped, evalset, normalization, scoring,
+                                    _scoring_progress(name, evalset, out))
         finally:
             wrapped.unload()
         (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))

@@ -313,6 +313,11 @@ def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
     return EvalSet(groups)
 
 
+def eval_scoring(config: RunConfig) -> Any:
+    """How trained models are scored: the signals' settings, bf16 if the evaluation asks."""
+    return config.signals.model_copy(update={"bf16": config.evaluation.bf16})
+
+
 def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
              mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any]
              ) -> dict[str, Any]:
@@ -324,7 +329,7 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         base, methods, {t: tasks[t].train for t in tasks}, mean_tokens,
         eval_set(cfg, tasks, heldout, mmlu),
         seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
-        max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=cfg.signals,
+        max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy"],

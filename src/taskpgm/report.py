@@ -312,7 +312,7 @@ def render(run_dir: Path) -> Path:
     parts = [f"<h1>taskpgm report</h1><p class='muted'>{esc(run_dir.resolve())}</p>"]
     parts.append(_glance(config, stages, weights, counts))
     if relations is not None:
-        parts.append(_experts(relations, stages))
+        parts.append(_experts(relations))
         parts.append(_relations(relations))
     else:
         parts.append("<section id='relations'><h2>Relations</h2><p>The relations artifact "
@@ -357,19 +357,20 @@ def _glance(config: dict[str, Any], stages: dict[str, Any], weights: dict[str, A
             + "</section>")
 
 
-def _experts(relations: Any, stages: dict[str, Any]) -> str:
+def _experts(relations: Any) -> str:
+    from taskpgm.stages import learned
+
     tasks = relations.tasks
     acc = relations.arrays["accuracy"]
-    probe = stages.get("tasks", {}).get("probe", {})
-    n = [int(probe.get(t, 0)) or 1 for t in tasks]
+    n = relations.arrays["probe_n"].astype(int)
     base = acc[0]
     expert = np.array([acc[i + 1, i] for i in range(len(tasks))])
+    ok, _ = learned(relations)
     rows = []
     for i, t in enumerate(tasks):
-        lo, hi = wilson_interval(round(expert[i] * n[i]), n[i])
-        learned = lo > base[i]
-        rows.append((t, n[i], float(base[i]), float(expert[i]), float(lo), float(hi),
-                     "yes" if learned else "NO — relations not trusted"))
+        lo, hi = wilson_interval(round(expert[i] * n[i]), int(n[i]))
+        rows.append((t, int(n[i]), float(base[i]), float(expert[i]), float(lo), float(hi),
+                     "yes" if ok[i] else "NO — relations not trusted"))
     return ("<section id='experts'><h2>Experts</h2>"
             + figure("experts", experts_figure(tasks, base, expert, n))
             + table(["task", "probe n", "base acc", "expert acc", "expert 95% lo",
@@ -421,7 +422,13 @@ def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) 
     by_method: dict[str, list[float]] = {
         str(m): [float(d["weights"][t]) for t in tasks] for m, d in methods["methods"].items()}
     rows = [(t, *(by_method[m][i] for m in by_method)) for i, t in enumerate(tasks)]
-    parts = ["<section id='weights'><h2>Weights</h2>",
+    main = methods["methods"].get("taskpgm", {})
+    held = {"uniform": "held at the uniform share 1/T", "exclude": "given no weight",
+            "keep": "solved with the rest anyway"}.get(str(main.get("untrusted")), "")
+    note = (f"<p>Experts that did not learn, so their relations are not trusted: "
+            f"{esc(', '.join(main['untrusted_tasks']))} — {held} (mrf.untrusted).</p>"
+            if main.get("untrusted_tasks") else "")
+    parts = ["<section id='weights'><h2>Weights</h2>", note,
              figure("weights", weights_figure(tasks, by_method)),
              table(["task", *by_method], rows),
              figure("rho", rho_figure(tasks, methods["rho_path"],

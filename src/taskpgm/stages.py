@@ -2,11 +2,14 @@
 
 * ``relations`` reads a signals artifact and writes ``relations.safetensors``
   (raw JSD over base + experts, displacement cosine, transfer PMI, the cross
-  log-likelihood matrix L, the affinity S and every model's probe accuracy)
-  with a manifest holding the task order and what the PSD projection changed.
+  log-likelihood matrix L, the affinity S, every model's probe accuracy and
+  each task's probe count) with a manifest holding the task order and what
+  the PSD projection changed.
 * ``weights`` reads the relations and writes ``weights.json``: TaskPGM's
   exact weights (and the budgeted variant when a budget is set), the
   baselines under the same caps, and the weights along a range of rho.
+  Only tasks whose expert learned (:func:`learned`) steer the solve; the
+  others are held at the uniform share, excluded or kept (``mrf.untrusted``).
 
 Both are pure functions of their parents and parameters, so they take
 seconds and changing ``mrf.rho`` recomputes only ``weights`` and what follows.
@@ -26,14 +29,16 @@ from safetensors.numpy import load_file, save_file
 
 from taskpgm import artifacts
 from taskpgm.config import MrfConfig, RelationsConfig
+from taskpgm.errors import InvalidInputError
 from taskpgm.mixture import baseline_weights
-from taskpgm.mrf import TaskMixtureMRF, utility
+from taskpgm.mrf import TaskMixtureMRF, energy, utility
 from taskpgm.predictions import from_signals
 from taskpgm.relations import AffinityInfo, affinity, displacement_cosine, jsd_matrix, transfer_pmi
 from taskpgm.signals import Signals
+from taskpgm.stats import wilson_interval
 
-RELATIONS_VERSION = 1
-WEIGHTS_VERSION = 1
+RELATIONS_VERSION = 2  # 2: probe_n, each task's probe count
+WEIGHTS_VERSION = 2  # 2: untrusted tasks (experts that did not learn) leave the solve
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def ensure_relations(
             "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
             "pmi": pmi, "cross_loglik": cross, "affinity": s,
             "accuracy": pred.accuracy(),
+            "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
         }
         manifest: dict[str, Any] = {
             "tasks": list(tasks), "models": pred.models, "signals": signals_fp,
@@ -113,24 +119,74 @@ def open_relations(path: Path) -> Relations:
                      manifest)
 
 
+def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each task's expert beat the base model on its own probe examples.
+
+    learned_i  <=>  lower end of the Wilson 95% interval of expert i's accuracy on
+    probe(i) > the base model's accuracy on probe(i). Returns (learned, that lower end).
+    """
+    acc = relations.arrays["accuracy"]
+    n = relations.arrays["probe_n"].astype(int)
+    lows = np.array([wilson_interval(round(acc[i + 1, i] * n[i]), int(n[i]))[0]
+                     for i in range(len(relations.tasks))])
+    return lows > acc[0], lows
+
+
 def solve(
     relations: Relations, rho: float, *, budget: int | None, utility_kind: str,
-    caps: np.ndarray | None,
+    caps: np.ndarray | None, untrusted: str = "uniform",
 ) -> dict[str, Any]:
-    """Fit TaskPGM on the relations; the result as plain data (weights.json's shape)."""
-    s = relations.affinity
-    u = utility(utility_kind, s, relations.arrays["pmi"])  # type: ignore[arg-type]
-    model = TaskMixtureMRF(rho, caps=caps, budget=budget).fit(s, utility=u)
+    """Fit TaskPGM on the relations; the result as plain data (weights.json's shape).
+
+    Tasks whose expert did not learn (:func:`learned`) do not steer the solve: with
+    ``untrusted="uniform"`` each keeps f_i = min(1/T, cap_i), with ``"exclude"`` f_i = 0,
+    and the trusted tasks F share m = 1 - sum f by the exact minimizer of E restricted to
+    F (utility computed on F too). Since E(m q) = m^2 (1/2 q^T S_FF q - (rho/m) u^T q),
+    that is m q* with q* the minimizer on the simplex at rho/m under caps c_F/m, so rho =
+    1/T is still uniform. With a budget, untrusted tasks are never selected.
+    """
     tasks = relations.tasks
+    t = len(tasks)
+    cap = np.full(t, np.inf) if caps is None else np.asarray(caps, dtype=np.float64)
+    trusted = (np.ones(t, dtype=bool) if untrusted == "keep" else learned(relations)[0])
+    fixed = np.zeros(t)
+    if untrusted == "uniform" and budget is None:
+        fixed[~trusted] = np.minimum(1.0 / t, cap[~trusted])
+    free = np.flatnonzero(trusted)
+    mass = 1.0 - float(fixed.sum())
     out: dict[str, Any] = {
         "method": "taskpgm" if budget is None else f"taskpgm-k{budget}",
-        "rho": rho, "budget": budget, "utility": utility_kind,
-        "energy": model.energy_, "kkt_residual": model.kkt_residual_,
-        "certificate": model.certificate_,
-        "weights": {t: float(w) for t, w in zip(tasks, model.weights_, strict=True)},
+        "rho": rho, "budget": budget, "utility": utility_kind, "untrusted": untrusted,
+        "untrusted_tasks": [tasks[i] for i in np.flatnonzero(~trusted)],
     }
+    if free.size == 0 and mass <= 1e-12:  # nothing learned: every task at the uniform share
+        u_all = utility(utility_kind, relations.affinity,  # type: ignore[arg-type]
+                        relations.arrays["pmi"])
+        return {**out, "energy": energy(fixed, relations.affinity, rho, u_all),
+                "kkt_residual": 0.0, "certificate": {},
+                "weights": {name: float(w) for name, w in zip(tasks, fixed, strict=True)}}
+    if free.size == 0:
+        raise InvalidInputError(
+            f"no expert beat the base model on its own task, so {out['method']} has no "
+            "trusted relations to solve on; train the experts longer (experts.steps, "
+            "experts.lr) or set mrf.untrusted: keep to solve on them anyway")
+    if float(cap[free].sum()) < mass - 1e-12:
+        raise InvalidInputError(
+            f"the {free.size} tasks whose experts beat the base model cannot hold weight "
+            f"{mass:.3f} under their caps; train the experts longer (experts.steps), raise "
+            "mrf.max_repeat, lower mixture.token_budget, or set mrf.untrusted: keep")
+    s = relations.affinity[np.ix_(free, free)]
+    u = utility(utility_kind, s,  # type: ignore[arg-type]
+                relations.arrays["pmi"][np.ix_(free, free)])
+    k = None if budget is None else min(budget, free.size)
+    model = TaskMixtureMRF(rho / mass, caps=cap[free] / mass, budget=k).fit(s, utility=u)
+    weights = fixed.copy()
+    weights[free] = mass * model.weights_
+    out.update(energy=mass * mass * model.energy_, kkt_residual=model.kkt_residual_,
+               certificate=model.certificate_,
+               weights={name: float(w) for name, w in zip(tasks, weights, strict=True)})
     if budget is not None:
-        out["selected"] = [tasks[j] for j in model.selected_ or []]
+        out["selected"] = [tasks[free[j]] for j in model.selected_ or []]
         out["greedy_gains"] = model.greedy_gains_
     return out
 
@@ -160,11 +216,13 @@ def ensure_weights(
     tasks = relations.tasks
     t = len(tasks)
     methods: dict[str, dict[str, Any]] = {}
-    main = solve(relations, cfg.rho, budget=None, utility_kind=cfg.utility, caps=caps)
+    main = solve(relations, cfg.rho, budget=None, utility_kind=cfg.utility, caps=caps,
+                 untrusted=cfg.untrusted)
     methods["taskpgm"] = main
     if cfg.budget is not None:
         methods[main_name(cfg)] = solve(relations, cfg.rho, budget=cfg.budget,
-                                        utility_kind=cfg.utility, caps=caps)
+                                        utility_kind=cfg.utility, caps=caps,
+                                        untrusted=cfg.untrusted)
     for kind in baselines:
         w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
         methods[kind] = {"method": kind,
@@ -173,10 +231,9 @@ def ensure_weights(
     grid = np.linspace(0.0, top, rho_path_points)
     path = []
     for rho in grid:
-        fit = TaskMixtureMRF(float(rho), caps=caps).fit(
-            relations.affinity, utility=utility(cfg.utility, relations.affinity,  # type: ignore[arg-type]
-                                                relations.arrays["pmi"]))
-        path.append({"rho": float(rho), "weights": [float(v) for v in fit.weights_]})
+        fit = solve(relations, float(rho), budget=None, utility_kind=cfg.utility, caps=caps,
+                    untrusted=cfg.untrusted)
+        path.append({"rho": float(rho), "weights": list(fit["weights"].values())})
     data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
             "rho_path": path, "caps": [float(c) for c in caps], "relations": relations.fingerprint}
     manifest = {"relations": relations.fingerprint, "params": params}

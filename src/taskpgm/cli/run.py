@@ -133,7 +133,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    from taskpgm.mrf import TaskMixtureMRF, utility
     from taskpgm.stages import open_relations, solve
 
     cfg = _run_config(args.run_dir, [])
@@ -150,17 +149,20 @@ def cmd_solve(args: argparse.Namespace) -> int:
     width = max(len(t) for t in tasks)
     if args.rho_path:
         grid = np.linspace(0.0, 2.0 / len(tasks), 9)
-        u = utility(cfg.mrf.utility, relations.affinity, relations.arrays["pmi"])
-        fits = [TaskMixtureMRF(float(r), caps=caps).fit(relations.affinity, utility=u)
-                for r in grid]
+        fits = [solve(relations, float(r), budget=None, utility_kind=cfg.mrf.utility, caps=caps,
+                      untrusted=cfg.mrf.untrusted)["weights"] for r in grid]
         print(" " * (width + 2) + "".join(f"{r:8.4f}" for r in grid) + "   <- rho")
-        for i, task in enumerate(tasks):
-            print(f"  {task:<{width}}" + "".join(f"{f.weights_[i]:8.4f}" for f in fits))
+        for task in tasks:
+            print(f"  {task:<{width}}" + "".join(f"{f[task]:8.4f}" for f in fits))
         return 0
     budget = args.budget if args.budget is not None else cfg.mrf.budget
-    result = solve(relations, rho, budget=budget, utility_kind=cfg.mrf.utility, caps=caps)
+    result = solve(relations, rho, budget=budget, utility_kind=cfg.mrf.utility, caps=caps,
+                   untrusted=cfg.mrf.untrusted)
     print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
           f"KKT residual {result['kkt_residual']:.1e}")
+    if result["untrusted_tasks"]:
+        print(f"experts that did not learn ({cfg.mrf.untrusted}): "
+              + ", ".join(result["untrusted_tasks"]))
     for task, w in sorted(result["weights"].items(), key=lambda kv: -kv[1]):
         print(f"  {task:<{width}}  {w:.4f}")
     if budget is not None:
