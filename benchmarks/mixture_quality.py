@@ -41,6 +41,7 @@ import numpy as np
 from taskpgm import config as config_mod
 from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
 from taskpgm.pipeline import eval_scoring, eval_set, load_all_tasks, run
+from taskpgm.stats import paired_difference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = ensure_evaluation(base, methods, seeds=seeds, token_budget=budget, evalset=evalset,
                              **common)  # type: ignore[arg-type]
     summary = summarize(rows)
+    variants = [m for m in methods if m.startswith("taskpgm(")]
     result = {"budget": budget, "sweep": sweep, "focus": focus, "headroom": headroom,
               "seeds": seeds, "summary": summary, "rows": rows,
+              "policies": paired_against(rows, "taskpgm", variants),
               "weights": {m: methods[m] for m in methods},
               "minutes": round((time.monotonic() - t0) / 60, 1)}
     (args.out / "mixture_quality.json").write_text(json.dumps(result, indent=1))
@@ -121,6 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc is not None:
         args.doc.write_text(text)
     return 0
+
+
+def paired_against(rows: list[dict[str, Any]], reference: str, others: list[str]
+                   ) -> list[dict[str, Any]]:
+    """Per split, the reference minus each other method, paired by seed, with its interval."""
+    means: dict[tuple[str, str, int], list[float]] = {}
+    for r in rows:
+        means.setdefault((r["method"], r["split"], r["seed"]), []).append(r["accuracy"])
+    out = []
+    for split in sorted({r["split"] for r in rows}):
+        for other in others:
+            seeds = sorted(s for (m, sp, s) in means if m == other and sp == split)
+            a = [float(np.mean(means[(reference, split, s)])) for s in seeds]
+            b = [float(np.mean(means[(other, split, s)])) for s in seeds]
+            diff, lo, hi = paired_difference(a, b)
+            out.append({"split": split, "other": other, "diff": diff, "lo": lo, "hi": hi})
+    return out
 
 
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:
@@ -139,6 +159,11 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
               f"Positive control: half the budget to `{result['focus']}`, the task with the most "
               "headroom (its expert's probe accuracy minus the uniform mixture's eval accuracy).",
               "", "## Results", "", markdown_table(result["summary"]), "",
+              "## The configured TaskPGM against its other `mrf.untrusted` policies", "",
+              "Paired by seed: the configured method minus the other, 95% interval over seeds.",
+              "", "| split | other policy | taskpgm minus other | 95% CI |", "|---|---|---|---|",
+              *(f"| {d['split']} | {d['other']} | {d['diff']:+.3f} | [{d['lo']:+.3f}, "
+                f"{d['hi']:+.3f}] |" for d in result["policies"]), "",
               "## Weights", "", "| method | " + " | ".join(next(iter(result["weights"].values())))
               + " |", "|---|" + "---|" * len(next(iter(result["weights"].values())))]
     for method, w in result["weights"].items():

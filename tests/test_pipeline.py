@@ -80,6 +80,11 @@ def test_run_writes_the_run_directory_contract(setup, capsys):
     methods = {r.split(",")[0] for r in rows}
     assert methods == {"base", "taskpgm", "uniform", "size"}
     assert "weights (taskpgm" in printed.out
+    # methods whose mixtures coincide (equal train sizes: size = uniform) share one training
+    mixes = {tuple(round(w, 12) for w in m["weights"].values()) for m in
+             json.loads((out / "methods.json").read_text())["methods"].values()}
+    assert len(mixes) < 3
+    assert printed.err.count("evaluation: training ") == 2 * len(mixes)
 
 
 def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(setup, capsys):

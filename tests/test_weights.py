@@ -62,7 +62,8 @@ def test_learned_is_the_wilson_lower_bound_above_the_base():
 @pytest.mark.parametrize("rho", [0.0, 0.05, 0.3])
 def test_uniform_policy_holds_untrusted_tasks_at_one_over_t(rho):
     rel = relations(EXPERT, BASE)
-    out = solve(rel, rho, budget=None, utility_kind="representativeness", caps=None)
+    out = solve(rel, rho, budget=None, utility_kind="representativeness", caps=None,
+                untrusted="uniform")
     w = np.array(list(out["weights"].values()))
     assert out["untrusted_tasks"] == ["task1", "task5"]
     assert w[[1, 5]] == pytest.approx([1 / 6, 1 / 6], abs=1e-12)
@@ -95,7 +96,8 @@ def test_rho_one_over_t_is_still_uniform():
     # S 1 utility and an interior optimum: the trusted sub-problem at rho / m = 1 / |F|.
     rel = relations(EXPERT, BASE)
     rel.arrays["affinity"] = 0.9 * np.eye(6) + 0.1
-    out = solve(rel, 1 / 6, budget=None, utility_kind="representativeness", caps=None)
+    out = solve(rel, 1 / 6, budget=None, utility_kind="representativeness", caps=None,
+                untrusted="uniform")
     assert list(out["weights"].values()) == pytest.approx([1 / 6] * 6, abs=1e-9)
 
 
@@ -110,11 +112,10 @@ def test_budget_never_selects_untrusted_tasks():
 
 def test_nothing_learned_gives_uniform_or_a_clear_error():
     rel = relations([0.5] * 4, [0.5] * 4)
-    out = solve(rel, 0.0, budget=None, utility_kind="representativeness", caps=None)
-    assert list(out["weights"].values()) == pytest.approx([0.25] * 4)
-    with pytest.raises(InvalidInputError, match="no expert beat the base model"):
-        solve(rel, 0.0, budget=None, utility_kind="representativeness", caps=None,
-              untrusted="exclude")
+    for policy in ("exclude", "uniform"):
+        out = solve(rel, 0.0, budget=None, utility_kind="representativeness", caps=None,
+                    untrusted=policy)
+        assert list(out["weights"].values()) == pytest.approx([0.25] * 4)
     with pytest.raises(InvalidInputError, match=r"mrf\.untrusted: keep"):
         solve(rel, 0.0, budget=2, utility_kind="representativeness", caps=None)
 

@@ -153,9 +153,10 @@ class MrfConfig(Section):
     budget: int | None = Field(default=None, ge=1)
     # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
     # bound of the expert's accuracy at or below the base's) have untrusted relations:
-    # "uniform" holds them at the uniform share 1/T and solves for the rest; "exclude" gives
-    # them nothing; "keep" trusts them anyway. With a budget they are never selected.
-    untrusted: Literal["uniform", "exclude", "keep"] = "uniform"
+    # "exclude" gives them nothing; "uniform" holds them at the uniform share 1/T and solves
+    # for the rest; "keep" trusts them anyway. With a budget they are never selected.
+    # exclude > uniform > keep on the mixture-quality benchmark's eval splits (docs/results.md).
+    untrusted: Literal["exclude", "uniform", "keep"] = "exclude"
     # No task's training split may be repeated more than this many times in the mixture;
     # with the token budget this caps each weight (the caps enter the solve).
     max_repeat: float = Field(default=4.0, gt=0)

@@ -137,8 +137,7 @@ def ensure_evaluation(
             plans.append((method, seed, mixed, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
                                     {"norm": normalization, "scoring": scoring.model_dump()}, {})
-    pending = [p for p in plans if artifacts.find(STAGE, f"{p[0]}-s{p[1]}", p[4], root=root)
-               is None]
+    pending = [p for p in plans if _find(f"{p[0]}-s{p[1]}", p[4], root) is None]
     print(f"evaluation: {len(plans)} trainings ({len(methods)} methods x {len(seeds)} seeds), "
           f"{len(plans) - len(pending)} done already; {len(evalset.examples())} examples "
           "scored after each", file=out, flush=True)
@@ -157,13 +156,29 @@ def ensure_evaluation(
                         start=len(plans) - len(pending))
     for method, seed, mixed, cfg, fp in plans:
         name = f"{method}-s{seed}"
-        found = artifacts.find(STAGE, name, fp, root=root)
+        found = _find(name, fp, root)
         if found is None:
             found = _train_and_score(base, name, method, seed, mixed, cfg, fp, evalset,
                                      normalization, scoring, root, out)
             progress.update(1, note=f"{name} done")
-        rows.extend(json.loads((found / "scores.json").read_text()))
+        rows.extend({**row, "method": method}
+                    for row in json.loads((found / "scores.json").read_text()))
     return rows
+
+
+def _find(name: str, fp: str, root: Path | None) -> Path | None:
+    """The finished training with fingerprint ``fp``, whichever method trained it first.
+
+    The fingerprint covers all a result depends on (base model, mixed examples, recipe,
+    eval set, scoring); the method is only a label, so methods whose mixtures coincide
+    (or a method renamed) share one training.
+    """
+    found = artifacts.find(STAGE, name, fp, root=root)
+    if found is not None:
+        return found
+    stage_dir = (root or artifacts.default_root()) / STAGE
+    done = [p for p in sorted(stage_dir.glob(f"*-{fp}")) if (p / artifacts.MANIFEST).is_file()]
+    return done[0] if done else None
 
 
 def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:

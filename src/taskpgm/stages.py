@@ -134,16 +134,18 @@ def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
 
 def solve(
     relations: Relations, rho: float, *, budget: int | None, utility_kind: str,
-    caps: np.ndarray | None, untrusted: str = "uniform",
+    caps: np.ndarray | None, untrusted: str = "exclude",
 ) -> dict[str, Any]:
     """Fit TaskPGM on the relations; the result as plain data (weights.json's shape).
 
     Tasks whose expert did not learn (:func:`learned`) do not steer the solve: with
-    ``untrusted="uniform"`` each keeps f_i = min(1/T, cap_i), with ``"exclude"`` f_i = 0,
+    ``untrusted="exclude"`` f_i = 0, with ``"uniform"`` each keeps f_i = min(1/T, cap_i),
     and the trusted tasks F share m = 1 - sum f by the exact minimizer of E restricted to
     F (utility computed on F too). Since E(m q) = m^2 (1/2 q^T S_FF q - (rho/m) u^T q),
     that is m q* with q* the minimizer on the simplex at rho/m under caps c_F/m, so rho =
-    1/T is still uniform. With a budget, untrusted tasks are never selected.
+    1/T is still uniform under ``"uniform"``. With a budget, untrusted tasks are never
+    selected. When no expert learned there is nothing to go on: the uniform mixture (with
+    a budget, an error).
     """
     tasks = relations.tasks
     t = len(tasks)
@@ -159,17 +161,18 @@ def solve(
         "rho": rho, "budget": budget, "utility": utility_kind, "untrusted": untrusted,
         "untrusted_tasks": [tasks[i] for i in np.flatnonzero(~trusted)],
     }
-    if free.size == 0 and mass <= 1e-12:  # nothing learned: every task at the uniform share
+    if free.size == 0 and budget is None:  # nothing learned, nothing to go on: uniform
+        w = baseline_weights("uniform", [1] * t, caps=cap)
         u_all = utility(utility_kind, relations.affinity,  # type: ignore[arg-type]
                         relations.arrays["pmi"])
-        return {**out, "energy": energy(fixed, relations.affinity, rho, u_all),
+        return {**out, "energy": energy(w, relations.affinity, rho, u_all),
                 "kkt_residual": 0.0, "certificate": {},
-                "weights": {name: float(w) for name, w in zip(tasks, fixed, strict=True)}}
+                "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
     if free.size == 0:
         raise InvalidInputError(
             f"no expert beat the base model on its own task, so {out['method']} has no "
-            "trusted relations to solve on; train the experts longer (experts.steps, "
-            "experts.lr) or set mrf.untrusted: keep to solve on them anyway")
+            "trusted relations to choose tasks by; train the experts longer (experts.steps, "
+            "experts.lr) or set mrf.untrusted: keep to choose by them anyway")
     if float(cap[free].sum()) < mass - 1e-12:
         raise InvalidInputError(
             f"the {free.size} tasks whose experts beat the base model cannot hold weight "
