@@ -122,8 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     text = render(result, args)
     print(text)
     if args.doc is not None:
-        args.doc.write_text(text)
+        args.doc.write_text(text + kept_reading(args.doc))
     return 0
+
+
+READING = "## What came out"
+
+
+def kept_reading(doc: Path) -> str:
+    """The hand-written reading of an earlier run (from ``READING`` on), kept on rewrite."""
+    old = doc.read_text() if doc.is_file() else ""
+    at = old.find(READING)
+    return "\n" + old[at:] if at >= 0 else ""
 
 
 def paired_against(rows: list[dict[str, Any]], reference: str, others: list[str]
