@@ -41,7 +41,6 @@ import numpy as np
 from taskpgm import config as config_mod
 from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
 from taskpgm.pipeline import eval_scoring, eval_set, load_all_tasks, run
-from taskpgm.stats import paired_difference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. the budget sweep (uniform mixture, seed 0)
     sweep = []
+    sweep_set = eval_set(cfg, tasks, {}, {})  # the eval splits only: the sweep picks a budget
     for budget in args.budgets:
         rows = ensure_evaluation(base, {"uniform": uniform}, seeds=[0], token_budget=budget,
-                                 evalset=eval_set(cfg, tasks, {}, {}),
-                                 **common)  # type: ignore[arg-type]
+                                 evalset=sweep_set, **common)  # type: ignore[arg-type]
         acc = [r["accuracy"] for r in rows if r["method"] == "uniform" and r["split"] == "eval"]
         base_acc = [r["accuracy"] for r in rows if r["method"] == "base" and r["split"] == "eval"]
         per_task = {r["task"]: r["accuracy"] for r in rows
@@ -139,18 +138,12 @@ def kept_reading(doc: Path) -> str:
 def paired_against(rows: list[dict[str, Any]], reference: str, others: list[str]
                    ) -> list[dict[str, Any]]:
     """Per split, the reference minus each other method, paired by seed, with its interval."""
-    means: dict[tuple[str, str, int], list[float]] = {}
-    for r in rows:
-        means.setdefault((r["method"], r["split"], r["seed"]), []).append(r["accuracy"])
     out = []
-    for split in sorted({r["split"] for r in rows}):
-        for other in others:
-            seeds = sorted(s for (m, sp, s) in means if m == other and sp == split)
-            a = [float(np.mean(means[(reference, split, s)])) for s in seeds]
-            b = [float(np.mean(means[(other, split, s)])) for s in seeds]
-            diff, lo, hi = paired_difference(a, b)
-            out.append({"split": split, "other": other, "diff": diff, "lo": lo, "hi": hi})
-    return out
+    for other in others:
+        out += [{"split": e["split"], "other": other, "diff": e["diff"], "lo": e["diff_lo"],
+                 "hi": e["diff_hi"]}
+                for e in summarize(rows, reference=other) if e["method"] == reference]
+    return sorted(out, key=lambda d: (d["split"], others.index(d["other"])))
 
 
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:

@@ -51,7 +51,8 @@ BASE = [0.2, 0.50, 0.2, 0.10, 0.2, 0.59]
 
 
 def test_learned_is_the_wilson_lower_bound_above_the_base():
-    ok, lows = learned(relations(EXPERT, BASE))
+    ok, intervals = learned(relations(EXPERT, BASE))
+    lows = intervals[:, 0]
     for i, (e, b) in enumerate(zip(EXPERT, BASE, strict=True)):
         lo = wilson_interval(round(e * N), N)[0]
         assert lows[i] == pytest.approx(lo)

@@ -137,9 +137,13 @@ def ensure_evaluation(
             plans.append((method, seed, mixed, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
                                     {"norm": normalization, "scoring": scoring.model_dump()}, {})
-    pending = [p for p in plans if _find(f"{p[0]}-s{p[1]}", p[4], root) is None]
+    first: dict[str, str] = {}  # one training per distinct fingerprint (coinciding mixtures)
+    for method, seed, _, _, fp in plans:
+        first.setdefault(fp, f"{method}-s{seed}")
+    pending = {fp for fp, name in first.items() if _find(name, fp, root) is None}
+    done = sum(p[4] not in pending for p in plans)
     print(f"evaluation: {len(plans)} trainings ({len(methods)} methods x {len(seeds)} seeds), "
-          f"{len(plans) - len(pending)} done already; {len(evalset.examples())} examples "
+          f"{done} done already; {len(evalset.examples())} examples "
           "scored after each", file=out, flush=True)
     rows: list[dict[str, Any]] = []
     found = artifacts.find(STAGE, "base", base_fp, root=root)
@@ -152,8 +156,8 @@ def ensure_evaluation(
         found = artifacts.find(STAGE, "base", base_fp, root=root)
     assert found is not None
     rows.extend(json.loads((found / "scores.json").read_text()))
-    progress = Progress("evaluation", len(plans), unit="training", every=0.0, stream=out,
-                        start=len(plans) - len(pending))
+    progress = Progress("evaluation", len(first), unit="training", every=0.0, stream=out,
+                        start=len(first) - len(pending))
     for method, seed, mixed, cfg, fp in plans:
         name = f"{method}-s{seed}"
         found = _find(name, fp, root)

@@ -365,12 +365,9 @@ def _experts(relations: Any) -> str:
     n = relations.arrays["probe_n"].astype(int)
     base = acc[0]
     expert = np.array([acc[i + 1, i] for i in range(len(tasks))])
-    ok, _ = learned(relations)
-    rows = []
-    for i, t in enumerate(tasks):
-        lo, hi = wilson_interval(round(expert[i] * n[i]), int(n[i]))
-        rows.append((t, int(n[i]), float(base[i]), float(expert[i]), float(lo), float(hi),
-                     "yes" if ok[i] else "NO — relations not trusted"))
+    ok, intervals = learned(relations)
+    rows = [(t, int(n[i]), float(base[i]), float(expert[i]), *map(float, intervals[i]),
+             "yes" if ok[i] else "NO — relations not trusted") for i, t in enumerate(tasks)]
     return ("<section id='experts'><h2>Experts</h2>"
             + figure("experts", experts_figure(tasks, base, expert, n))
             + table(["task", "probe n", "base acc", "expert acc", "expert 95% lo",

@@ -123,13 +123,14 @@ def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
     """Whether each task's expert beat the base model on its own probe examples.
 
     learned_i  <=>  lower end of the Wilson 95% interval of expert i's accuracy on
-    probe(i) > the base model's accuracy on probe(i). Returns (learned, that lower end).
+    probe(i) > the base model's accuracy on probe(i). Returns (learned, the (T, 2)
+    intervals).
     """
     acc = relations.arrays["accuracy"]
     n = relations.arrays["probe_n"].astype(int)
-    lows = np.array([wilson_interval(round(acc[i + 1, i] * n[i]), int(n[i]))[0]
-                     for i in range(len(relations.tasks))])
-    return lows > acc[0], lows
+    intervals = np.array([wilson_interval(round(acc[i + 1, i] * n[i]), int(n[i]))
+                          for i in range(len(relations.tasks))])
+    return intervals[:, 0] > acc[0], intervals
 
 
 def solve(
