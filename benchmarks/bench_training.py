@@ -1,7 +1,8 @@
 """Expert training: taskpgm's loop against a plain transformers ``Trainer`` + PEFT run.
 
 Same base model, task data, LoRA settings (r=8 on q/k/v/o), learning rate,
-warm-up, batch size, steps, bf16 autocast and gradient clipping. The baseline
+warm-up, batch size, steps, precision (bf16 autocast where this CPU runs it
+natively, fp32 elsewhere: taskpgm.device) and gradient clipping. The baseline
 is what a transformers user writes: a ``Dataset`` of prompt+answer with labels
 masked to the answer, ``DataCollatorForSeq2Seq`` padding, random batches.
 Ours adds length-bucketed batches and the LM head applied only at answer
@@ -26,14 +27,14 @@ from typing import Any
 import torch
 
 from common import compare, peak_rss_mib
-from taskpgm import models
+from taskpgm import device, models
 from taskpgm.config import ExpertsConfig
 from taskpgm.experts import lora_config, tokenize_training, train_expert
 from taskpgm.tasks import load_task
 
 
 def trainer_run(lm: models.LoadedModel, data: list[tuple[list[int], int]], cfg: ExpertsConfig,
-                out: Path) -> tuple[list[float], int, float]:
+                out: Path, bf16: bool) -> tuple[list[float], int, float]:
     """The baseline: ``Trainer`` + PEFT. Returns per-step losses, real tokens, seconds."""
     from datasets import Dataset
     from peft import get_peft_model
@@ -62,7 +63,7 @@ def trainer_run(lm: models.LoadedModel, data: list[tuple[list[int], int]], cfg: 
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps or 1,
         learning_rate=cfg.lr, lr_scheduler_type="linear", warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=bf16,
         use_cpu=True, logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
         dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
     )
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--fp32-too", action="store_true",
-                        help="also time our loop without bf16 autocast")
+                        help="also time our loop in float32 (when bf16 was chosen)")
     args = parser.parse_args(argv)
 
     lm = models.load(args.model)
@@ -95,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ExpertsConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=4,
                         checkpoint_every=10_000)
     data = tokenize_training(lm.tokenizer, task.train, cfg.max_length)
+    where = device.resolve("cpu", cfg.precision)
     print(f"training: {args.model}, {args.task}, {len(data)} examples, {args.steps} steps of "
-          f"{args.batch_size}, bf16={cfg.bf16}")
+          f"{args.batch_size}, {where.describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        log = train_expert(lm, task.name, task.train, cfg, Path(tmp) / "work", Path(tmp))
+        log = train_expert(lm, task.name, task.train, cfg, Path(tmp) / "work", Path(tmp),
+                           placement=where)
         ours_s = time.perf_counter() - t0
         peak = peak_rss_mib()
-        base_losses, base_tokens, base_s = trainer_run(lm, data, cfg, Path(tmp) / "trainer")
+        base_losses, base_tokens, base_s = trainer_run(lm, data, cfg, Path(tmp) / "trainer",
+                                                       where.bf16)
     ours_losses = [e["loss"] for e in log["steps_log"]]
     ours_tps, base_tps = log["tokens"] / ours_s, base_tokens / base_s
     print(f"training: ours {log['tokens']} tokens in {ours_s:.1f} s = {ours_tps:.0f} tokens/s; "
@@ -117,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     spread = math.sqrt(sum((a - b) ** 2 for a, b in zip(ours_w, base_w, strict=False))
                        / max(1, len(ours_w)))
     print(f"training: RMS difference of the windowed curves {spread:.3f}")
-    if args.fp32_too:
-        fp32 = cfg.model_copy(update={"bf16": False})
+    if args.fp32_too and where.bf16:
+        fp32 = cfg.model_copy(update={"precision": "fp32"})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            log32 = train_expert(lm, task.name, task.train, fp32, Path(tmp) / "w", Path(tmp))
+            log32 = train_expert(lm, task.name, task.train, fp32, Path(tmp) / "w", Path(tmp),
+                                 placement=device.resolve("cpu", "fp32"))
             fp32_s = time.perf_counter() - t0
         w32 = windows([e["loss"] for e in log32["steps_log"]], size)
         print(f"training: float32 (no autocast) {log32['tokens'] / fp32_s:.0f} tokens/s, bf16 is "

@@ -1,7 +1,7 @@
 """The learning table of docs/experts.md: base versus expert accuracy on each task's probe split.
 
     .venv/bin/python benchmarks/experts_table.py configs/demo.yaml \
-        --csv docs/experts.csv --markdown /tmp/experts-table.md
+        --csv docs/experts.csv --markdown /tmp/experts-table.md [--set experts.precision=fp32]
 
 Runs (or reuses) the experts and signals stages of the config, then, for each
 task t, scores its probe split with the base model and with expert t. A model's
@@ -41,8 +41,8 @@ def correct(arrays: dict[str, np.ndarray], rows: list[int], right: list[set[int]
     return np.array([p in r for p, r in zip(picks, right, strict=True)], dtype=float)
 
 
-def table(config_path: str) -> list[dict[str, object]]:
-    cfg = config_module.load(config_path)
+def table(config_path: str, overrides: list[str] | None = None) -> list[dict[str, object]]:
+    cfg = config_module.load(config_path, overrides or [])
     result = signals_stage.run(cfg)
     tasks = load_tasks(cfg)
     position = {ex_id: i for i, ex_id in enumerate(result.example_ids)}
@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--csv", default=None, help="write the table as CSV (docs/experts.csv)")
     parser.add_argument("--markdown", default=None, help="also write the markdown table here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable), e.g. "
+                        "experts.precision=fp32")
     args = parser.parse_args(argv)
-    rows = table(args.config)
+    rows = table(args.config, args.overrides)
     if args.csv:
         with Path(args.csv).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)

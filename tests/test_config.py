@@ -13,7 +13,7 @@ CONFIGS = Path(config.__file__).parent / "configs"
 def test_defaults_fit_the_embedded_model() -> None:
     cfg = config.parse("")
     assert cfg.base.model == "smollm2-135m" and not cfg.base.trust_remote_code
-    assert cfg.experts.rank == 8 and cfg.experts.lr == 3e-3 and cfg.experts.bf16
+    assert cfg.experts.rank == 8 and cfg.experts.lr == 3e-3 and cfg.experts.precision == "auto"
     assert cfg.experts.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
     assert cfg.signals.top_k == 32
     assert cfg.tasks.splits.max_train == 2000

@@ -44,6 +44,10 @@ class BaseModelConfig(Section):
     trust_remote_code: bool = False
     # torch CPU threads; None = torch's default (all cores). Lower it to share a machine.
     threads: int | None = Field(default=None, ge=1)
+    # Where every model runs: auto (the first CUDA GPU if torch sees one, else the CPU),
+    # cpu, cuda or cuda:N. Results do not depend on it beyond float rounding, so it is not
+    # part of any fingerprint (see taskpgm.device).
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 class TasksConfig(Section):
@@ -71,6 +75,10 @@ class ExpertsConfig(Section):
     # Modules that get adapters. Attention projections only is cheap; adding the MLP
     # (gate_proj, up_proj, down_proj) learns more per step at ~2× adapter cost.
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Adapters only in the last N decoder layers (None: every layer). The backward pass
+    # then stops at the lowest adapted layer: on the embedded model, LoRA in the top 15 of
+    # 30 layers made an fp32 step 1.6x faster (docs/experts.md); fewer layers learn less.
+    layers: int | None = Field(default=None, ge=1)
     # Peak learning rate: 3e-3 learns the default tasks in ~100 steps; at 1e-4 the
     # experts barely move in that budget, much higher diverges.
     lr: float = Field(default=3e-3, gt=0)
@@ -89,9 +97,12 @@ class ExpertsConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0)
     # Gradient-norm clip (0 = off): guards the high learning rate against spikes.
     max_grad_norm: float = Field(default=1.0, ge=0)
-    # bf16 autocast for forward/backward (weights and optimizer stay float32): ~1.4×
-    # faster on CPUs with bf16 support, same predictions on the tasks measured.
-    bf16: bool = True
+    # Training precision: auto (bf16 autocast where the hardware runs bf16 natively: a GPU
+    # that supports it or a CPU with avx512_bf16/amx; fp32 elsewhere), fp32 or bf16. Weights
+    # and optimizer stay float32. bf16 was ~1.5x faster on an avx512_bf16 CPU; emulated on
+    # an AVX2-only CPU it is ~100x slower. A bf16 expert is a different artifact from an
+    # fp32 one (the resolved precision is in its fingerprint).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Seed of LoRA initialization and batch order: same seed, same adapter.
     seed: int = 0
     # Save adapter + optimizer state every N steps: smaller loses less work on a kill,
@@ -113,9 +124,10 @@ class SignalsConfig(Section):
     batch_size: int = Field(default=16, ge=1)
     # Token cap per prompt + answer (prompt cut from the left).
     max_length: int = Field(default=512, ge=8)
-    # bf16 autocast for scoring: ~1.9× faster but log-likelihoods move by ~1e-2; off so
-    # the signals are exact float32 numbers.
-    bf16: bool = False
+    # Scoring precision (auto | fp32 | bf16, see experts.precision). fp32 by default so the
+    # signals are exact float32 numbers: bf16 autocast scored ~1.8x faster on an avx512_bf16
+    # CPU with the same best choice, but moved log-likelihoods by up to 0.22 nats.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 
 BaselineName = Literal["uniform", "size", "temperature"]
@@ -191,9 +203,10 @@ class EvaluationConfig(Section):
     mmlu: list[str] = Field(default_factory=list)
     # At most this many eval examples per task (eval splits and held-out tasks).
     max_eval: int = Field(default=200, ge=1)
-    # bf16 autocast when scoring the trained models: faster on CPUs with bf16; accuracy
-    # needs only the best choice, not exact log-likelihoods. Off: exact float32.
-    bf16: bool = False
+    # Precision of scoring the trained models (auto | fp32 | bf16; training uses
+    # experts.precision). Accuracy needs only the best choice, which bf16 kept on every
+    # example checked, so auto uses bf16 where the hardware runs it natively.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class ReportConfig(Section):
@@ -299,7 +312,11 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None,
             where = ".".join(str(p) for p in loc)
             line = _line_of(node, loc)
             msg = problem["msg"]
-            if problem["type"] == "extra_forbidden":
+            if problem["type"] == "extra_forbidden" and loc[-1] == "bf16":
+                msg = (f"replaced by {'.'.join(str(p) for p in loc[:-1])}.precision: auto | "
+                       "fp32 | bf16 (auto runs bf16 only where the hardware has it natively; "
+                       "bf16: true was precision: bf16, bf16: false is precision: fp32)")
+            elif problem["type"] == "extra_forbidden":
                 section = _section_model(loc[:-1])
                 allowed = ", ".join(
                     f.alias or n for n, f in section.model_fields.items()

@@ -30,12 +30,15 @@ from typing import Any, TextIO
 import numpy as np
 
 from taskpgm import artifacts
+from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig, SignalsConfig
-from taskpgm.experts import examples_fingerprint, train_expert
+from taskpgm.device import Placement
+from taskpgm.experts import examples_fingerprint, fingerprint_settings, train_expert
 from taskpgm.mixture import example_counts, sample_mixture
 from taskpgm.models import Base, LoadedModel
 from taskpgm.predictions import Normalization, from_arrays
 from taskpgm.progress import Progress, format_seconds
+from taskpgm.signals import fingerprint_settings as scoring_settings
 from taskpgm.signals import probe_fingerprint, score
 from taskpgm.stats import mean_interval, paired_difference
 from taskpgm.tasks.schema import Example
@@ -60,10 +63,12 @@ class EvalSet:
 def accuracy_by_group(
     loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
     scoring: SignalsConfig, progress: Progress | None = None,
+    placement: Placement | None = None,
 ) -> dict[tuple[str, str], tuple[float, int]]:
     """Accuracy and example count of one model on every (split, task) group."""
     examples = evalset.examples()
-    arrays = score(model, loaded.tokenizer, examples, scoring, progress=progress)
+    arrays = score(model, loaded.tokenizer, examples, scoring, progress=progress,
+                   placement=placement)
     probe: dict[str, list[str] | list[int]] = {
         "tasks": [ex.task for ex in examples], "kinds": [str(ex.kind) for ex in examples],
         "gold": [ex.correct[0] if ex.choices is not None else 0 for ex in examples]}
@@ -103,6 +108,8 @@ def ensure_evaluation(
     normalization: Normalization,
     root: Path | None = None,
     stream: TextIO | None = None,
+    training: Placement | None = None,
+    scoring_placement: Placement | None = None,
 ) -> list[dict[str, Any]]:
     """Train on every (method, seed) mixture and score; reuse finished pairs.
 
@@ -111,6 +118,9 @@ def ensure_evaluation(
         train: the train split of every mixture task.
         mean_tokens: mean tokens of a training example of each task.
         evalset: what is scored after training.
+        training, scoring_placement: device and precision of the training and of the
+            scoring (default: ``experts_cfg.precision`` and ``scoring.precision``
+            resolved on the base's device). Both precisions enter the fingerprints.
 
     Returns:
         Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
@@ -120,8 +130,13 @@ def ensure_evaluation(
     sizes = [len(train[t]) for t in tasks]
     tokens = [mean_tokens[t] for t in tasks]
     eval_fp = evalset.fingerprint()
+    if training is None:
+        training = device_mod.resolve(base.device, experts_cfg.precision, stream=out)
+    if scoring_placement is None:
+        scoring_placement = device_mod.resolve(base.device, scoring.precision, stream=out)
+    score_params = scoring_settings(scoring, scoring_placement)
     recipe = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
-    defaults = ExpertsConfig().model_dump(exclude={"import_"})
+    defaults = fingerprint_settings(ExpertsConfig(), training)[1]
     plans = []
     for seed in seeds:
         for method, weights in methods.items():
@@ -131,12 +146,12 @@ def ensure_evaluation(
             cfg = recipe.model_copy(update={"seed": seed})
             fp = artifacts.fingerprint(
                 STAGE, VERSION, [base.fingerprint, examples_fingerprint(mixed), eval_fp],
-                {"recipe": cfg.model_dump(exclude={"import_"}), "norm": normalization,
-                 "scoring": scoring.model_dump()},
+                {"recipe": fingerprint_settings(cfg, training)[0], "norm": normalization,
+                 "scoring": score_params},
                 {"recipe": defaults})
             plans.append((method, seed, mixed, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
-                                    {"norm": normalization, "scoring": scoring.model_dump()}, {})
+                                    {"norm": normalization, "scoring": score_params}, {})
     first: dict[str, str] = {}  # one training per distinct fingerprint (coinciding mixtures)
     for method, seed, _, _, fp in plans:
         first.setdefault(fp, f"{method}-s{seed}")
@@ -149,8 +164,9 @@ def ensure_evaluation(
     found = artifacts.find(STAGE, "base", base_fp, root=root)
     if found is None:
         loaded = base.load()
+        loaded.model.to(scoring_placement.torch_device)
         acc = accuracy_by_group(loaded, loaded.model, evalset, normalization, scoring,
-                                _scoring_progress("base", evalset, out))
+                                _scoring_progress("base", evalset, out), scoring_placement)
         with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
             (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
         found = artifacts.find(STAGE, "base", base_fp, root=root)
@@ -163,7 +179,8 @@ def ensure_evaluation(
         found = _find(name, fp, root)
         if found is None:
             found = _train_and_score(base, name, method, seed, mixed, cfg, fp, evalset,
-                                     normalization, scoring, root, out)
+                                     normalization, scoring, root, out, training,
+                                     scoring_placement)
             progress.update(1, note=f"{name} done")
         rows.extend({**row, "method": method}
                     for row in json.loads((found / "scores.json").read_text()))
@@ -193,27 +210,31 @@ def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
 def _train_and_score(
     base: Base, name: str, method: str, seed: int, mixed: Sequence[Example], cfg: ExpertsConfig,
     fp: str, evalset: EvalSet, normalization: Normalization, scoring: SignalsConfig,
-    root: Path | None, out: TextIO,
+    root: Path | None, out: TextIO, training: Placement, scoring_placement: Placement,
 ) -> Path:
     from peft import PeftModel
 
     loaded = base.load()
-    manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed)}
+    manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed),
+                                "compute": {"training": training.as_dict(),
+                                            "scoring": scoring_placement.as_dict()}}
     with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
         work = artifacts.work_dir(STAGE, name, fp, root=root)
         print(f"evaluation: training {name} on {len(mixed)} mixed examples", file=out, flush=True)
         log = train_expert(loaded, name, mixed, cfg, work, tmp / "adapter",
                            progress=Progress(f"evaluation {name}", None, unit="step",
                                              every=15.0, stream=out),
-                           label=name, stream=out)
+                           label=name, stream=out, placement=training)
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
+        loaded.model.to(scoring_placement.torch_device)
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
             acc = accuracy_by_group(loaded, wrapped, evalset, normalization, scoring,
-                                    _scoring_progress(name, evalset, out))
+                                    _scoring_progress(name, evalset, out), scoring_placement)
         finally:
             wrapped.unload()
+            device_mod.free_memory(scoring_placement.device)
         (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))
         print(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", file=out,
               flush=True)

@@ -11,7 +11,8 @@ Training is a plain loop (read it top to bottom in :func:`train_expert`):
   cut into batches, the batches shuffled again), so little compute goes to padding;
   the schedule is a pure function of ``(seed, step)``;
 * AdamW with linear warm-up then linear decay, the learning rate a pure function of
-  the step; optional bf16 autocast (weights and optimizer stay float32);
+  the step; bf16 autocast where :mod:`taskpgm.device` chooses it (weights and
+  optimizer stay float32); the model and every batch on the chosen device;
 * every ``checkpoint_every`` steps the adapter, the optimizer moments, the RNG state
   and the log so far are written to one safetensors file (atomically). A killed run
   resumes from it and produces the same adapter as an uninterrupted run.
@@ -41,7 +42,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from taskpgm import artifacts
+from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig, RunConfig
+from taskpgm.device import Placement
 from taskpgm.errors import ConfigError, DataError, ModelError, NotFoundError
 from taskpgm.models import Base, LoadedModel, checkpoint_fingerprint, encode
 from taskpgm.progress import Progress, format_seconds
@@ -158,17 +161,47 @@ def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Te
     return loss, int(keep.sum())
 
 
-def lora_config(cfg: ExpertsConfig) -> Any:
+def lora_config(cfg: ExpertsConfig, n_layers: int | None = None) -> Any:
+    """PEFT's LoRA config; with ``cfg.layers`` set, adapters only in the last N layers."""
     from peft import LoraConfig
 
+    layers = None
+    if cfg.layers is not None:
+        if n_layers is None:
+            raise ConfigError("experts.layers needs the model's number of layers")
+        layers = list(range(max(0, n_layers - cfg.layers), n_layers))
     return LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # PEFT accepts floats
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def fingerprint_settings(cfg: ExpertsConfig, placement: Placement
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings that define a trained adapter, and their defaults, for fingerprints.
+
+    ``precision`` is a setting (``auto`` differs by machine); what defines the adapter
+    is the precision it was trained in, so that enters instead, under the key it had
+    before ``precision`` existed (``bf16``, default true): adapters trained then keep
+    their fingerprints. ``layers`` left at None is dropped for the same reason.
+    """
+    def settings(c: ExpertsConfig, bf16: bool) -> dict[str, Any]:
+        out = c.model_dump(exclude={"import_", "precision"})
+        if out.get("layers") is None:
+            out.pop("layers", None)
+        return {**out, "bf16": bf16}
+
+    return settings(cfg, placement.bf16), settings(ExpertsConfig(), True)
+
+
+def _n_layers(model: Any) -> int | None:
+    value = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    return int(value) if isinstance(value, int) else None
 
 
 def _save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
@@ -177,13 +210,17 @@ def _save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
     from peft import get_peft_model_state_dict
 
     tensors: dict[str, torch.Tensor] = {
-        f"adapter.{k}": v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()
+        f"adapter.{k}": v.detach().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(model).items()
     }
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
-            tensors[f"optim.{i}.{key}"] = value.detach().clone().reshape(value.shape).contiguous()
+            tensors[f"optim.{i}.{key}"] = value.detach().cpu().clone().reshape(
+                value.shape).contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {"step": str(step), "log": json.dumps(log)}
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     save_file(tensors, str(tmp), metadata=meta)
@@ -205,10 +242,14 @@ def _load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer
     set_peft_model_state_dict(model, adapter)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
-        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        # AdamW's step counter stays on the CPU; its moments live beside the parameter.
+        state = {k.split(".", 2)[2]: (v if k.endswith(".step") else v.to(param.device))
+                 for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
         if state:
             optimizer.state[param] = state
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     return int(meta["step"]), json.loads(meta["log"])
 
 
@@ -223,6 +264,7 @@ def train_expert(
     progress: Progress | None = None,
     label: str = "",
     stream: TextIO | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
 
@@ -236,6 +278,9 @@ def train_expert(
         out_dir: where the adapter files and ``training_log.json`` are written.
         progress: overall progress, advanced one unit per step.
         label: prefix of progress notes (``"expert 2/8 hyperbaton"``).
+        placement: device and precision (:func:`taskpgm.device.resolve`); by default
+            the model's current device and ``cfg.precision`` resolved there. The base
+            model is moved to the device.
 
     Returns:
         The training log (also written to ``out_dir/training_log.json``).
@@ -249,8 +294,12 @@ def train_expert(
     data = tokenize_training(tok, examples, cfg.max_length)
     lengths = [len(ids) for ids, _ in data]
     total, per_epoch = schedule(len(data), cfg)
+    if placement is None:
+        placement = device_mod.resolve(str(device_mod.model_device(base.model)), cfg.precision,
+                                       stream=stream)
+    base.model.to(placement.torch_device)
     torch.manual_seed(cfg.seed)
-    model = get_peft_model(base.model, lora_config(cfg))
+    model = get_peft_model(base.model, lora_config(cfg, _n_layers(base.model)))
     try:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -269,12 +318,14 @@ def train_expert(
             epoch, index = divmod(step, per_epoch)
             if epoch not in epoch_batches:
                 epoch_batches = {epoch: length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
-            batch = collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id)
+            batch = device_mod.to_device(
+                collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id),
+                placement)
             lr = learning_rate(step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             t0 = time.monotonic()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with placement.autocast():
                 loss, n_answer = answer_loss(model, batch)
             loss.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
@@ -303,7 +354,7 @@ def train_expert(
             "tokens": sum(int(e["tokens"]) for e in log),
             "answer_tokens": sum(int(e["answer_tokens"]) for e in log),
             "first_loss": log[0]["loss"], "final_loss": log[-1]["loss"],
-            "steps_log": log,
+            "compute": placement.as_dict(), "steps_log": log,
         }
         summary["tokens_per_second"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 1)
         (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
@@ -311,6 +362,7 @@ def train_expert(
     finally:
         model.unload()  # removes the LoRA layers: the base model is untouched
         base.model.eval()
+        device_mod.free_memory(placement.device)
 
 
 def _check_tokenizer(base: LoadedModel, path: Path) -> None:
@@ -437,15 +489,19 @@ def ensure_experts(
     root: Path | None = None,
     stream: TextIO | None = None,
     progress_every: float = 10.0,
+    placement: Placement | None = None,
 ) -> dict[str, Expert]:
     """Train (or import) every missing expert; reuse finished ones. Returns them by task.
 
     Each expert is its own artifact whose fingerprint covers the base model, the
-    task's training data, the stage version and the non-default ``experts`` settings,
-    so adding a task or changing one task's data retrains only that expert.
+    task's training data, the stage version, the non-default ``experts`` settings and
+    the precision it is trained in (:func:`fingerprint_settings`), so adding a task or
+    changing one task's data retrains only that expert. ``placement`` defaults to
+    ``cfg.precision`` resolved on the base's device setting.
     """
-    params = cfg.model_dump(exclude={"import_", "threads"})
-    defaults = ExpertsConfig().model_dump(exclude={"import_", "threads"})
+    if placement is None:
+        placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
+    params, defaults = fingerprint_settings(cfg, placement)
     plans: list[tuple[str, str, Path | None]] = []
     for task, examples in train_sets.items():
         imported = cfg.import_.get(task)
@@ -504,9 +560,11 @@ def ensure_experts(
             else:
                 work = artifacts.work_dir(STAGE, task, fp, root=root)
                 log = train_expert(base.load(), task, train_sets[task], cfg, work, tmp,
-                                   progress=progress, label=label, stream=stream)
+                                   progress=progress, label=label, stream=stream,
+                                   placement=placement)
                 manifest.update(source="trained", examples=examples_fingerprint(train_sets[task]),
                                 config=cfg.model_dump(exclude={"import_"}),
+                                compute=placement.as_dict(),
                                 final_loss=log["final_loss"], seconds=log["seconds"])
         artifacts.remove_work_dir(STAGE, task, fp, root=root)
         done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
@@ -529,7 +587,7 @@ def run(config: RunConfig, *, stream: TextIO | None = None
         ) -> tuple[Base, dict[str, TaskSplits], dict[str, Expert]]:
     """The experts stage of a run: resolve the base, load the tasks, ensure every expert."""
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads)
+                threads=config.base.threads, device=config.base.device)
     tasks = load_tasks(config)
     root = Path(config.output_dir) if config.output_dir else None
     found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,

@@ -352,10 +352,11 @@ class Base:
     """
 
     def __init__(self, spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, device: str = "auto") -> None:
         self.name = spec
         self.trust_remote_code = trust_remote_code
         self.threads = threads
+        self.device = device  # base.device: where stages run it (taskpgm.device.resolve)
         self.path = resolve(spec)
         self.fingerprint = checkpoint_fingerprint(self.path)
         self._loaded: LoadedModel | None = None
@@ -365,6 +366,7 @@ class Base:
         """Wrap an already loaded model."""
         self = cls.__new__(cls)
         self.name, self.trust_remote_code, self.threads = loaded.name, False, None
+        self.device = str(next(iter(loaded.model.parameters())).device)
         self.path, self.fingerprint, self._loaded = loaded.path, loaded.fingerprint, loaded
         return self
 

@@ -95,7 +95,8 @@ def run(
     if until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
     from taskpgm import stages as model_free
-    from taskpgm.experts import ensure_experts, tokenize_training
+    from taskpgm.device import peak_memory_gib, reset_peak_memory, run_placements, summary_line
+    from taskpgm.experts import ensure_experts
     from taskpgm.models import Base
     from taskpgm.signals import ensure_signals, probe_set
 
@@ -112,8 +113,14 @@ def run(
             return
         elapsed = format_seconds(time.monotonic() - t_run)
         state.say(f"[stage {i}/{last}: {name}] (elapsed {elapsed})")
+        where = compute[name].device if name in compute else None
+        if where is not None:
+            reset_peak_memory(where)
         t0 = time.monotonic()
         info = fn()
+        peak = peak_memory_gib(where) if where is not None else None
+        if peak is not None:
+            info["peak_gpu_gib"] = round(peak, 3)
         state.record(name, seconds=round(time.monotonic() - t0, 2), **info)
 
     # 1. tasks (and the base model's tokenizer), checked with everything else before any work
@@ -122,24 +129,31 @@ def run(
     tasks, heldout, mmlu = load_all_tasks(config)
     names = list(tasks)
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads)
+                threads=config.base.threads, device=config.base.device)
+    compute = run_placements(config, stream=out)
+    state.say(summary_line(compute))
     tokenizer = base.load().tokenizer
-    mean_tokens = {
-        t: float(np.mean([len(ids) for ids, _ in tokenize_training(
-            tokenizer, splits.train, config.experts.max_length)]))
-        for t, splits in tasks.items()}
+    mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
     caps = preflight(config, tasks, mean_tokens)
+    work = plan_of(config, tasks, heldout, mmlu, mean_tokens)
+    state.say(f"work: {work.experts} experts, {work.expert_steps} steps "
+              f"({work.expert_tokens:,.0f} tokens); {work.probe_scorings:,} probe scorings; "
+              f"{work.evaluation_trainings} evaluation trainings of "
+              f"{config.mixture.token_budget:,} tokens, {work.evaluation_scorings:,} scorings")
     state.record("tasks", seconds=round(time.monotonic() - t_tasks, 2), tasks=names,
                  train={t: len(s.train) for t, s in tasks.items()},
-                 probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens)
+                 probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens,
+                 workload=work.as_dict())
 
     # 2-3. experts and signals (the expensive part; resumable)
     experts: dict[str, Any] = {}
 
     def do_experts() -> dict[str, Any]:
         experts.update(ensure_experts(base, {t: s.train for t, s in tasks.items()},
-                                      config.experts, root=state.root, stream=out))
-        return {"fingerprints": {t: e.fingerprint for t, e in experts.items()},
+                                      config.experts, root=state.root, stream=out,
+                                      placement=compute["experts"]))
+        return {"compute": compute["experts"].as_dict(),
+                "fingerprints": {t: e.fingerprint for t, e in experts.items()},
                 "paths": {t: str(e.path) for t, e in experts.items()}}
 
     stage(2, "experts", do_experts)
@@ -147,9 +161,11 @@ def run(
 
     def do_signals() -> dict[str, Any]:
         sig = ensure_signals(base, experts, {t: s.probe for t, s in tasks.items()},
-                             config.signals, root=state.root, stream=out)
+                             config.signals, root=state.root, stream=out,
+                             placement=compute["signals"])
         holder["signals"] = sig
-        return {"fingerprint": str(sig.manifest.get("fingerprint")), "path": str(sig.path)}
+        return {"compute": compute["signals"].as_dict(),
+                "fingerprint": str(sig.manifest.get("fingerprint")), "path": str(sig.path)}
 
     stage(3, "signals", do_signals)
 
@@ -191,7 +207,10 @@ def run(
     def do_evaluation() -> dict[str, Any]:
         if not config.evaluation.enabled:
             return {"skipped": True}
-        return evaluate(state, base, tasks, heldout, mmlu, mean_tokens, holder["weights"])
+        info = evaluate(state, base, tasks, heldout, mmlu, mean_tokens, holder["weights"],
+                        compute)
+        return {"compute": {**compute["evaluation"].as_dict(),
+                            "training": compute["experts"].as_dict()}, **info}
 
     stage(7, "evaluation", do_evaluation)
 
@@ -208,6 +227,26 @@ def run(
     stage(8, "report", do_report)
     state.say(f"run finished in {format_seconds(time.monotonic() - t_run)}")
     return state
+
+
+def mean_train_tokens(tokenizer: Any, tasks: dict[str, Any], max_length: int
+                      ) -> dict[str, float]:
+    """Mean tokens (prompt + training target) of a training example of each task."""
+    from taskpgm.experts import tokenize_training
+
+    return {t: float(np.mean([len(ids) for ids, _ in tokenize_training(
+                tokenizer, splits.train, max_length)]))
+            for t, splits in tasks.items()}
+
+
+def plan_of(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
+            mmlu: dict[str, Any], mean_tokens: dict[str, float]) -> Any:
+    """The run's :class:`taskpgm.workload.Workload`."""
+    from taskpgm.workload import plan
+
+    evaluated = len(eval_set(config, tasks, heldout, mmlu).examples())
+    return plan(config, {t: len(s.train) for t, s in tasks.items()},
+                {t: len(s.probe) for t, s in tasks.items()}, mean_tokens, evaluated)
 
 
 def read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -314,13 +353,13 @@ def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
 
 
 def eval_scoring(config: RunConfig) -> Any:
-    """How trained models are scored: the signals' settings, bf16 if the evaluation asks."""
-    return config.signals.model_copy(update={"bf16": config.evaluation.bf16})
+    """How trained models are scored: the signals' settings at the evaluation's precision."""
+    return config.signals.model_copy(update={"precision": config.evaluation.precision})
 
 
 def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
-             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any]
-             ) -> dict[str, Any]:
+             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any],
+             compute: dict[str, Any]) -> dict[str, Any]:
     from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
 
     cfg = state.config
@@ -330,7 +369,8 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         eval_set(cfg, tasks, heldout, mmlu),
         seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
         max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
-        normalization=cfg.relations.normalization, root=state.root, stream=state.stream)
+        normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
+        training=compute["experts"], scoring_placement=compute["evaluation"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy"],
                             extrasaction="ignore", lineterminator="\n")

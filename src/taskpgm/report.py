@@ -350,11 +350,25 @@ def _glance(config: dict[str, Any], stages: dict[str, Any], weights: dict[str, A
         if not fp and isinstance(info.get("fingerprints"), dict):
             fp = " ".join(f"{t}={f}" for t, f in info["fingerprints"].items())
         srows.append((name, "done" if info.get("done") else "not done",
-                      info.get("seconds"), fp))
+                      info.get("seconds"), _compute(info.get("compute")), fp))
     return ("<section id='glance'><h2>The run at a glance</h2>" + glance
             + "<h3>Final weights</h3>" + table(["task", "weight", "examples"], wrows)
-            + "<h3>Stages</h3>" + table(["stage", "status", "seconds", "fingerprint"], srows)
+            + "<h3>Stages</h3>"
+            + table(["stage", "status", "seconds", "device, precision (why)", "fingerprint"],
+                    srows)
             + "</section>")
+
+
+def _compute(info: Any) -> str:
+    """``cpu fp32 (no native bf16 (avx2))``; the evaluation adds its training's."""
+    if not isinstance(info, dict) or "device" not in info:
+        return ""
+    text = f"{info['device']} {info.get('precision', '')} ({info.get('why', '')})"
+    training = info.get("training")
+    if isinstance(training, dict) and "device" in training:
+        text = (f"scoring {text}; training {training['device']} "
+                f"{training.get('precision', '')} ({training.get('why', '')})")
+    return text
 
 
 def _experts(relations: Any) -> str:

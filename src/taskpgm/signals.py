@@ -18,8 +18,11 @@ Scoring is done in two passes per batch so the prompt is computed once:
 
 The language-model head is applied only to the positions whose next token is
 scored, never to every position. Experts are LoRA adapters switched on one
-loaded base. Each model's results are one safetensors shard; the artifact's
-manifest lists the probe example ids in order and every model's fingerprint.
+loaded base. Models and batches live on the device :mod:`taskpgm.device`
+chooses; scoring is float32 unless ``signals.precision`` asks for bf16 (the
+manifest records which precision produced the numbers). Each model's results
+are one safetensors shard; the artifact's manifest lists the probe example ids
+in order and every model's fingerprint.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from taskpgm import artifacts
+from taskpgm import device as device_mod
 from taskpgm.config import RunConfig, SignalsConfig
+from taskpgm.device import Placement
 from taskpgm.errors import DataError, ModelError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, encode, load
@@ -81,18 +86,32 @@ def _cache_kwarg(backbone: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def fingerprint_settings(cfg: SignalsConfig, placement: Placement) -> dict[str, Any]:
+    """The scoring settings that define the numbers: ``precision`` resolved, written as
+    ``bf16`` (its key before ``precision`` existed, default false) so old artifacts keep
+    their fingerprints."""
+    return {**cfg.model_dump(exclude={"precision"}), "bf16": placement.bf16}
+
+
+SCORING_DEFAULTS: dict[str, Any] = {**SignalsConfig().model_dump(exclude={"precision"}),
+                                    "bf16": False}
+
+
 @torch.no_grad()
 def score_batch(
-    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig
+    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig,
+    placement: Placement | None = None,
 ) -> list[dict[str, Any]]:
     """Score a batch of examples (see the module docstring); one dict per example.
 
     Each dict has ``choice_ll`` (float64, one per answer), ``choice_tokens``,
     ``gold_ll``, ``gold_tokens`` and, for generative examples, ``topk_ids``
     ``[n, k]``, ``topk_logprobs`` ``[n, k]``, ``tail_mass`` ``[n]`` and
-    ``target_logprobs`` ``[n]`` over the answer positions.
+    ``target_logprobs`` ``[n]`` over the answer positions. Tensors are built on the
+    model's device; ``placement`` gives the precision (default float32).
     """
     backbone, head = _model_parts(model)
+    dev = device_mod.model_device(model)
     pad = tokenizer.pad_token_id
     encoded = [encode(tokenizer, ex.prompt, _answers(ex), cfg.max_length) for ex in examples]
     for ex, (_, answers) in zip(examples, encoded, strict=True):
@@ -106,17 +125,19 @@ def score_batch(
         ids[row, width - len(prompt) :] = torch.tensor(prompt)
         mask[row, width - len(prompt) :] = 1
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    ids, mask, positions = ids.to(dev), mask.to(dev), positions.to(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
+                              enabled=placement is not None and placement.bf16)
     with autocast:
         out = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # [b, V]
+        first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1).cpu()
     # Rows of the second pass: every (example, answer) pair with more than one token.
     rows = [(e, a) for e, (_, answers) in enumerate(encoded) for a in range(len(answers))]
     multi = [(e, a) for e, a in rows if len(encoded[e][1][a]) > 1]
     rest: dict[tuple[int, int], torch.Tensor] = {}  # log-probs at answer positions 2..n
     if multi:
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        cache.batch_select_indices(torch.tensor([e for e, _ in multi]))
+        cache.batch_select_indices(torch.tensor([e for e, _ in multi], device=dev))
         lc = max(len(encoded[e][1][a]) for e, a in multi)
         cids = torch.full((len(multi), lc), pad, dtype=torch.long)
         cmask = torch.zeros((len(multi), lc), dtype=torch.long)
@@ -124,18 +145,19 @@ def score_batch(
             toks = encoded[e][1][a]
             cids[r, : len(toks)] = torch.tensor(toks)
             cmask[r, : len(toks)] = 1
-        sel = torch.tensor([e for e, _ in multi])
+        cids, cmask = cids.to(dev), cmask.to(dev)
+        sel = torch.tensor([e for e, _ in multi], device=dev)
         full_mask = torch.cat([mask[sel], cmask], dim=1)
-        start = torch.tensor([len(encoded[e][0]) for e, _ in multi])
-        cpos = start[:, None] + torch.arange(lc)[None, :]
+        start = torch.tensor([len(encoded[e][0]) for e, _ in multi], device=dev)
+        cpos = start[:, None] + torch.arange(lc, device=dev)[None, :]
         with autocast:
             hidden = backbone(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
                               use_cache=True, **{_cache_kwarg(backbone): cache}).last_hidden_state
             # Only positions whose next token is an answer token: j < len - 1.
-            need = torch.zeros_like(cmask, dtype=torch.bool)
+            need = torch.zeros(cmask.shape, dtype=torch.bool)
             for r, (e, a) in enumerate(multi):
                 need[r, : len(encoded[e][1][a]) - 1] = True
-            logp = torch.log_softmax(head(hidden[need]).float(), dim=-1)
+            logp = torch.log_softmax(head(hidden[need.to(dev)]).float(), dim=-1).cpu()
         offset = 0
         for e, a in multi:
             n = len(encoded[e][1][a]) - 1
@@ -172,8 +194,12 @@ def score_batch(
 
 
 def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig,
-          *, progress: Progress | None = None) -> dict[str, np.ndarray]:
+          *, progress: Progress | None = None, placement: Placement | None = None
+          ) -> dict[str, np.ndarray]:
     """Score every example with one model; returns the arrays of one shard.
+
+    The model runs where it is; ``placement`` sets the precision (default:
+    ``cfg.precision`` resolved on the model's device).
 
     Examples are batched by prompt length (sorted, then cut into batches of
     ``cfg.batch_size``); the arrays are in the original order:
@@ -186,13 +212,16 @@ def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsC
       (generative examples only; multiple-choice examples own no positions).
     """
     model.eval()
+    if placement is None:
+        placement = device_mod.resolve(str(device_mod.model_device(model)), cfg.precision)
     k = cfg.top_k
     order = sorted(range(len(examples)),
                    key=lambda i: (len(examples[i].prompt), len(_answers(examples[i]))))
     items: list[dict[str, Any] | None] = [None] * len(examples)
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start : start + cfg.batch_size]
-        for i, item in zip(idx, score_batch(model, tokenizer, [examples[i] for i in idx], cfg),
+        for i, item in zip(idx, score_batch(model, tokenizer, [examples[i] for i in idx], cfg,
+                                               placement),
                            strict=True):
             items[i] = item
         if progress is not None:
@@ -285,11 +314,13 @@ def ensure_signals(
     *,
     root: Path | None = None,
     stream: TextIO | None = None,
+    placement: Placement | None = None,
 ) -> Signals:
     """Score the base and every expert on the probe set, reusing finished work.
 
     The artifact's fingerprint covers the base, the probe set, every expert's
-    fingerprint and the non-default ``signals`` settings. Each model's shard is
+    fingerprint, the non-default ``signals`` settings and the scoring precision
+    (``placement``; default ``cfg.precision`` on the base's device). Each model's shard is
     written to the work directory as soon as it is done, so a killed run rescoring
     resumes at the next model.
     """
@@ -300,8 +331,10 @@ def ensure_signals(
                         "check the task loaders' ids")
     probe_fp = probe_fingerprint(examples)
     parents = [base.fingerprint, probe_fp, *(f"{t}={e.fingerprint}" for t, e in experts.items())]
-    fp = artifacts.fingerprint(STAGE, VERSION, parents, cfg.model_dump(),
-                               SignalsConfig().model_dump())
+    if placement is None:
+        placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
+    fp = artifacts.fingerprint(STAGE, VERSION, parents, fingerprint_settings(cfg, placement),
+                               SCORING_DEFAULTS)
     name = "probe"
     found = artifacts.find(STAGE, name, fp, root=root)
     out = stream or sys.stderr
@@ -315,7 +348,7 @@ def ensure_signals(
     print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
           f"{len(keys) - len(todo)} already scored", file=out, flush=True)
     if todo:
-        _score_models(base, experts, examples, cfg, todo, work, out)
+        _score_models(base, experts, examples, cfg, todo, work, out, placement)
     manifest: dict[str, Any] = {
         "base": {"name": base.name, "fingerprint": base.fingerprint},
         "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
@@ -323,6 +356,7 @@ def ensure_signals(
                   "gold": [_gold(ex) for ex in examples]},
         "models": {k: {"fingerprint": fps[k], "shard": _shard_name(k)} for k in keys},
         "config": cfg.model_dump(),
+        "compute": placement.as_dict(),
     }
     with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
         for k in keys:
@@ -334,10 +368,12 @@ def ensure_signals(
 
 
 def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
-                  cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO) -> None:
+                  cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO,
+                  placement: Placement) -> None:
     from peft import PeftModel
 
     loaded = base.load()
+    loaded.model.to(placement.torch_device)
     progress = Progress("signals", len(todo) * len(examples), unit="ex", every=10.0, stream=out)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
@@ -347,7 +383,8 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
 
     if BASE_KEY in todo:
         print("signals: scoring base", file=out, flush=True)
-        save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg, progress=progress))
+        save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg, progress=progress,
+                             placement=placement))
     wrapped: Any = None
     previous: list[str] = []
     try:
@@ -359,8 +396,11 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
             if expert.source == "checkpoint":
                 path = artifacts.read_manifest(expert.path)["checkpoint"]
                 full = load(str(path))
-                save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress))
+                full.model.to(placement.torch_device)
+                save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress,
+                                placement=placement))
                 del full
+                device_mod.free_memory(placement.device)
                 continue
             name = f"expert{len(previous)}"  # PEFT adapter names cannot hold dots
             try:
@@ -376,7 +416,9 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
                 raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
                                  f"to base {base.name} ({err}); delete it and rerun "
                                  "`taskpgm experts`") from err
-            save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress))
+            save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress,
+                            placement=placement))
+            device_mod.free_memory(placement.device)
     finally:
         if wrapped is not None:
             wrapped.unload()
