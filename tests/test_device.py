@@ -141,7 +141,7 @@ def test_run_placements_cover_every_model_stage():
     assert set(got) == {"experts", "signals", "evaluation"}
     assert all(p == Placement("cpu", "fp32", "no native bf16 (avx2)")
                for stage, p in got.items() if stage != "signals")
-    assert got["signals"].why == "set in the config"
+    assert got["signals"].why == "as configured"
     assert device.summary_line(got).startswith("compute: experts cpu fp32")
 
 

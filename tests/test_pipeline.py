@@ -37,7 +37,7 @@ def tiny_config(path: Path, model: Path, tasks: list[Path], artifacts: Path, *, 
                     "lr": 0.01},
         "signals": {"batch_size": 8},
         "mixture": {"token_budget": 1500},
-        "evaluation": {"seeds": seeds, "baselines": baselines},
+        "evaluation": {"seeds": seeds, "baselines": baselines, "precision": "fp32"},
         "output_dir": str(artifacts),
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -85,6 +85,16 @@ def test_run_writes_the_run_directory_contract(setup, capsys):
              json.loads((out / "methods.json").read_text())["methods"].values()}
     assert len(mixes) < 3
     assert printed.err.count("evaluation: training ") == 2 * len(mixes)
+    # device and precision: decided once, printed once, recorded for every model stage
+    assert printed.err.count("compute: experts cpu fp32") == 1
+    stages = json.loads((out / "stages.json").read_text())
+    for name in ("experts", "signals", "evaluation"):
+        assert stages[name]["compute"]["device"] == "cpu", name
+        assert stages[name]["compute"]["precision"] == "fp32", name
+        assert stages[name]["compute"]["why"], name
+    assert stages["evaluation"]["compute"]["training"]["precision"] == "fp32"
+    assert stages["tasks"]["workload"]["experts"] == 3
+    assert "device, precision (why)" in (out / "report.html").read_text()
 
 
 def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(setup, capsys):

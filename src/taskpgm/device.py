@@ -245,10 +245,10 @@ def resolve(
     dev = resolve_device(device, cuda_available=cuda_available)
     if dev.startswith("cuda"):
         if precision == "fp32":
-            return Placement(dev, "fp32", "set in the config")
+            return Placement(dev, "fp32", "as configured")
         supported = (torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16)
         if precision == "bf16":
-            why = "set in the config" + ("" if supported else "; this GPU has no native bf16")
+            why = "as configured" + ("" if supported else "; this GPU has no native bf16")
             return Placement(dev, "bf16", why)
         if supported:
             return Placement(dev, "bf16", "GPU with native bf16")
@@ -258,15 +258,15 @@ def resolve(
     native = info.native_bf16()
     isa = info.vector_isa()
     if precision == "fp32":
-        return Placement("cpu", "fp32", "set in the config")
+        return Placement("cpu", "fp32", "as configured")
     if precision == "bf16":
         if native:
-            return Placement("cpu", "bf16", f"set in the config; native bf16 ({isa})")
+            return Placement("cpu", "bf16", f"as configured; native bf16 ({isa})")
         slowdown = float(measure(info)["slowdown"])
         print(f"warning: precision bf16 on a CPU without native bf16 ({isa}): torch emulates "
               f"it, a matmul measured {slowdown:.1f}x slower than fp32 here; set precision: "
               "auto or fp32 unless you mean it", file=stream or sys.stderr, flush=True)
-        return Placement("cpu", "bf16", f"set in the config; no native bf16 ({isa}), "
+        return Placement("cpu", "bf16", f"as configured; no native bf16 ({isa}), "
                                         f"{slowdown:.1f}x slower measured")
     if native is False:
         return Placement("cpu", "fp32", f"no native bf16 ({isa})")

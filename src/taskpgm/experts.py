@@ -590,6 +590,8 @@ def run(config: RunConfig, *, stream: TextIO | None = None
                 threads=config.base.threads, device=config.base.device)
     tasks = load_tasks(config)
     root = Path(config.output_dir) if config.output_dir else None
+    placement = device_mod.resolve(config.base.device, config.experts.precision, stream=stream)
+    _write_progress_header(stream, f"compute: experts {placement.describe()}")
     found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
-                           root=root, stream=stream)
+                           root=root, stream=stream, placement=placement)
     return base, tasks, found

@@ -430,5 +430,7 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
 
     base, tasks, found = experts_stage.run(config, stream=stream)
     root = Path(config.output_dir) if config.output_dir else None
+    placement = device_mod.resolve(config.base.device, config.signals.precision, stream=stream)
+    print(f"compute: signals {placement.describe()}", file=stream or sys.stderr, flush=True)
     return ensure_signals(base, found, {t: s.probe for t, s in tasks.items()}, config.signals,
-                          root=root, stream=stream)
+                          root=root, stream=stream, placement=placement)
