@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list(tasks)
     from taskpgm.models import Base
 
-    base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code)
+    base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code,
+                device=cfg.base.device)
     evalset = eval_set(cfg, tasks, heldout, mmlu)
     train = {t: tasks[t].train for t in names}
     common = dict(train=train, mean_tokens=mean_tokens, max_repeat=cfg.mrf.max_repeat,
