@@ -99,7 +99,7 @@ class ExpertsConfig(Section):
     max_grad_norm: float = Field(default=1.0, ge=0)
     # Training precision: auto (bf16 autocast where the hardware runs bf16 natively: a GPU
     # that supports it or a CPU with avx512_bf16/amx; fp32 elsewhere), fp32 or bf16. Weights
-    # and optimizer stay float32. bf16 was ~1.5x faster on an avx512_bf16 CPU; emulated on
+    # and optimizer stay float32. bf16 trained 1.55x faster on an avx512_bf16 CPU; emulated on
     # an AVX2-only CPU it is ~100x slower. A bf16 expert is a different artifact from an
     # fp32 one (the resolved precision is in its fingerprint).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -125,7 +125,7 @@ class SignalsConfig(Section):
     # Token cap per prompt + answer (prompt cut from the left).
     max_length: int = Field(default=512, ge=8)
     # Scoring precision (auto | fp32 | bf16, see experts.precision). fp32 by default so the
-    # signals are exact float32 numbers: bf16 autocast scored ~1.8x faster on an avx512_bf16
+    # signals are exact float32 numbers: bf16 autocast scored 1.66x faster on an avx512_bf16
     # CPU with the same best choice, but moved log-likelihoods by up to 0.22 nats.
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
 

@@ -295,12 +295,9 @@ def summary_line(placements: dict[str, Placement]) -> str:
     return "compute: " + "; ".join(f"{stage} {p.describe()}" for stage, p in placements.items())
 
 
-def to_device(batch: dict[str, torch.Tensor], placement_or_device: Placement | torch.device
-              ) -> dict[str, torch.Tensor]:
-    """Every tensor of a batch on the device (a no-op on the CPU)."""
-    dev = (placement_or_device.torch_device if isinstance(placement_or_device, Placement)
-           else placement_or_device)
-    return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, torch.Tensor], placement: Placement) -> dict[str, torch.Tensor]:
+    """Every tensor of a batch on the placement's device (a no-op on the CPU)."""
+    return {k: v.to(placement.torch_device, non_blocking=True) for k, v in batch.items()}
 
 
 def model_device(model: Any) -> torch.device:

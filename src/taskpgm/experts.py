@@ -591,7 +591,7 @@ def run(config: RunConfig, *, stream: TextIO | None = None
     tasks = load_tasks(config)
     root = Path(config.output_dir) if config.output_dir else None
     placement = device_mod.resolve(config.base.device, config.experts.precision, stream=stream)
-    _write_progress_header(stream, f"compute: experts {placement.describe()}")
+    _write_progress_header(stream, device_mod.summary_line({"experts": placement}))
     found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
                            root=root, stream=stream, placement=placement)
     return base, tasks, found

@@ -366,7 +366,9 @@ class Base:
         """Wrap an already loaded model."""
         self = cls.__new__(cls)
         self.name, self.trust_remote_code, self.threads = loaded.name, False, None
-        self.device = str(next(iter(loaded.model.parameters())).device)
+        from taskpgm.device import model_device
+
+        self.device = str(model_device(loaded.model))
         self.path, self.fingerprint, self._loaded = loaded.path, loaded.fingerprint, loaded
         return self
 

@@ -112,6 +112,7 @@ def score_batch(
     """
     backbone, head = _model_parts(model)
     dev = device_mod.model_device(model)
+    placement = placement or Placement(str(dev))
     pad = tokenizer.pad_token_id
     encoded = [encode(tokenizer, ex.prompt, _answers(ex), cfg.max_length) for ex in examples]
     for ex, (_, answers) in zip(examples, encoded, strict=True):
@@ -126,8 +127,7 @@ def score_batch(
         mask[row, width - len(prompt) :] = 1
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     ids, mask, positions = ids.to(dev), mask.to(dev), positions.to(dev)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
-                              enabled=placement is not None and placement.bf16)
+    autocast = placement.autocast()
     with autocast:
         out = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1).cpu()
@@ -431,6 +431,6 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
     base, tasks, found = experts_stage.run(config, stream=stream)
     root = Path(config.output_dir) if config.output_dir else None
     placement = device_mod.resolve(config.base.device, config.signals.precision, stream=stream)
-    print(f"compute: signals {placement.describe()}", file=stream or sys.stderr, flush=True)
+    print(device_mod.summary_line({"signals": placement}), file=stream or sys.stderr, flush=True)
     return ensure_signals(base, found, {t: s.probe for t, s in tasks.items()}, config.signals,
                           root=root, stream=stream, placement=placement)
