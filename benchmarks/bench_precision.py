@@ -33,10 +33,10 @@ import torch
 from taskpgm import config as config_mod
 from taskpgm import device, models
 from taskpgm.cli.demo import DEMO_CONFIG
-from taskpgm.experts import train_expert
 from taskpgm.models import encode
 from taskpgm.signals import score
 from taskpgm.tasks import load_task
+from taskpgm.trainer import train_adapter
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, repeat: int = 10) -> float:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         exp = cfg.experts.model_copy(update={"steps": args.steps + 1, "warmup_steps": 1,
                                              "checkpoint_every": 10_000})
         with tempfile.TemporaryDirectory() as tmp:
-            log = train_expert(lm, task.name, task.train, exp, Path(tmp) / "w", Path(tmp),
+            log = train_adapter(lm, task.name, task.train, exp, Path(tmp) / "w", Path(tmp),
                                placement=where)
         timed = log["steps_log"][1:]  # the first step warms up
         train_tps = sum(e["tokens"] for e in timed) / sum(e["seconds"] for e in timed)

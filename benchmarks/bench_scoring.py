@@ -19,7 +19,8 @@ import time
 from common import compare, peak_rss_mib, timed
 from taskpgm import device, models
 from taskpgm.config import SignalsConfig
-from taskpgm.signals import score, score_naive
+from taskpgm.oracles import score_naive
+from taskpgm.signals import score
 from taskpgm.tasks import load_task
 
 

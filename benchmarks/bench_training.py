@@ -29,8 +29,8 @@ import torch
 from common import compare, peak_rss_mib
 from taskpgm import device, models
 from taskpgm.config import ExpertsConfig
-from taskpgm.experts import lora_config, tokenize_training, train_expert
 from taskpgm.tasks import load_task
+from taskpgm.trainer import lora_config, tokenize_training, train_adapter
 
 
 def trainer_run(lm: models.LoadedModel, data: list[tuple[list[int], int]], cfg: ExpertsConfig,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.batch_size}, {where.describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        log = train_expert(lm, task.name, task.train, cfg, Path(tmp) / "work", Path(tmp),
+        log = train_adapter(lm, task.name, task.train, cfg, Path(tmp) / "work", Path(tmp),
                            placement=where)
         ours_s = time.perf_counter() - t0
         peak = peak_rss_mib()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = cfg.model_copy(update={"precision": "fp32"})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            log32 = train_expert(lm, task.name, task.train, fp32, Path(tmp) / "w", Path(tmp),
+            log32 = train_adapter(lm, task.name, task.train, fp32, Path(tmp) / "w", Path(tmp),
                                  placement=device.resolve("cpu", "fp32"))
             fp32_s = time.perf_counter() - t0
         w32 = windows([e["loss"] for e in log32["steps_log"]], size)

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. the positive control: half the budget to the task with the most headroom
     relations = json.loads((args.out / "stages.json").read_text())["relations"]
-    from taskpgm.stages import open_relations, solve
+    from taskpgm.readers import open_relations
+    from taskpgm.weights import solve
 
     rel = open_relations(Path(relations["path"]))
     expert_acc = {t: float(rel.arrays["accuracy"][i + 1, i]) for i, t in enumerate(rel.tasks)}

@@ -146,18 +146,21 @@ def test_run_placements_cover_every_model_stage():
 
 
 def test_precision_enters_fingerprints_under_the_key_it_had_before():
-    from taskpgm.experts import fingerprint_settings
-    from taskpgm.signals import SCORING_DEFAULTS
-    from taskpgm.signals import fingerprint_settings as scoring_settings
+    from taskpgm import signals
+    from taskpgm.artifacts import _canonical, fingerprint
+    from taskpgm.experts import DEFAULTS, fingerprint_settings
 
-    bf16, defaults = fingerprint_settings(ExpertsConfig(), Placement("cpu", "bf16"))
-    assert bf16 == defaults and defaults["bf16"] is True  # a default bf16 expert: no key
-    fp32, _ = fingerprint_settings(ExpertsConfig(), Placement("cpu", "fp32"))
-    assert {k for k in fp32 if fp32[k] != defaults[k]} == {"bf16"}
+    bf16 = fingerprint_settings(ExpertsConfig(), Placement("cpu", "bf16"))
+    assert DEFAULTS["bf16"] is True  # a default bf16 expert: no key in its fingerprint
+    assert fingerprint("experts", 2, [], bf16, DEFAULTS) == fingerprint("experts", 2, [], {}, {})
+    fp32 = fingerprint_settings(ExpertsConfig(), Placement("cpu", "fp32"))
+    assert {k for k in fp32 if _canonical(fp32[k]) != DEFAULTS[k]} == {"bf16"}
     assert "precision" not in fp32 and "layers" not in fp32
-    top, _ = fingerprint_settings(ExpertsConfig(layers=4), Placement("cpu", "bf16"))
+    top = fingerprint_settings(ExpertsConfig(layers=4), Placement("cpu", "bf16"))
     assert top["layers"] == 4
-    assert scoring_settings(SignalsConfig(), Placement()) == SCORING_DEFAULTS
+    scoring_settings = signals.fingerprint_settings
+    assert scoring_settings(SignalsConfig(), Placement())["bf16"] is False
+    assert signals.DEFAULTS["bf16"] is False
     assert scoring_settings(SignalsConfig(), Placement("cpu", "bf16"))["bf16"] is True
 
 
@@ -202,8 +205,8 @@ def test_train_and_score_on_the_device(where, tmp_path):
 
 def test_lora_in_the_top_layers_only(tmp_path):
     import tiny_model
-    from taskpgm.experts import lora_config
     from taskpgm.models import Base
+    from taskpgm.trainer import lora_config
 
     loaded = Base(str(tiny_model.tiny_dir(str(tmp_path)))).load()
     n = loaded.model.config.num_hidden_layers

@@ -19,16 +19,10 @@ import tiny_model
 from taskpgm import models
 from taskpgm.config import ExpertsConfig
 from taskpgm.errors import DataError, ModelError, NotFoundError
-from taskpgm.experts import (
-    ADAPTER_FILE,
-    check_adapter,
-    ensure_experts,
-    learning_rate,
-    length_batches,
-    train_expert,
-)
+from taskpgm.experts import ADAPTER_FILE, check_adapter, ensure_experts
 from taskpgm.models import Base
 from taskpgm.progress import Progress
+from taskpgm.trainer import learning_rate, length_batches, train_adapter
 
 FAST = ExpertsConfig(steps=12, batch_size=4, checkpoint_every=3, lr=1e-2, warmup_steps=2)
 
@@ -72,7 +66,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
 def test_training_lowers_the_answer_loss_and_keeps_the_base(base: Base, tmp_path: Path) -> None:
     before = {k: v.clone() for k, v in base.load().model.state_dict().items()}
     cfg = ExpertsConfig(steps=30, batch_size=8, lr=1e-2, checkpoint_every=100)
-    log = train_expert(base.load(), "colours", tiny_model.colour_task(200), cfg,
+    log = train_adapter(base.load(), "colours", tiny_model.colour_task(200), cfg,
                        tmp_path / "work", tmp_path)
     losses = [e["loss"] for e in log["steps_log"]]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
@@ -101,15 +95,15 @@ def test_resume_after_an_interruption_gives_the_same_adapter(base: Base, tmp_pat
     loaded = base.load()
     full = tmp_path / "full"
     full.mkdir()
-    train_expert(loaded, "c", data, FAST, tmp_path / "w1", full)
+    train_adapter(loaded, "c", data, FAST, tmp_path / "w1", full)
     stop = random.Random().randrange(4, 12)
     part = tmp_path / "part"
     part.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        train_expert(loaded, "c", data, FAST, tmp_path / "w2", part, progress=StopAt(stop))
+        train_adapter(loaded, "c", data, FAST, tmp_path / "w2", part, progress=StopAt(stop))
     assert not (part / ADAPTER_FILE).exists()
     assert (tmp_path / "w2" / "checkpoint.safetensors").is_file()
-    log = train_expert(loaded, "c", data, FAST, tmp_path / "w2", part)
+    log = train_adapter(loaded, "c", data, FAST, tmp_path / "w2", part)
     want, got = adapter(full), adapter(part)
     assert set(want) == set(got)
     assert all(torch.equal(want[k], got[k]) for k in want), f"stopped at step {stop}"

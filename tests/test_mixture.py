@@ -14,9 +14,7 @@ from taskpgm.mixture import (
     apply_caps,
     baseline_weights,
     caps_from_budget,
-    entropy_bits,
     example_counts,
-    realized_token_share,
     sample_mixture,
 )
 from taskpgm.tasks.schema import Example
@@ -113,8 +111,3 @@ def test_sample_mixture_counts_determinism_and_repeats():
     assert [ex.id for ex in again] == [ex.id for ex in mixed]
     other = sample_mixture(train, {"a": 12, "b": 7}, seed=4)
     assert [ex.id for ex in other] != [ex.id for ex in mixed]
-
-
-def test_realized_share_and_entropy():
-    np.testing.assert_allclose(realized_token_share([10, 30], [2.0, 1.0]), [0.4, 0.6])
-    assert entropy_bits([0.25] * 4) == pytest.approx(2.0)

@@ -16,14 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskpgm.errors import InfeasibleError, InvalidInputError
-from taskpgm.mrf import (
-    TaskMixtureMRF,
-    closed_form,
-    energy,
-    exhaustive_select,
-    solve_simplex_qp,
-    utility,
-)
+from taskpgm.mrf import TaskMixtureMRF, closed_form, energy, utility
+from taskpgm.oracles import exhaustive_select
+from taskpgm.qp import kkt_certificate, solve_simplex_qp
 
 
 def random_affinity(rng: np.random.Generator, n: int, rank: int | None = None) -> np.ndarray:
@@ -234,15 +229,40 @@ def test_greedy_against_exhaustive_and_plain_greedy(seed):
     assert -sum(model.greedy_gains_) == pytest.approx(model.energy_, abs=1e-9)
 
 
-def test_exhaustive_search_is_exhaustive():
+def test_exhaustive_search_agrees_with_an_independent_solver_on_every_subset():
+    """The oracle's best support and energy, against cvxpy run on each subset itself."""
     rng = np.random.default_rng(11)
     s = random_affinity(rng, 6)
     c = 0.1 * s.sum(axis=1)
-    best, _ = exhaustive_select(s, c, None, 2)
+    caps = np.full(6, 0.6)  # a single task cannot hold the mass: only pairs are feasible
+    best, best_set = exhaustive_select(s, c, caps, 2)
+    by_cvxpy = {}
     for pair in itertools.combinations(range(6), 2):
         ix = np.array(pair)
-        res = solve_simplex_qp(s[np.ix_(ix, ix)], c[ix], np.full(2, np.inf))
-        assert energy(res.p, s[np.ix_(ix, ix)], 1.0, c[ix]) >= best - 1e-12
+        by_cvxpy[pair] = cvxpy_minimum(s[np.ix_(ix, ix)], c[ix], caps[ix])[1]
+    want = min(by_cvxpy, key=lambda k: by_cvxpy[k])
+    assert best_set == want
+    assert best == pytest.approx(by_cvxpy[want], abs=1e-8)
+
+
+def test_kkt_certificate_flags_points_that_are_not_optimal():
+    """S = I, c = 0: the optimum is (½, ½); each residual worked out by hand."""
+    s, c, caps = np.eye(2), np.zeros(2), np.full(2, np.inf)
+    at_optimum = kkt_certificate(s, c, caps, np.array([0.5, 0.5]))
+    assert max(at_optimum.values()) == pytest.approx(0.0, abs=1e-15)
+    # Both interior, g = p = (0.7, 0.3), ν = mean g = 0.5: |g_i − ν| = 0.2.
+    off = kkt_certificate(s, c, caps, np.array([0.7, 0.3]))
+    assert off["stationarity"] == pytest.approx(0.2)
+    assert off["primal"] == pytest.approx(0.0, abs=1e-15)
+    # p = (1, 0): task 1 at its lower bound with g_1 = 0 < ν = g_0 = 1, dual violation 1.
+    corner = kkt_certificate(s, c, caps, np.array([1.0, 0.0]))
+    assert corner["dual"] == pytest.approx(1.0)
+    # Off the simplex: a negative entry and a wrong sum are primal violations.
+    assert kkt_certificate(s, c, caps, np.array([1.2, -0.2]))["primal"] == pytest.approx(0.2)
+    assert kkt_certificate(s, c, caps, np.array([0.6, 0.6]))["primal"] == pytest.approx(0.2)
+    # A task above its cap (cap 0.6 on task 0) is a primal violation of 0.1.
+    capped = kkt_certificate(s, c, np.array([0.6, 1.0]), np.array([0.7, 0.3]))
+    assert capped["primal"] == pytest.approx(0.1)
 
 
 # --------------------------------------------------------------------------- contract and errors

@@ -10,7 +10,8 @@ from taskpgm.config import ExpertsConfig, SignalsConfig
 from taskpgm.errors import DataError
 from taskpgm.experts import ensure_experts
 from taskpgm.models import Base
-from taskpgm.signals import ensure_signals, score, score_naive
+from taskpgm.oracles import score_naive
+from taskpgm.signals import ensure_signals, score
 from taskpgm.tasks.schema import Example
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from taskpgm.errors import InvalidInputError
 from taskpgm.mrf import TaskMixtureMRF, energy
-from taskpgm.stages import Relations, learned, solve
+from taskpgm.readers import Relations
 from taskpgm.stats import wilson_interval
+from taskpgm.weights import learned, solve
 
 N = 50
 

@@ -3,13 +3,21 @@
 An artifact of stage ``s`` named ``n`` lives at ``<root>/<s>/<n>-<fingerprint>/``.
 Its fingerprint is a hash of
 
-    (stage, stage version, parents' fingerprints, non-default parameters),
+    (stage, stage version, parents' fingerprints, parameters that differ from the
+     stage's frozen defaults),
 
 so a parameter left at its default does not enter the hash (adding a defaulted
 parameter keeps old artifacts valid), and any change upstream changes every
-fingerprint downstream. A stage writes into a temporary sibling directory and
-renames it into place after writing ``manifest.json`` last; a directory without
-``manifest.json`` is never read. Work that must survive a kill before the
+fingerprint downstream. The defaults a stage passes are a literal snapshot kept
+beside its ``VERSION`` (``experts.DEFAULTS``, ...), never today's config
+defaults: were they read from the config classes, changing a default in code
+would leave the hash unchanged and silently reuse artifacts built under the old
+value. tests/test_fingerprints.py fails when a config default drifts from its
+stage's snapshot, until the version is bumped and the snapshot refreshed.
+
+A stage writes into a temporary sibling directory and renames it into place
+after writing ``manifest.json`` last; a directory without ``manifest.json`` is
+never read. Work that must survive a kill before the
 artifact is finished (training checkpoints, per-model shards) goes to a
 persistent ``.<n>-<fingerprint>.work`` directory, removed once the artifact exists.
 """
@@ -26,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from taskpgm import cache
+from taskpgm import atomic, cache
 from taskpgm.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -61,12 +69,12 @@ def fingerprint(
         version: the stage's version; bump it when its output changes meaning.
         parents: fingerprints of everything it reads (order matters).
         params: its parameters; those equal to ``defaults[key]`` are left out.
-        defaults: default value of each parameter.
+        defaults: the stage's defaults as frozen with ``version`` (a literal snapshot);
+            compared after canonicalization (tuples as lists, paths as strings).
     """
-    changed = {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
-    payload = json.dumps(
-        [stage, version, list(parents), _canonical(changed)], sort_keys=True, default=str
-    )
+    given, frozen = _canonical(params), _canonical(defaults)
+    changed = {k: v for k, v in given.items() if k not in frozen or frozen[k] != v}
+    payload = json.dumps([stage, version, list(parents), changed], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -113,7 +121,7 @@ def write(
     final = path_of(stage, name, fp, root=root)
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=atomic.partial_prefix(final), dir=final.parent))
     try:
         yield tmp
         manifest.setdefault("stage", stage)

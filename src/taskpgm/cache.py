@@ -12,14 +12,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from taskpgm import atomic
 from taskpgm.errors import NotFoundError, TaskPGMError
 
 # The package index whose JSON API (PEP 691) serves source archives; pip's own setting wins.
@@ -50,21 +49,11 @@ def pip_download(requirement: str, *, timeout: float = 1800.0, sdist: bool = Fal
     found = _single_file(folder)
     if found is not None:
         return found
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
+    with atomic.new_directory(folder) as tmp:  # another process's finished download wins
         if sdist:
             _download_sdist(requirement, tmp, timeout)
         else:
             _pip_download(requirement, tmp, timeout)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            # Another process finished the same download first: use theirs.
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     found = _single_file(folder)
     if found is None:  # pragma: no cover - only if the folder was tampered with
         raise NotFoundError(f"the cached download {folder} is empty; delete it and run again")

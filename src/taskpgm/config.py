@@ -135,7 +135,7 @@ BASELINES: tuple[BaselineName, ...] = ("uniform", "size", "temperature")
 
 
 class RelationsConfig(Section):
-    """How signals become the affinity S (DESIGN.md, "Affinity")."""
+    """How signals become the affinity S (docs/design.md)."""
 
     # Weight of the behaviour kernel against the squashed transfer PMI: 1 = only how the
     # experts moved the base's predictions, 0 = only how much they raise each other's answers.
@@ -331,7 +331,7 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None,
 
 
 def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
-    """Paths in the file (output_dir, task files) are relative to the file's directory."""
+    """Paths in the file (output_dir, task files, experts.import) are relative to its directory."""
     from taskpgm.tasks.files import is_file_spec
 
     def fix(path: str) -> str:
@@ -350,6 +350,9 @@ def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
     update: dict[str, Any] = {"tasks": tasks}
     if config.output_dir is not None:
         update["output_dir"] = fix(config.output_dir)
+    if config.experts.import_:
+        update["experts"] = config.experts.model_copy(
+            update={"import_": {task: fix(path) for task, path in config.experts.import_.items()}})
     return config.model_copy(update=update)
 
 

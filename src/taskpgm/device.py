@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import torch
 
-from taskpgm import cache
+from taskpgm import atomic, cache
 from taskpgm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -182,13 +181,8 @@ def cached_probe(info: CpuInfo, *, home: Path | None = None) -> dict[str, float]
     result = probe_bf16()
     known[key] = {**result, "cpu": info.model, "torch": torch.__version__,
                   "threads": torch.get_num_threads()}
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.partial-{os.getpid()}")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, file)
-    except OSError:
-        pass  # a read-only cache only costs the probe again next run
+    with contextlib.suppress(OSError):  # a read-only cache only costs the probe next run
+        atomic.write_json(file, known)
     return result
 
 

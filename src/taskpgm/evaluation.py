@@ -25,26 +25,28 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from taskpgm import artifacts
-from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig, SignalsConfig
-from taskpgm.device import Placement
-from taskpgm.experts import examples_fingerprint, fingerprint_settings, train_expert
 from taskpgm.mixture import example_counts, sample_mixture
-from taskpgm.models import Base, LoadedModel
 from taskpgm.predictions import Normalization, from_arrays
-from taskpgm.progress import Progress, format_seconds
-from taskpgm.signals import fingerprint_settings as scoring_settings
-from taskpgm.signals import probe_fingerprint, score
+from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.stats import mean_interval, paired_difference
-from taskpgm.tasks.schema import Example
+from taskpgm.tasks.schema import Example, examples_fingerprint, probe_fingerprint
+
+if TYPE_CHECKING:  # the models, trainer and scorer import torch: only when work is done
+    from taskpgm.device import Placement
+    from taskpgm.models import Base, LoadedModel
 
 STAGE = "evaluation"
 VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
+#: Nothing is left out of an evaluation's fingerprint: the recipe (one epoch, no step
+#: count) always differs from the experts' defaults, and the scoring settings and the
+#: normalization enter whole. So no default can go stale here.
+DEFAULTS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def accuracy_by_group(
     placement: Placement | None = None,
 ) -> dict[tuple[str, str], tuple[float, int]]:
     """Accuracy and example count of one model on every (split, task) group."""
+    from taskpgm.signals import score
+
     examples = evalset.examples()
     arrays = score(model, loaded.tokenizer, examples, scoring, progress=progress,
                    placement=placement)
@@ -125,6 +129,10 @@ def ensure_evaluation(
     Returns:
         Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
     """
+    from taskpgm import device as device_mod
+    from taskpgm.experts import fingerprint_settings
+    from taskpgm.signals import fingerprint_settings as scoring_settings
+
     out = stream or sys.stderr
     tasks = list(train)
     sizes = [len(train[t]) for t in tasks]
@@ -136,7 +144,6 @@ def ensure_evaluation(
         scoring_placement = device_mod.resolve(base.device, scoring.precision, stream=out)
     score_params = scoring_settings(scoring, scoring_placement)
     recipe = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
-    defaults = fingerprint_settings(ExpertsConfig(), training)[1]
     plans = []
     for seed in seeds:
         for method, weights in methods.items():
@@ -146,9 +153,8 @@ def ensure_evaluation(
             cfg = recipe.model_copy(update={"seed": seed})
             fp = artifacts.fingerprint(
                 STAGE, VERSION, [base.fingerprint, examples_fingerprint(mixed), eval_fp],
-                {"recipe": fingerprint_settings(cfg, training)[0], "norm": normalization,
-                 "scoring": score_params},
-                {"recipe": defaults})
+                {"recipe": fingerprint_settings(cfg, training), "norm": normalization,
+                 "scoring": score_params}, DEFAULTS)
             plans.append((method, seed, mixed, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
                                     {"norm": normalization, "scoring": score_params}, {})
@@ -214,14 +220,17 @@ def _train_and_score(
 ) -> Path:
     from peft import PeftModel
 
+    from taskpgm import device as device_mod
+    from taskpgm.trainer import train_adapter
+
     loaded = base.load()
     manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed),
                                 "compute": {"training": training.as_dict(),
                                             "scoring": scoring_placement.as_dict()}}
     with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
         work = artifacts.work_dir(STAGE, name, fp, root=root)
-        print(f"evaluation: training {name} on {len(mixed)} mixed examples", file=out, flush=True)
-        log = train_expert(loaded, name, mixed, cfg, work, tmp / "adapter",
+        say(f"evaluation: training {name} on {len(mixed)} mixed examples", out)
+        log = train_adapter(loaded, name, mixed, cfg, work, tmp / "adapter",
                            progress=Progress(f"evaluation {name}", None, unit="step",
                                              every=15.0, stream=out),
                            label=name, stream=out, placement=training)
@@ -236,8 +245,7 @@ def _train_and_score(
             wrapped.unload()
             device_mod.free_memory(scoring_placement.device)
         (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))
-        print(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", file=out,
-              flush=True)
+        say(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", out)
     artifacts.remove_work_dir(STAGE, name, fp, root=root)
     path = artifacts.find(STAGE, name, fp, root=root)
     assert path is not None

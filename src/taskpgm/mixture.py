@@ -198,27 +198,10 @@ def sample_mixture(
     return [mixed[i] for i in order]
 
 
-def realized_token_share(counts: Sequence[int], mean_tokens: Sequence[float]) -> FloatArray:
-    """The share of tokens each task actually has in the mixture (compare with the weights)."""
-    c = np.asarray(counts, dtype=np.float64) * np.asarray(mean_tokens, dtype=np.float64)
-    total = c.sum()
-    out: FloatArray = c / total if total > 0 else c
-    return out
-
-
-def entropy_bits(weights: Sequence[float] | FloatArray) -> float:
-    """Shannon entropy of a mixture in bits (log2 T for uniform): a one-number summary."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w[w > 0]
-    return float(-(w * np.log2(w)).sum()) if w.size else 0.0
-
-
 __all__ = [
     "apply_caps",
     "baseline_weights",
     "caps_from_budget",
-    "entropy_bits",
     "example_counts",
-    "realized_token_share",
     "sample_mixture",
 ]

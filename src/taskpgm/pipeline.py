@@ -1,6 +1,6 @@
 """``taskpgm run``: every stage, from the task collection to the report.
 
-Stages (DESIGN.md): tasks → experts → signals → relations → weights →
+Stages (docs/design.md): tasks → experts → signals → relations → weights →
 mixture → evaluation → report. Each writes a fingerprinted artifact in the
 cache (shared across runs); this module checks the whole config before any
 work, runs the stages in order with progress, and fills the run directory:
@@ -18,11 +18,8 @@ work, runs the stages in order with progress, and fills the run directory:
 from __future__ import annotations
 
 import csv
-import importlib
-import importlib.util
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,9 +31,10 @@ import numpy as np
 import yaml
 
 from taskpgm import config as config_mod
+from taskpgm.atomic import write_json, write_text
 from taskpgm.config import RunConfig
 from taskpgm.errors import ConfigError, TaskPGMError
-from taskpgm.progress import format_seconds
+from taskpgm.progress import format_seconds, say
 
 STAGES = ("tasks", "experts", "signals", "relations", "weights", "mixture", "evaluation",
           "report")
@@ -56,24 +54,12 @@ class RunState:
         return Path(self.config.output_dir) if self.config.output_dir else None
 
     def say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        say(text, self.stream)
 
     def record(self, stage: str, **info: Any) -> None:
         self.stages[stage] = {"done": True, **info}
         write_json(self.run_dir / "stages.json",
                    {s: self.stages.get(s, {"done": False}) for s in STAGES})
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    write_text(path, json.dumps(data, indent=1, default=float) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def default_run_dir(config_path: Path) -> Path:
@@ -94,11 +80,12 @@ def run(
     """
     if until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-    from taskpgm import stages as model_free
     from taskpgm.device import peak_memory_gib, reset_peak_memory, run_placements, summary_line
     from taskpgm.experts import ensure_experts
     from taskpgm.models import Base
+    from taskpgm.relations_stage import ensure_relations
     from taskpgm.signals import ensure_signals, probe_set
+    from taskpgm.weights import ensure_weights
 
     out = stream or sys.stderr
     state = RunState(config, Path(run_dir), out)
@@ -171,9 +158,9 @@ def run(
 
     def do_relations() -> dict[str, Any]:
         probe = probe_set({t: s.probe for t, s in tasks.items()})
-        rel = model_free.ensure_relations(holder["signals"], names, config.relations,
-                                          correct_sets=[ex.correct for ex in probe],
-                                          root=state.root, stream=out)
+        rel = ensure_relations(holder["signals"], names, config.relations,
+                               correct_sets=[ex.correct for ex in probe],
+                               root=state.root, stream=out)
         holder["relations"] = rel
         return {"fingerprint": rel.fingerprint, "path": str(rel.path),
                 "psd": rel.info.get("psd")}
@@ -182,7 +169,7 @@ def run(
 
     def do_weights() -> dict[str, Any]:
         ev = config.evaluation
-        data = model_free.ensure_weights(
+        data = ensure_weights(
             holder["relations"], config.mrf, caps=caps,
             train_sizes=[len(tasks[t].train) for t in names], baselines=ev.baselines,
             temperature=ev.temperature, rho_path_points=config.report.rho_path_points,
@@ -192,10 +179,10 @@ def run(
         write_json(state.run_dir / "weights.json", {
             **{k: v for k, v in chosen.items() if k != "weights"},
             "fingerprints": {"relations": holder["relations"].fingerprint,
-                             "weights": data.get("fingerprint")},
+                             "weights": data["fingerprint"]},
             "weights": chosen["weights"]})
         write_json(state.run_dir / "methods.json", data)
-        return {"fingerprint": data.get("fingerprint"), "chosen": data["chosen"]}
+        return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
 
     stage(5, "weights", do_weights)
 
@@ -217,11 +204,9 @@ def run(
     def do_report() -> dict[str, Any]:
         if not config.report.enabled:
             return {"skipped": True}
-        if importlib.util.find_spec("taskpgm.report") is None:
-            state.say("report: not built yet (the report issue); skipped")
-            return {"skipped": True, "reason": "the report module is not built yet"}
-        report = importlib.import_module("taskpgm.report")
-        path = report.render(state.run_dir)
+        from taskpgm.report import render
+
+        path = render(state.run_dir)
         return {"path": str(path)}
 
     stage(8, "report", do_report)
@@ -232,7 +217,7 @@ def run(
 def mean_train_tokens(tokenizer: Any, tasks: dict[str, Any], max_length: int
                       ) -> dict[str, float]:
     """Mean tokens (prompt + training target) of a training example of each task."""
-    from taskpgm.experts import tokenize_training
+    from taskpgm.trainer import tokenize_training
 
     return {t: float(np.mean([len(ids) for ids, _ in tokenize_training(
                 tokenizer, splits.train, max_length)]))

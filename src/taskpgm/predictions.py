@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from taskpgm.errors import DataError
 
 if TYPE_CHECKING:
-    from taskpgm.signals import Signals
+    from taskpgm.readers import Signals
 
 Normalization = Literal["plain", "length"]
 FloatArray = NDArray[np.float64]
@@ -180,7 +180,7 @@ def from_signals(
     normalization: Normalization = "plain",
     correct_sets: Sequence[Sequence[int]] | None = None,
 ) -> ProbePredictions:
-    """:func:`from_arrays` on a finished signals artifact (:class:`taskpgm.signals.Signals`)."""
+    """:func:`from_arrays` on a finished signals artifact (:class:`taskpgm.readers.Signals`)."""
     manifest = signals.manifest
     models = ["base", *(f"expert:{t}" for t in tasks)]
     missing = [k for k in models if k not in manifest["models"]]

@@ -21,6 +21,11 @@ def format_seconds(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print one line of what is happening to ``stream`` (default: stderr), flushed."""
+    print(text, file=stream or sys.stderr, flush=True)
+
+
 class Progress:
     """Counts finished units of a stage and prints ``stage: done/total (rate, ETA) note``.
 
@@ -58,7 +63,7 @@ class Progress:
         finished = self.total is not None and self.done >= self.total
         if finished or now - self._last >= self.every:
             self._last = now
-            print(self.line(note), file=self.stream or sys.stderr, flush=True)
+            say(self.line(note), self.stream)
 
     def line(self, note: str = "") -> str:
         elapsed = time.monotonic() - self._t0

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from taskpgm import atomic
 from taskpgm.stats import wilson_interval
 
 CAPTION = {
@@ -297,7 +298,7 @@ def render(run_dir: Path) -> Path:
     """Render ``run_dir/report.html`` from the run directory and its relations artifact."""
     import yaml
 
-    from taskpgm.stages import open_relations
+    from taskpgm.readers import open_relations
 
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -324,9 +325,7 @@ def render(run_dir: Path) -> Path:
             f"<title>taskpgm report</title><style>{STYLE}</style></head><body>"
             + "".join(parts) + f"<script>{SORT_SCRIPT}</script></body></html>\n")
     out = run_dir / "report.html"
-    tmp = out.with_name(".report.html.partial")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic.write_text(out, page)
     return out
 
 
@@ -372,7 +371,7 @@ def _compute(info: Any) -> str:
 
 
 def _experts(relations: Any) -> str:
-    from taskpgm.stages import learned
+    from taskpgm.weights import learned
 
     tasks = relations.tasks
     acc = relations.arrays["accuracy"]

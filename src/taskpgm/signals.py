@@ -27,42 +27,35 @@ in order and every model's fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
-from taskpgm import artifacts
+from taskpgm import artifacts, atomic
 from taskpgm import device as device_mod
 from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.device import Placement
 from taskpgm.errors import DataError, ModelError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, encode, load
-from taskpgm.progress import Progress
-from taskpgm.tasks.schema import Example
+from taskpgm.progress import Progress, say
+from taskpgm.readers import BASE_KEY, Signals, open_signals
+from taskpgm.tasks.schema import Example, probe_fingerprint
 
 STAGE = "signals"
 VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
-BASE_KEY = "base"
-
-
-def probe_fingerprint(examples: Sequence[Example]) -> str:
-    """Content hash of the probe set (ids, prompts, choices, targets, in order)."""
-    digest = hashlib.sha256()
-    for ex in examples:
-        digest.update(json.dumps([ex.task, ex.id, ex.prompt, ex.choices, ex.correct,
-                                  ex.targets]).encode())
-    return digest.hexdigest()[:32]
+#: The ``signals`` defaults of VERSION, frozen (with ``bf16`` for the scoring precision):
+#: a setting equal to its entry here stays out of the fingerprint. When a default in
+#: config.SignalsConfig changes, bump VERSION and refresh this snapshot
+#: (tests/test_fingerprints.py fails until both are done).
+DEFAULTS: dict[str, Any] = {"top_k": 32, "batch_size": 16, "max_length": 512, "bf16": False}
 
 
 def _answers(ex: Example) -> list[str]:
@@ -88,13 +81,15 @@ def _cache_kwarg(backbone: Any) -> str:
 
 def fingerprint_settings(cfg: SignalsConfig, placement: Placement) -> dict[str, Any]:
     """The scoring settings that define the numbers: ``precision`` resolved, written as
-    ``bf16`` (its key before ``precision`` existed, default false) so old artifacts keep
-    their fingerprints."""
+    ``bf16`` (its key before ``precision`` existed) so old artifacts keep their
+    fingerprints."""
     return {**cfg.model_dump(exclude={"precision"}), "bf16": placement.bf16}
 
 
-SCORING_DEFAULTS: dict[str, Any] = {**SignalsConfig().model_dump(exclude={"precision"}),
-                                    "bf16": False}
+def fingerprint_of(parents: Sequence[str], cfg: SignalsConfig, placement: Placement) -> str:
+    """The signals artifact's fingerprint: its parents, settings against :data:`DEFAULTS`."""
+    return artifacts.fingerprint(STAGE, VERSION, parents, fingerprint_settings(cfg, placement),
+                                 DEFAULTS)
 
 
 @torch.no_grad()
@@ -250,46 +245,6 @@ def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsC
 
 
 @torch.no_grad()
-def score_naive(model: Any, tokenizer: Any, prompt: str, answer: str, max_length: int = 512
-                ) -> float:
-    """Reference: one full forward pass over prompt + answer, full-vocabulary log-softmax."""
-    prompt_ids, (answer_ids,) = encode(tokenizer, prompt, [answer], max_length)
-    ids = torch.tensor([prompt_ids + answer_ids])
-    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
-    n = len(prompt_ids)
-    return float(sum(logp[n - 1 + j, t].double() for j, t in enumerate(answer_ids)))
-
-
-@dataclass(frozen=True)
-class Signals:
-    """A finished signals artifact: the manifest and a reader for each model's shard."""
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def models(self) -> list[str]:
-        """``"base"`` then ``"expert:<task>"`` for each expert, in task order."""
-        return list(self.manifest["models"])
-
-    @property
-    def example_ids(self) -> list[str]:
-        return list(self.manifest["probe"]["ids"])
-
-    def arrays(self, model: str) -> dict[str, np.ndarray]:
-        """The shard of one model (``"base"`` or ``"expert:<task>"``)."""
-        entry = self.manifest["models"].get(model)
-        if entry is None:
-            raise DataError(f"signals at {self.path} have no model {model!r}; "
-                            f"known: {', '.join(self.manifest['models'])}")
-        return load_file(str(self.path / entry["shard"]))
-
-
-def open_signals(path: Path) -> Signals:
-    """Read a finished signals artifact (no model is loaded)."""
-    return Signals(path, artifacts.read_manifest(path))
-
-
 def probe_set(probes: Mapping[str, Sequence[Example]]) -> list[Example]:
     """The union of every task's probe split, in task order; empty parts are errors."""
     if not probes:
@@ -333,8 +288,7 @@ def ensure_signals(
     parents = [base.fingerprint, probe_fp, *(f"{t}={e.fingerprint}" for t, e in experts.items())]
     if placement is None:
         placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
-    fp = artifacts.fingerprint(STAGE, VERSION, parents, fingerprint_settings(cfg, placement),
-                               SCORING_DEFAULTS)
+    fp = fingerprint_of(parents, cfg, placement)
     name = "probe"
     found = artifacts.find(STAGE, name, fp, root=root)
     out = stream or sys.stderr
@@ -377,9 +331,8 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
     progress = Progress("signals", len(todo) * len(examples), unit="ex", every=10.0, stream=out)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
-        tmp = work / f".{_shard_name(key)}.partial-{os.getpid()}"
-        save_file(arrays, str(tmp), metadata={"model": key})
-        os.replace(tmp, work / _shard_name(key))
+        with atomic.replacing(work / _shard_name(key)) as tmp:
+            save_file(arrays, str(tmp), metadata={"model": key})
 
     if BASE_KEY in todo:
         print("signals: scoring base", file=out, flush=True)
@@ -431,6 +384,6 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
     base, tasks, found = experts_stage.run(config, stream=stream)
     root = Path(config.output_dir) if config.output_dir else None
     placement = device_mod.resolve(config.base.device, config.signals.precision, stream=stream)
-    print(device_mod.summary_line({"signals": placement}), file=stream or sys.stderr, flush=True)
+    say(device_mod.summary_line({"signals": placement}), stream)
     return ensure_signals(base, found, {t: s.probe for t, s in tasks.items()}, config.signals,
                           root=root, stream=stream, placement=placement)

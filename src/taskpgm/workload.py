@@ -56,7 +56,7 @@ def plan(config: RunConfig, train_sizes: Mapping[str, int], probe_sizes: Mapping
         mean_tokens: mean tokens (prompt + answer) of a training example of each task.
         eval_examples: examples scored after each evaluation training.
     """
-    from taskpgm.experts import schedule
+    from taskpgm.trainer import schedule
 
     ex = config.experts
     steps = {t: schedule(n, ex)[0] for t, n in train_sizes.items()}

@@ -133,7 +133,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    from taskpgm.stages import open_relations, solve
+    from taskpgm.readers import open_relations
+    from taskpgm.weights import solve
 
     cfg = _run_config(args.run_dir, [])
     stages = read_stages(args.run_dir)

@@ -24,16 +24,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
 import shutil
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from taskpgm import atomic
 from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.progress import Progress
@@ -78,16 +77,8 @@ def members() -> dict[str, dict[str, Any]]:
     tasks = {k: v for k, v in sorted(tasks.items()) if v["json"] or v["py"]}
     for v in tasks.values():
         v["json"].sort()
-    _write_atomic(path, json.dumps(tasks, indent=1))
+    atomic.write_text(path, json.dumps(tasks, indent=1))
     return tasks
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def resolve(spec_name: str) -> tuple[str, list[str]]:
@@ -129,10 +120,9 @@ def extract(tasks: list[str]) -> None:
     if not missing:
         return
     wanted = {PREFIX + f: t for t in missing for f in index[t]["json"]}
-    tmp_root = folder() / "tasks"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    staging = {t: Path(tempfile.mkdtemp(prefix=f".{t}.partial-", dir=tmp_root)) for t in missing}
-    try:
+    with contextlib.ExitStack() as stack:  # each task's directory appears whole, or not at all
+        staging = {t: stack.enter_context(atomic.new_directory(folder() / "tasks" / t))
+                   for t in missing}
         progress = Progress(f"extract bigbench {', '.join(missing)}", len(wanted), unit="files")
         with tarfile.open(archive(), "r:gz") as tar:
             for m in tar:
@@ -148,12 +138,6 @@ def extract(tasks: list[str]) -> None:
                 progress.update()
                 if not wanted:
                     break
-        for task, tmp in staging.items():
-            with contextlib.suppress(OSError):  # another process extracted it first
-                os.replace(tmp, tmp_root / task)
-    finally:
-        for tmp in staging.values():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _NotMultipleChoice(Exception):
@@ -342,7 +326,7 @@ def catalog() -> dict[str, dict[str, Any]]:
             if f.count("/") == 2:
                 out[f"bigbench:{task}/{f.split('/')[1]}"] = {"kind": per_file[f][0],
                                                              "examples": per_file[f][1]}
-    _write_atomic(path, json.dumps(out, indent=1))
+    atomic.write_text(path, json.dumps(out, indent=1))
     return out
 
 

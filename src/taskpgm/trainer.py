@@ -1,0 +1,309 @@
+"""The LoRA trainer: fine-tune an adapter on a list of examples, resumable.
+
+Used by the experts stage (one adapter per task) and by the evaluation (one per
+mixture and seed). A plain loop, read top to bottom in :func:`train_adapter`:
+
+* each example is ``prompt + continuation(answer)``; the loss is the mean negative
+  log-likelihood of the *answer* tokens only (prompt positions get label -100):
+
+      L = − (1 / Σ_b |A_b|) Σ_b Σ_{t ∈ A_b} log p_θ(x_t | x_<t),
+
+* batches are built by length (a shuffled window of examples sorted by length is
+  cut into batches, the batches shuffled again), so little compute goes to padding;
+  the schedule is a pure function of ``(seed, step)``;
+* AdamW with linear warm-up then linear decay, the learning rate a pure function of
+  the step; bf16 autocast where :mod:`taskpgm.device` chooses it (weights and
+  optimizer stay float32); the model and every batch on the chosen device;
+* every ``checkpoint_every`` steps the adapter, the optimizer moments, the RNG state
+  and the log so far are written to one safetensors file (atomically). A killed run
+  resumes from it and produces the same adapter as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from taskpgm import atomic
+from taskpgm import device as device_mod
+from taskpgm.config import ExpertsConfig
+from taskpgm.device import Placement
+from taskpgm.errors import ConfigError, DataError, ModelError
+from taskpgm.models import LoadedModel, encode
+from taskpgm.progress import Progress, format_seconds
+from taskpgm.tasks.schema import Example
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def tokenize_training(
+    tokenizer: Any, examples: Sequence[Example], max_length: int
+) -> list[tuple[list[int], int]]:
+    """Each example as ``(token ids, number of prompt tokens)``: prompt + training target."""
+    out = []
+    for ex in examples:
+        prompt_ids, (answer_ids,) = encode(tokenizer, ex.prompt, [ex.answer_text], max_length)
+        out.append((prompt_ids + answer_ids, len(prompt_ids)))
+    return out
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch of length-bucketed batches, deterministic in ``(seed, epoch)``.
+
+    The examples are shuffled, cut into windows of ``50 · batch_size``, each window
+    sorted by length and cut into batches; the batches are then shuffled, so every
+    batch holds examples of similar length while the order stays random.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = 50 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def schedule(n_examples: int, cfg: ExpertsConfig) -> tuple[int, int]:
+    """``(total steps, batches per epoch)`` from ``steps`` or ``epochs``."""
+    per_epoch = math.ceil(n_examples / cfg.batch_size)
+    total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * per_epoch))
+    return total, per_epoch
+
+
+def learning_rate(step: int, total: int, cfg: ExpertsConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then linear decay to ``min_lr_ratio · lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (1.0 - (1.0 - cfg.min_lr_ratio) * frac)
+
+
+def collate(items: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 off the answer)."""
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean NLL of the answer tokens of a batch and how many answer tokens there were.
+
+    The backbone runs over every position, but the language-model head (vocabulary
+    × hidden, the largest matrix of a small model) only over the positions whose next
+    token is an answer token.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = inner.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    logits = inner.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    loss = torch.nn.functional.cross_entropy(logits, labels[keep])
+    return loss, int(keep.sum())
+
+
+def lora_config(cfg: ExpertsConfig, n_layers: int | None = None) -> Any:
+    """PEFT's LoRA config; with ``cfg.layers`` set, adapters only in the last N layers."""
+    from peft import LoraConfig
+
+    layers = None
+    if cfg.layers is not None:
+        if n_layers is None:
+            raise ConfigError("experts.layers needs the model's number of layers")
+        layers = list(range(max(0, n_layers - cfg.layers), n_layers))
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # PEFT accepts floats
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        layers_to_transform=layers,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def n_layers(model: Any) -> int | None:
+    value = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
+                     step: int, log: list[dict[str, Any]]) -> None:
+    """Adapter weights, AdamW moments, RNG state and the log so far, in one safetensors file."""
+    from peft import get_peft_model_state_dict
+
+    tensors: dict[str, torch.Tensor] = {
+        f"adapter.{k}": v.detach().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(model).items()
+    }
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"optim.{i}.{key}"] = value.detach().cpu().clone().reshape(
+                value.shape).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {"step": str(step), "log": json.dumps(log)}
+    with atomic.replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer
+                     ) -> tuple[int, list[dict[str, Any]]]:
+    from peft import set_peft_model_state_dict
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"checkpoint {path} is unreadable ({err}); delete it to restart") from err
+    adapter = {k[len("adapter.") :]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    set_peft_model_state_dict(model, adapter)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        # AdamW's step counter stays on the CPU; its moments live beside the parameter.
+        state = {k.split(".", 2)[2]: (v if k.endswith(".step") else v.to(param.device))
+                 for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        if state:
+            optimizer.state[param] = state
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(meta["step"]), json.loads(meta["log"])
+
+
+def train_adapter(
+    base: LoadedModel,
+    task: str,
+    examples: Sequence[Example],
+    cfg: ExpertsConfig,
+    workdir: Path,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+    label: str = "",
+    stream: TextIO | None = None,
+    placement: Placement | None = None,
+) -> dict[str, Any]:
+    """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
+
+    Args:
+        base: the loaded base model (its weights are not changed; LoRA is injected
+            for the duration of the call and removed again).
+        task: task name, for messages.
+        examples: the training examples.
+        cfg: the ``experts`` configuration.
+        workdir: persistent scratch directory holding the resumable checkpoint.
+        out_dir: where the adapter files and ``training_log.json`` are written.
+        progress: overall progress, advanced one unit per step.
+        label: prefix of progress notes (``"expert 2/8 hyperbaton"``).
+        placement: device and precision (:func:`taskpgm.device.resolve`); by default
+            the model's current device and ``cfg.precision`` resolved there. The base
+            model is moved to the device.
+
+    Returns:
+        The training log (also written to ``out_dir/training_log.json``).
+    """
+    from peft import get_peft_model
+
+    if not examples:
+        raise DataError(f"task {task!r} has no training examples; it cannot get an expert")
+    workdir.mkdir(parents=True, exist_ok=True)
+    tok = base.tokenizer
+    data = tokenize_training(tok, examples, cfg.max_length)
+    lengths = [len(ids) for ids, _ in data]
+    total, per_epoch = schedule(len(data), cfg)
+    if placement is None:
+        placement = device_mod.resolve(str(device_mod.model_device(base.model)), cfg.precision,
+                                       stream=stream)
+    base.model.to(placement.torch_device)
+    torch.manual_seed(cfg.seed)
+    model = get_peft_model(base.model, lora_config(cfg, n_layers(base.model)))
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
+        )
+        ckpt = workdir / CHECKPOINT_FILE
+        step, log = 0, list[dict[str, Any]]()
+        if ckpt.is_file():
+            step, log = load_checkpoint(ckpt, model, optimizer)
+            if progress is not None:
+                progress.update(step, note=f"{label} resumed at step {step}/{total}")
+        model.train()
+        epoch_batches: dict[int, list[list[int]]] = {}
+        t_start = time.monotonic()
+        while step < total:
+            epoch, index = divmod(step, per_epoch)
+            if epoch not in epoch_batches:
+                epoch_batches = {epoch: length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+            batch = device_mod.to_device(
+                collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id),
+                placement)
+            lr = learning_rate(step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.monotonic()
+            with placement.autocast():
+                loss, n_answer = answer_loss(model, batch)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            log.append({
+                "step": step, "loss": round(float(loss.detach()), 6), "lr": lr,
+                "seconds": round(time.monotonic() - t0, 4), "answer_tokens": n_answer,
+                "tokens": int(batch["attention_mask"].sum()),
+            })
+            if step % cfg.checkpoint_every == 0 and step < total:
+                save_checkpoint(ckpt, model, optimizer, step, log)
+            if progress is not None:
+                rate = step / max(time.monotonic() - t_start, 1e-9) if step else 0.0
+                left = (total - step) / rate if rate > 0 else 0.0
+                note = (f"{label} step {step}/{total} loss {log[-1]['loss']:.3f} "
+                        f"expert ETA {format_seconds(left)}")
+                progress.update(1, note=note)
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+        (out_dir / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
+        summary: dict[str, Any] = {
+            "task": task, "steps": total, "examples": len(data), "epochs": total / per_epoch,
+            "seconds": round(sum(e["seconds"] for e in log), 2),
+            "tokens": sum(int(e["tokens"]) for e in log),
+            "answer_tokens": sum(int(e["answer_tokens"]) for e in log),
+            "first_loss": log[0]["loss"], "final_loss": log[-1]["loss"],
+            "compute": placement.as_dict(), "steps_log": log,
+        }
+        summary["tokens_per_second"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 1)
+        (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
+        return summary
+    finally:
+        model.unload()  # removes the LoRA layers: the base model is untouched
+        base.model.eval()
+        device_mod.free_memory(placement.device)
