@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -48,15 +49,69 @@ def test_corrupt_safetensors_and_pickle_only(tiny: Path, tmp_path: Path) -> None
         models.load(str(pickled))
 
 
-def test_load_and_fingerprint(tiny: Path) -> None:
+def test_load_gives_a_frozen_eval_model_and_base_loads_lazily(tiny: Path) -> None:
     lm = models.load(str(tiny))
     assert lm.tokenizer.pad_token_id is not None
+    assert not lm.model.training
     assert not any(p.requires_grad for p in lm.model.parameters())
-    assert lm.fingerprint == models.checkpoint_fingerprint(tiny)
     base = models.Base(str(tiny))
-    assert base.fingerprint == lm.fingerprint and not base.is_loaded
-    assert models.tokenizer_fingerprint(lm.tokenizer) == models.tokenizer_fingerprint(
-        base.load().tokenizer)
+    assert not base.is_loaded
+    assert base.load().fingerprint == base.fingerprint and base.is_loaded
+
+
+def _rewrite(path: Path, data: bytes, mtime_ns: int) -> None:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_fingerprint_follows_the_files_not_the_path(tiny: Path, tmp_path: Path) -> None:
+    original = models.checkpoint_fingerprint(tiny)
+    assert len(original) == 32 and int(original, 16) >= 0
+    # A copy elsewhere (times kept, as copytree does) is the same checkpoint.
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(tiny, copy)
+    assert models.checkpoint_fingerprint(copy) == original
+    assert models.load(str(copy)).fingerprint == original
+    weights = copy / "model.safetensors"
+    data, mtime = weights.read_bytes(), weights.stat().st_mtime_ns
+    # Weight bytes rewritten (same size): the write leaves a new modification time.
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    _rewrite(weights, bytes(flipped), mtime + 1_000_000_000)
+    changed = models.checkpoint_fingerprint(copy)
+    assert changed != original
+    # A weight file of another size, even under the old modification time.
+    _rewrite(weights, data + b"\0", mtime)
+    assert models.checkpoint_fingerprint(copy) not in (original, changed)
+    _rewrite(weights, data, mtime)
+    assert models.checkpoint_fingerprint(copy) == original  # back to the same files
+    # Config and tokenizer files count by content, whatever their sizes and times.
+    for name in ("config.json", "tokenizer.json"):
+        path = copy / name
+        text, when = path.read_bytes(), path.stat().st_mtime_ns
+        assert b"false" in text
+        _rewrite(path, text.replace(b"false", b"FALSE", 1), when)  # same size, same time
+        assert models.checkpoint_fingerprint(copy) != original, name
+        _rewrite(path, text, when)
+    assert models.checkpoint_fingerprint(copy) == original
+    # A stored fingerprint (converted models) is used as is.
+    (copy / "fingerprint.txt").write_text("abc123\n")
+    assert models.checkpoint_fingerprint(copy) == "abc123"
+
+
+def test_tokenizer_fingerprint_tells_vocabularies_apart(tiny: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    same = models.tokenizer_fingerprint(AutoTokenizer.from_pretrained(str(copy)))
+    assert same == models.tokenizer_fingerprint(AutoTokenizer.from_pretrained(str(tiny)))
+    grown = AutoTokenizer.from_pretrained(str(copy))
+    grown.add_tokens(["zebra-token"])
+    assert models.tokenizer_fingerprint(grown) != same
+    other_eos = AutoTokenizer.from_pretrained(str(copy))
+    other_eos.eos_token = "<s>"
+    assert models.tokenizer_fingerprint(other_eos) != same
 
 
 def test_encode_keeps_the_answer_and_cuts_the_prompt_from_the_left(tiny: Path) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,12 +61,32 @@ def setup(tmp_path_factory):
     return root, path
 
 
-def test_run_writes_the_run_directory_contract(setup, capsys):
+@dataclass(frozen=True)
+class FirstRun:
+    """A full run on an empty artifact cache: its run directory and what it printed."""
+
+    config: Path
+    out: Path
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def first_run(setup) -> FirstRun:
+    """Made once, before any test that needs it, whatever the order; tests never write to
+    its run directory (a test that reruns works on a copy)."""
     root, config = setup
     out = root / "run"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    printed = capsys.readouterr()
-    assert "[stage 8/8: report]" in printed.err
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = main(["run", str(config), "--out", str(out)])
+    assert code == 0, stderr.getvalue()
+    return FirstRun(config, out, stdout.getvalue(), stderr.getvalue())
+
+
+def test_run_writes_the_run_directory_contract(first_run):
+    out = first_run.out
+    assert "[stage 8/8: report]" in first_run.stderr
     for rel in ("config.yaml", "weights.json", "counts.json", "mixture/train.jsonl",
                 "mixture/hf", "exports/interleave.json", "exports/llamafactory/dataset_info.json",
                 "exports/llamafactory/mix.yaml", "exports/megatron.txt", "exports/axolotl.yaml",
@@ -79,14 +103,14 @@ def test_run_writes_the_run_directory_contract(setup, capsys):
     assert header == "method,seed,task,split,accuracy"
     methods = {r.split(",")[0] for r in rows}
     assert methods == {"base", "taskpgm", "uniform", "size"}
-    assert "weights (taskpgm" in printed.out
+    assert "weights (taskpgm" in first_run.stdout
     # methods whose mixtures coincide (equal train sizes: size = uniform) share one training
     mixes = {tuple(round(w, 12) for w in m["weights"].values()) for m in
              json.loads((out / "methods.json").read_text())["methods"].values()}
     assert len(mixes) < 3
-    assert printed.err.count("evaluation: training ") == 2 * len(mixes)
+    assert first_run.stderr.count("evaluation: training ") == 2 * len(mixes)
     # device and precision: decided once, printed once, recorded for every model stage
-    assert printed.err.count("compute: experts cpu fp32") == 1
+    assert first_run.stderr.count("compute: experts cpu fp32") == 1
     stages = json.loads((out / "stages.json").read_text())
     for name in ("experts", "signals", "evaluation"):
         assert stages[name]["compute"]["device"] == "cpu", name
@@ -97,23 +121,22 @@ def test_run_writes_the_run_directory_contract(setup, capsys):
     assert "device, precision (why)" in (out / "report.html").read_text()
 
 
-def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(setup, capsys):
-    root, config = setup
-    out = root / "run"
-    assert main(["run", str(config), "--out", str(out)]) == 0
+def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(first_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(first_run.out, out)
+    assert main(["run", str(first_run.config), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "experts: 3 of 3 finished already, 0 to do" in err
     assert "signals: reusing" in err and "relations: reusing" in err
     assert "weights: reusing" in err
-    assert main(["run", str(config), "--out", str(out), "--set", "mrf.rho=0.5"]) == 0
+    assert main(["run", str(first_run.config), "--out", str(out), "--set", "mrf.rho=0.5"]) == 0
     err = capsys.readouterr().err
     assert "relations: reusing" in err and "weights: reusing" not in err
     assert json.loads((out / "weights.json").read_text())["rho"] == 0.5
 
 
-def test_status_solve_and_bad_config(setup, capsys):
-    root, config = setup
-    out = root / "run"
+def test_status_solve_and_bad_config(first_run, tmp_path, capsys):
+    out = first_run.out  # status and solve only read the run directory
     assert main(["status", str(out)]) == 0
     status = capsys.readouterr().out
     assert status.count(" done ") >= 7
@@ -121,12 +144,12 @@ def test_status_solve_and_bad_config(setup, capsys):
     assert "KKT residual" in capsys.readouterr().out
     assert main(["solve", str(out), "--rho-path"]) == 0
     assert "<- rho" in capsys.readouterr().out
-    assert main(["run", str(config), "--out", str(root / "bad"), "--set", "mrf.budget=7",
-                 "--set", "mixture.token_budget=100000000"]) == 1
+    assert main(["run", str(first_run.config), "--out", str(tmp_path / "bad"), "--set",
+                 "mrf.budget=7", "--set", "mixture.token_budget=100000000"]) == 1
     err = capsys.readouterr().err
     assert "2 problem(s)" in err and "mrf.budget" in err and "mixture.token_budget" in err
     assert "Traceback" not in err
-    assert not (root / "bad" / "weights.json").exists()
+    assert not (tmp_path / "bad" / "weights.json").exists()
 
 
 @pytest.mark.slow

@@ -241,13 +241,35 @@ def test_transfer_pmi_errors():
         transfer_pmi(ll, np.ones(4), [0, 1, 1, 0])
 
 
-def test_pairwise_transfer_is_the_reference_form():
+def test_pairwise_transfer_by_hand():
+    # Two tasks: D_0 = {x0, x1}, D_1 = {x2}; x2's answer has 2 tokens. Experts' ℓ:
+    #   expert 0: -1, -3, -5     expert 1: -2, -4, -2     (the base cancels: any values)
+    # mean_{D_1}(ℓ_0 − ℓ_1)/n = (-5 + 2) / 2 = -1.5
+    # mean_{D_0}(ℓ_1 − ℓ_0)/n = ((-2 + 1) + (-4 + 3)) / 2 = -1
+    # S_01 = S_10 = ½ (-1.5 − 1) = -1.25, zero diagonal
+    loglik = np.array([[-7.0, 0.5, 3.0], [-1.0, -3.0, -5.0], [-2.0, -4.0, -2.0]])
+    pmi = transfer_pmi(loglik, [1.0, 1.0, 2.0], [0, 0, 1])
+    np.testing.assert_allclose(pairwise_transfer(pmi), [[0.0, -1.25], [-1.25, 0.0]],
+                               atol=1e-15)
+
+
+def test_pairwise_transfer_matches_its_definition_in_a_plain_loop():
+    # S_ij = ½ [mean_{D_j} (ℓ_i − ℓ_j) / n + mean_{D_i} (ℓ_j − ℓ_i) / n], from the examples.
     rng = np.random.default_rng(5)
-    pmi = rng.normal(size=(3, 3))
-    # mean_{D_j}(l_i - l_j) = PMI_ij - PMI_jj when both are measured against the base.
-    i, j = 0, 2
-    expected = 0.5 * ((pmi[i, j] - pmi[j, j]) + (pmi[j, i] - pmi[i, i]))
-    assert pairwise_transfer(pmi)[i, j] == pytest.approx(expected, abs=1e-15)
+    t, n = 4, 37
+    loglik = rng.normal(-3, 1, size=(t + 1, n))
+    tokens = rng.integers(1, 6, size=n).astype(float)
+    task_of = rng.permutation(np.arange(n) % t)
+
+    def mean_gap(i: int, j: int, task: int) -> float:
+        xs = [x for x in range(n) if task_of[x] == task]
+        return sum((loglik[i + 1, x] - loglik[j + 1, x]) / tokens[x] for x in xs) / len(xs)
+
+    expected = np.array([[0.5 * (mean_gap(i, j, j) + mean_gap(j, i, i)) for j in range(t)]
+                         for i in range(t)])
+    got = pairwise_transfer(transfer_pmi(loglik, tokens, task_of))
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    np.testing.assert_array_equal(np.diag(got), 0.0)
 
 
 # --------------------------------------------------------------------------- affinity

@@ -27,17 +27,54 @@ def test_mean_interval_t_quantile():
     assert math.isnan(mean_interval([0.5])[1])
 
 
-def test_paired_difference_uses_per_seed_differences():
+def test_paired_difference_by_hand():
     a, b = [0.60, 0.62, 0.61, 0.63], [0.50, 0.51, 0.52, 0.52]
+    # per-seed differences 0.10, 0.11, 0.09, 0.11: mean 0.1025, squared deviations
+    # 0.0025², 0.0075², 0.0125², 0.0075² sum to 2.75e-4, sd = √(2.75e-4 / 3);
+    # t_{0.975,3} = 3.182446
+    sd = math.sqrt(2.75e-4 / 3)
+    half = 3.182446 * sd / math.sqrt(4)
     d, lo, hi = paired_difference(a, b)
-    ref = mean_interval(np.subtract(a, b))
-    assert (d, lo, hi) == pytest.approx(ref)
-    assert lo > 0
+    assert d == pytest.approx(0.1025, abs=1e-12)
+    assert lo == pytest.approx(0.1025 - half, abs=1e-6)
+    assert hi == pytest.approx(0.1025 + half, abs=1e-6)
+    assert half == pytest.approx(0.015235, abs=1e-6)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference(a, b[:3])
 
 
-def test_paired_bootstrap_brackets_the_mean():
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 2, 200).astype(float)
-    b = rng.integers(0, 2, 200).astype(float)
-    lo, hi = paired_bootstrap(a, b, reps=2000)
-    assert lo < (a - b).mean() < hi
+def test_paired_bootstrap_degenerate_cases():
+    a = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    assert paired_bootstrap(a, a, reps=500) == (0.0, 0.0)
+    lo, hi = paired_bootstrap(a + 0.25, a, reps=500)  # every difference is 0.25
+    assert lo == pytest.approx(0.25, abs=1e-12) and hi == pytest.approx(0.25, abs=1e-12)
+    assert all(math.isnan(v) for v in paired_bootstrap([], []))
+
+
+@pytest.mark.parametrize("level, z", [(0.95, 1.959964), (0.5, 0.674490)])
+def test_paired_bootstrap_matches_the_normal_interval_for_a_large_sample(level, z):
+    # 4000 paired 0/1 outcomes: the bootstrap distribution of the mean difference is close
+    # to normal with sd = sd(d) / √n (ddof 0: the bootstrap resamples the empirical law).
+    rng = np.random.default_rng(1)
+    a = (rng.random(4000) < 0.62).astype(float)
+    b = (rng.random(4000) < 0.55).astype(float)
+    d = a - b
+    mean = d.mean()
+    half = z * math.sqrt(((d - mean) ** 2).mean() / d.size)
+    lo, hi = paired_bootstrap(a, b, reps=4000, seed=3, level=level)
+    assert lo == pytest.approx(mean - half, abs=0.08 * half)
+    assert hi == pytest.approx(mean + half, abs=0.08 * half)
+
+
+def test_paired_bootstrap_covers_a_known_difference_about_95_percent_of_the_time():
+    # 400 simulated datasets of 60 paired examples with a true mean difference of 0.1.
+    rng = np.random.default_rng(2)
+    covered = 0
+    trials = 400
+    for k in range(trials):
+        a = (rng.random(60) < 0.6).astype(float)
+        b = (rng.random(60) < 0.5).astype(float)
+        lo, hi = paired_bootstrap(a, b, reps=400, seed=k)
+        covered += lo <= 0.1 <= hi
+    # binomial sd of the rate at 0.95 is 1.1 points; a 90% or a 99% interval falls outside
+    assert 0.92 <= covered / trials <= 0.98
