@@ -48,9 +48,13 @@ def test_tasks_entries_and_import_alias(tmp_path: Path) -> None:
     )
     cfg = config.load(file)
     assert cfg.tasks.splits.probe == 50
-    assert cfg.experts.import_ == {"navigate": "adapters/nav"}
+    # Like task files and output_dir, imported adapters are relative to the config file.
+    nav = str(tmp_path.resolve() / "adapters" / "nav")
+    assert cfg.experts.import_ == {"navigate": nav}
     assert cfg.output_dir == str(tmp_path.resolve() / "out")
-    assert config.dump(cfg)["experts"]["import"] == {"navigate": "adapters/nav"}
+    assert config.dump(cfg)["experts"]["import"] == {"navigate": nav}
+    file.write_text(f"experts:\n  import: {{navigate: {tmp_path / 'abs'}}}\n")
+    assert config.load(file).experts.import_ == {"navigate": str(tmp_path / "abs")}
 
 
 def test_missing_file() -> None:

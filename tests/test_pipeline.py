@@ -129,6 +129,11 @@ def test_rerun_reuses_and_rho_change_recomputes_only_the_solve(first_run, tmp_pa
     assert "experts: 3 of 3 finished already, 0 to do" in err
     assert "signals: reusing" in err and "relations: reusing" in err
     assert "weights: reusing" in err
+    # A rerun that reuses every stage writes the same files, fingerprints included.
+    for name in ("weights.json", "methods.json", "counts.json", "evaluation.csv"):
+        assert (out / name).read_bytes() == (first_run.out / name).read_bytes(), name
+    fingerprints = json.loads((out / "weights.json").read_text())["fingerprints"]
+    assert fingerprints["weights"] is not None and fingerprints["relations"] is not None
     assert main(["run", str(first_run.config), "--out", str(out), "--set", "mrf.rho=0.5"]) == 0
     err = capsys.readouterr().err
     assert "relations: reusing" in err and "weights: reusing" not in err

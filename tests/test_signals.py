@@ -159,19 +159,19 @@ def test_cli_experts_then_signals_then_nothing_to_do(base: Base, tmp_path: Path,
         "tasks:\n  names: [colours.jsonl, other.jsonl]\n"
         "  splits: {probe: 8, eval: 4, max_train: 40}\n"
         "experts:\n  steps: 3\n  batch_size: 4\n  checkpoint_every: 2\n"
-        "signals:\n  batch_size: 4\noutput_dir: out\n"
+        "signals:\n  batch_size: 4\nmixture:\n  token_budget: 2000\noutput_dir: out\n"
     )
-    assert main(["experts", str(run)]) == 0
+    assert main(["experts", str(run), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr()
     assert "colours\ttrained" in out.out and "experts: 0 of 2 finished already" in out.err
-    assert main(["signals", str(run)]) == 0
+    assert main(["signals", str(run), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr()
     assert "2 of 2 finished already" in out.err and "signals: scoring expert:other" in out.err
     path = Path(out.out.strip().splitlines()[-1])
     assert path.parent.parent == tmp_path / "out" and (path / "manifest.json").is_file()
-    assert main(["signals", str(run)]) == 0
+    assert main(["signals", str(run), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr()
-    assert "reusing" in out.err and "scoring" not in out.err and "step 1/" not in out.err
+    assert "reusing" in out.err and "signals: scoring" not in out.err and "step 1/" not in out.err
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,11 +179,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     run = tmp_path / "run.yaml"
     run.write_text("experts:\n  rnak: 4\n")
-    assert main(["experts", str(run)]) == 1
+    assert main(["experts", str(run), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: 1 problem(s)") and "Traceback" not in err
     run.write_text("base:\n  model: no-such-model\ntasks:\n  names: [x.jsonl]\n")
-    assert main(["signals", str(run)]) == 1
+    assert main(["signals", str(run), "--out", str(tmp_path / "r")]) == 1
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
 
 

@@ -115,10 +115,10 @@ def run(
     state.say(f"[stage 1/{STAGES.index(until) + 1}: tasks]")
     compute = run_placements(config, stream=out)  # a device that is not there fails here
     state.say(summary_line(compute))
+    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
+                threads=config.base.threads, device=config.base.device)  # a bad model fails here
     tasks, heldout, mmlu = load_all_tasks(config)
     names = list(tasks)
-    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads, device=config.base.device)
     tokenizer = base.load().tokenizer
     mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
     caps = preflight(config, tasks, mean_tokens)

@@ -457,28 +457,16 @@ def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
     if not path.is_file():
         return ("<section id='evaluation'><h2>Evaluation</h2><p>The evaluation stage has not "
                 "run (evaluation.enabled is false or the run stopped before it).</p></section>")
+    from taskpgm.evaluation import summarize
+
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    per: dict[tuple[str, str, str], list[float]] = {}
-    for r in rows:
-        per.setdefault((r["method"], r["split"], r["task"]), []).append(float(r["accuracy"]))
-    from taskpgm.stats import mean_interval, paired_difference
-
-    seeds_of: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in rows:
-        seeds_of.setdefault((r["method"], r["split"], r["task"]), {})[int(r["seed"])] = float(
-            r["accuracy"])
-    task_rows = []
-    for (method, split, task), values in sorted(per.items()):
-        mean, lo, hi = mean_interval(values)
-        diff: tuple[Any, Any, Any] = (None, None, None)
-        ref = seeds_of.get(("uniform", split, task))
-        if ref is not None and method != "uniform":
-            mine = seeds_of[(method, split, task)]
-            common = sorted(set(mine) & set(ref))
-            if common:
-                diff = paired_difference([mine[k] for k in common], [ref[k] for k in common])
-        task_rows.append((method, split, task, len(values), mean, lo, hi, *diff))
+    task_rows = []  # the same summary, one task at a time
+    for task in sorted({r["task"] for r in rows}):
+        for e in summarize([r for r in rows if r["task"] == task]):
+            task_rows.append((e["method"], e["split"], task, e["seeds"], e["mean"], e["lo"],
+                              e["hi"], e.get("diff"), e.get("diff_lo"), e.get("diff_hi")))
+    task_rows.sort(key=lambda row: (row[0], row[1], row[2]))
     srows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
               e.get("diff_lo"), e.get("diff_hi")) for e in summary]
     return ("<section id='evaluation'><h2>Evaluation</h2>"

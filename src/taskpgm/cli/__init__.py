@@ -21,8 +21,6 @@ COMMAND_MODULES: list[str] = [
     "taskpgm.cli.demo",
     "taskpgm.cli.run",
     "taskpgm.cli.tasks",
-    "taskpgm.cli.experts",
-    "taskpgm.cli.signals",
 ]
 
 

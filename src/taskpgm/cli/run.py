@@ -1,4 +1,10 @@
-"""``taskpgm run``, ``status``, ``solve``, ``mix`` and ``evaluate``: the pipeline commands."""
+"""The pipeline commands: ``run``, ``experts``, ``signals``, ``status``, ``solve``, ``report``,
+``mix`` and ``evaluate``.
+
+``run``, ``experts`` and ``signals`` take a run config and run the stages up to
+and including theirs (``--out`` is the run directory, ``--set`` overrides the
+config); the others take a run directory that ``run`` (or one of those) filled.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
     _overrides(p)
     p.set_defaults(handler=cmd_run)
+
+    for name, text in (
+            ("experts", "train one LoRA expert per task of a run config (finished experts are "
+                        "reused; a killed run resumes from the last checkpoint)"),
+            ("signals", "score the base model and every expert on the whole probe set (experts "
+                        "still missing are trained first; finished work is reused)")):
+        p = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("config", type=Path, help="run config (YAML)")
+        p.add_argument("--out", type=Path, default=None,
+                       help="run directory (default runs/<config>)")
+        _overrides(p)
+        p.set_defaults(handler=cmd_until, until=name)
 
     p = subparsers.add_parser("status", help="list a run's stages, done or not, with fingerprints")
     p.add_argument("run_dir", type=Path, metavar="RUN")
@@ -87,6 +105,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_weights(out)
     print_evaluation(out)
     print_paths(out)
+    return 0
+
+
+def cmd_until(args: argparse.Namespace) -> int:
+    """``taskpgm experts`` / ``signals``: the stages up to this one; print what it made."""
+    from taskpgm import artifacts
+
+    cfg = config_mod.load(args.config, args.overrides)
+    out = args.out or default_run_dir(args.config)
+    state = run(cfg, out, until=args.until)
+    info = state.stages[args.until]
+    if args.until == "experts":
+        for task, path in info["paths"].items():
+            source = artifacts.read_manifest(Path(path)).get("source", "trained")
+            print(f"{task}\t{source}\t{path}")
+    else:
+        print(info["path"])
     return 0
 
 

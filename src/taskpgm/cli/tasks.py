@@ -15,7 +15,13 @@ from typing import Any
 
 from taskpgm.errors import TaskPGMError
 from taskpgm.tasks.collection import TaskEntry, read_collection
-from taskpgm.tasks.loader import _options, check_names, expand, load_entries, summary
+
+
+def _loader() -> Any:
+    """The task loaders (and pyarrow), imported when a command needs them, not for --help."""
+    from taskpgm.tasks import loader
+
+    return loader
 
 
 def register(subparsers: Any) -> None:
@@ -95,15 +101,15 @@ def _entries(specs: list[str], values: dict[str, Any]) -> tuple[list[TaskEntry |
             entries.extend(items)
         else:
             entries.append(spec)
-    return entries, _options(**{**base, **values})
+    return entries, _loader()._options(**{**base, **values})
 
 
 def _show(args: argparse.Namespace) -> int:
     entries, options = _entries(args.specs, _split_values(args))
     where = ", ".join(s for s in args.specs if s.endswith((".yaml", ".yml")))
-    tasks = load_entries(entries, options, where=where)
+    tasks = _loader().load_entries(entries, options, where=where)
     for task in tasks:
-        info = summary(task)
+        info = _loader().summary(task)
         if args.json:
             info.pop("name")
             info.pop("spec")
@@ -133,14 +139,14 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         if spec.endswith((".yaml", ".yml")):
             try:
-                check_names(expand(entries), where=spec)
+                _loader().check_names(_loader().expand(entries), where=spec)
             except TaskPGMError as err:
                 problems.append(str(err))
             _validate_each(entries, options, ok, problems)
         else:
             singles.extend(entries)
     if singles:
-        _validate_each(singles, _options(**values), ok, problems)
+        _validate_each(singles, _loader()._options(**values), ok, problems)
     for line in ok:
         print(f"ok: {line}")
     for problem in problems:
@@ -155,8 +161,8 @@ def _validate_each(entries: list[TaskEntry | str], options: Any, ok: list[str],
                    problems: list[str]) -> None:
     for entry in entries:
         try:
-            for resolved in expand([entry]):
-                task = load_entries([resolved], options)[0]
+            for resolved in _loader().expand([entry]):
+                task = _loader().load_entries([resolved], options)[0]
                 ok.append(f"{task.name} ({task.spec}): {task.kind}, {task.examples} examples")
         except TaskPGMError as err:
             problems.append(str(err))

@@ -8,11 +8,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from taskpgm.tasks.collection import TaskEntry
-from taskpgm.tasks.loader import load_collection, load_task
 from taskpgm.tasks.records import FieldMapping
 from taskpgm.tasks.schema import Example, TaskSplits
 from taskpgm.tasks.splits import SplitOptions
+
+if TYPE_CHECKING:
+    from taskpgm.tasks.loader import load_collection, load_task
+
+
+def __getattr__(name: str) -> Any:
+    """The loaders (and pyarrow, which they need) are imported on first use only."""
+    if name in ("load_collection", "load_task"):
+        from taskpgm.tasks import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'taskpgm.tasks' has no attribute {name!r}")
 
 __all__ = [
     "Example",

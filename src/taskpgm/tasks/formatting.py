@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from taskpgm.errors import ConfigError
+from taskpgm.tasks.splits import mix64
 
 RS, US = "\x1e", "\x1f"
 DEFAULT_TEMPLATE = "{prompt}"
@@ -141,16 +142,6 @@ def hash64(text: str | bytes) -> int:
 
 
 prompt_key = hash64  # the duplicate / leakage key of a prompt before formatting
-
-
-def mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        out: np.ndarray = z ^ (z >> np.uint64(31))
-        return out
 
 
 def id_low(prompt_hash: np.ndarray, rest_hash: np.ndarray) -> np.ndarray:

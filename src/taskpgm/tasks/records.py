@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskpgm.errors import DataError
-from taskpgm.tasks.builder import Problems, TaskBuilder
-from taskpgm.tasks.formatting import Template, format_record
+
+if TYPE_CHECKING:  # the builder and the formatter need pyarrow: only when records are read
+    from taskpgm.tasks.builder import Problems, TaskBuilder
+    from taskpgm.tasks.formatting import Template
 
 
 class FieldMapping(BaseModel):
@@ -44,6 +46,8 @@ def add_record(
     problems: Problems,
 ) -> None:
     """Validate one record against ``mapping`` and add it to ``builder`` (or note a problem)."""
+    from taskpgm.tasks.formatting import format_record
+
     prompt = record.get(mapping.prompt)
     if prompt is None:
         problems.add(where, f"missing field {mapping.prompt!r} (the prompt); the record has "

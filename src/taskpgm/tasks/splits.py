@@ -25,7 +25,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from taskpgm.errors import ConfigError, DataError
-from taskpgm.tasks.formatting import mix64
 from taskpgm.tasks.schema import Example
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -68,6 +67,16 @@ class SplitOptions(BaseModel):
         if self.uses_fractions or self.max_train is None:
             return None
         return int(self.probe) + int(self.eval) + self.max_train
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        out: np.ndarray = z ^ (z >> np.uint64(31))
+        return out
 
 
 def _is_fraction(value: int | float) -> bool:
