@@ -130,8 +130,8 @@ class SignalsConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 
-BaselineName = Literal["uniform", "size", "temperature"]
-BASELINES: tuple[BaselineName, ...] = ("uniform", "size", "temperature")
+BaselineName = Literal["uniform", "size", "temperature", "reference"]
+BASELINES: tuple[BaselineName, ...] = ("uniform", "size", "temperature", "reference")
 
 
 class RelationsConfig(Section):
@@ -149,6 +149,9 @@ class RelationsConfig(Section):
     # log-likelihood by its tokens (removes the base model's bias towards short choices),
     # "plain" uses the summed log-likelihood.
     normalization: Literal["plain", "length"] = "length"
+    # Bootstrap draws of the probe set (resampled within each task) for intervals on the
+    # weights; 0 turns them off. Costs about one JSD matrix and B small solves, no model.
+    bootstrap: int = Field(default=200, ge=0)
 
 
 class MrfConfig(Section):
@@ -161,6 +164,13 @@ class MrfConfig(Section):
     # Utility u: "representativeness" (S 1, tasks that stand for many), "transfer" (how much
     # an expert helps the other tasks) or "gain" (how much a task's own expert learned).
     utility: Literal["representativeness", "transfer", "gain"] = "representativeness"
+    # The energy: "affinity" (1/2 p^T S p - rho u^T p with the utility above), "split"
+    # (1/2 p^T R p - rho t^T p: R the redundancy exp(-JSD/sigma), never rewarding the mixing
+    # of tasks that interfere; t the signed benefit of a task's data, in units of the mean
+    # self-gain), "gain-model" (R and t from a second-order expansion of the mixture's total
+    # gain; rho = 1 is its own trade-off) or "reference" (the paper's setting: its pairwise
+    # PMI, its PSD shift, u = S 1). docs/design.md, "The split energy".
+    energy: Literal["affinity", "split", "gain-model", "reference"] = "affinity"
     # At most this many tasks get weight (greedy selection, exact weights); None = no limit.
     budget: int | None = Field(default=None, ge=1)
     # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
@@ -189,8 +199,9 @@ class EvaluationConfig(Section):
 
     # Run the evaluation stage at all (it trains one adapter per method and seed).
     enabled: bool = True
-    # Baselines beside TaskPGM: uniform, size (proportional to train size) and temperature
-    # (p ~ n^(1/tau)). All are brought under the same caps.
+    # Baselines beside TaskPGM: uniform, size (proportional to train size), temperature
+    # (p ~ n^(1/tau)) and reference (the paper's setting at its rho 0.2, solved exactly).
+    # All are brought under the same caps.
     baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINES))
     # tau of the temperature baseline: 1 = size-proportional, large = uniform.
     temperature: float = Field(default=2.0, gt=0)

@@ -37,7 +37,11 @@ def _block_rows(n_models: int, n_examples: int, n_cats: int, a: int, block_bytes
 
 
 def jsd_pairs_numpy(arr: FloatArray, row_w: FloatArray, block_bytes: int) -> FloatArray:
-    """Upper triangle of the JSD matrix; rows a spread over threads (numpy frees the GIL)."""
+    """Upper triangle of the JSD matrix; rows a spread over threads (numpy frees the GIL).
+
+    ``row_w`` is (N,) for one matrix, or (N, B) for B weightings at once (a bootstrap):
+    the result is then (M, M, B).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     n_models, n_examples, n_cats = arr.shape
@@ -46,13 +50,13 @@ def jsd_pairs_numpy(arr: FloatArray, row_w: FloatArray, block_bytes: int) -> Flo
     # Zeros lifted to 5e-301 so every midpoint is >= 1e-300 and its log is finite with no
     # clamp in the loop; each lifted entry changes a sum by < 1e-297.
     lifted = np.maximum(arr, 5e-301)
-    out = np.zeros((n_models, n_models))
+    out = np.zeros((n_models, n_models, *row_w.shape[1:]))
     ones = np.ones(n_cats)
 
     def row(a: int) -> None:
         rest = n_models - a - 1
         chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
-        total = np.zeros(rest)
+        total = np.zeros((rest, *row_w.shape[1:]))
         two_m_buf = np.empty((rest, chunk, n_cats))
         log_buf = np.empty_like(two_m_buf)
         for start in range(0, n_examples, chunk):
@@ -89,10 +93,11 @@ def jsd_pairs_torch(
     own = _neg_entropy(x)  # (M, N)
     lifted = x.clamp_min(5e-301)
     del x
-    out = torch.zeros((n_models, n_models), dtype=torch.float64, device=dev)
+    extra = tuple(row_w_np.shape[1:])
+    out = torch.zeros((n_models, n_models, *extra), dtype=torch.float64, device=dev)
     for a in range(n_models - 1):
         chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
-        total = torch.zeros(n_models - a - 1, dtype=torch.float64, device=dev)
+        total = torch.zeros((n_models - a - 1, *extra), dtype=torch.float64, device=dev)
         for start in range(0, n_examples, chunk):
             stop = min(n_examples, start + chunk)
             two_m = lifted[a + 1 :, start:stop] + lifted[a, start:stop]  # p + q: (rest, chunk, C)

@@ -17,6 +17,7 @@ learned while the others hold a fixed share.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -219,44 +220,41 @@ class TrustedSolution:
 
 
 def solve_trusted(
-    S: ArrayLike, rho: float, trusted: ArrayLike, *, caps: ArrayLike | None = None,
-    budget: int | None = None, hold_uniform: bool = False,
-    utility_kind: Literal["representativeness", "transfer", "gain"] = "representativeness",
-    pmi: ArrayLike | None = None,
+    rho: float, trusted: ArrayLike,
+    terms: Callable[[IntArray], tuple[FloatArray, FloatArray]], *,
+    caps: ArrayLike | None = None, budget: int | None = None, hold_uniform: bool = False,
 ) -> TrustedSolution:
     """Minimize E over the trusted tasks F while every other task holds a fixed share.
 
-    An untrusted task i holds f_i = min(1/T, c_i) with ``hold_uniform`` (and no
-    budget), else f_i = 0. The trusted tasks share m = 1 − Σ f. Since
+    ``terms(F)`` gives the quadratic matrix and the linear term of the energy computed on
+    F alone (S_FF and u_F; R_FF and t_F for the split energy). An untrusted task i holds
+    f_i = min(1/T, c_i) with ``hold_uniform`` (and no budget), else f_i = 0. The trusted
+    tasks share m = 1 − Σ f. Since
 
         E(m q) = m² (½ qᵀ S_FF q − (ρ/m) u_Fᵀ q),
 
-    with u_F the utility computed on F alone, their weights are m q*, q* the
-    exact minimizer on the simplex at ρ/m under caps c_F/m (with the budget
-    min(k, |F|)). At ρ = 1/T and u = S 1, q* is uniform on F, so every task gets
-    1/T with ``hold_uniform``: the path through uniform survives. The returned
-    energy is m² E_F(q*); selected indices are in the full task order.
+    their weights are m q*, q* the exact minimizer on the simplex at ρ/m under caps
+    c_F/m (with the budget min(k, |F|)). At ρ = 1/T and u = S 1, q* is uniform on F,
+    so every task gets 1/T with ``hold_uniform``: the path through uniform survives.
+    The returned energy is m² E_F(q*); selected indices are in the full task order.
 
     Raises:
         InfeasibleError: no task is trusted, or the trusted caps cannot hold m.
     """
-    sa = check_affinity(S)
-    t = sa.shape[0]
     mask = np.asarray(trusted, dtype=bool)
+    t = mask.size
     cap = np.full(t, np.inf) if caps is None else np.asarray(caps, dtype=np.float64)
     fixed = np.zeros(t)
     if hold_uniform and budget is None:
         fixed[~mask] = np.minimum(1.0 / t, cap[~mask])
-    free = np.flatnonzero(mask)
+    free = np.flatnonzero(mask).astype(np.int64)
     mass = 1.0 - float(fixed.sum())
     if free.size == 0:
         raise InfeasibleError("no task is trusted, so there is nothing to solve on")
     if float(cap[free].sum()) < mass - 1e-12:
         raise InfeasibleError(f"the {free.size} trusted tasks cannot hold weight {mass:.3f} "
                               "under their caps")
-    s_ff = sa[np.ix_(free, free)]
-    pmi_ff = None if pmi is None else np.asarray(pmi, dtype=np.float64)[np.ix_(free, free)]
-    u = utility(utility_kind, s_ff, pmi_ff)
+    s_ff, u = terms(free)
     k = None if budget is None else min(budget, free.size)
     model = TaskMixtureMRF(rho / mass, caps=cap[free] / mass, budget=k).fit(s_ff, utility=u)
     weights = fixed.copy()

@@ -51,6 +51,7 @@ class ProbePredictions:
         rows: (M, R, C) distributions: one row per multiple-choice example and
             one per generative answer position, padded with zeros.
         row_weights: (R,) so each probe example weighs 1/N in total.
+        row_example: (R,) the probe example of each row (None when not recorded).
     """
 
     models: list[str]
@@ -61,6 +62,7 @@ class ProbePredictions:
     correct: NDArray[np.bool_]
     rows: FloatArray
     row_weights: FloatArray
+    row_example: NDArray[np.int64] | None = None
 
     def accuracy(self) -> FloatArray:
         """(M, T): accuracy of each model on each task's probe examples."""
@@ -126,9 +128,12 @@ def from_arrays(
     rows = np.zeros((m, n_rows, max(width, k_plus)))
     weights = np.zeros(n_rows)
     weights[: len(mc)] = 1.0 / n
+    row_example = np.zeros(n_rows, dtype=np.int64)
+    row_example[: len(mc)] = mc
     r = len(mc)
     for i in gen:
         weights[r : r + n_pos[i]] = 1.0 / (n * max(n_pos[i], 1))
+        row_example[r : r + n_pos[i]] = i
         r += n_pos[i]
     sets = [set(s) for s in correct_sets] if correct_sets is not None else [{g} for g in gold]
     # Generative rows share one coarsening across models: the common top-k tokens + a bucket.
@@ -170,7 +175,7 @@ def from_arrays(
                 r += 1
             correct[a, i] = greedy
     return ProbePredictions(list(models), list(tasks), task_of, loglik, tokens, correct,
-                            rows, weights)
+                            rows, weights, row_example)
 
 
 def from_signals(

@@ -228,6 +228,26 @@ def jsd_matrix(
     return result
 
 
+def jsd_matrices(dists: ArrayLike, weights: ArrayLike, *, block_bytes: int = JSD_BLOCK_BYTES
+                 ) -> FloatArray:
+    """:func:`jsd_matrix` under B row weightings at once: (B, M, M) from weights (B, N).
+
+    One pass over the midpoints serves every weighting (each block's pair terms are
+    multiplied by the (N, B) weight matrix), so a bootstrap of B draws costs about one
+    JSD matrix plus a matrix product. Each weighting must be non-negative and sum to 1.
+    """
+    arr = _check_distributions(_as_float_array(dists, "dists"), "dists")
+    w = _as_float_array(weights, "weights")
+    if arr.ndim != 3 or w.ndim != 2 or w.shape[1] != arr.shape[1]:
+        raise InvalidInputError(f"need dists (M, N, C) and weights (B, N), got {arr.shape} "
+                                f"and {w.shape}")
+    if (w < 0).any() or (np.abs(w.sum(axis=1) - 1.0) > SUM_TOLERANCE).any():
+        raise InvalidInputError("each row of weights must be non-negative and sum to 1")
+    upper = jsd_pairs_numpy(arr, np.ascontiguousarray(w.T), block_bytes)  # (M, M, B)
+    out: FloatArray = np.moveaxis(upper + upper.transpose(1, 0, 2), 2, 0)
+    return out
+
+
 # --------------------------------------------------------------------------- displacements
 
 

@@ -18,19 +18,23 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from taskpgm import artifacts
+from taskpgm.bootstrap import relation_replicates
 from taskpgm.config import RelationsConfig
 from taskpgm.predictions import from_signals
 from taskpgm.progress import say
 from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
+from taskpgm.reference import reference_affinity
 from taskpgm.relations import AffinityInfo, affinity, displacement_cosine, jsd_matrix, transfer_pmi
+from taskpgm.split import gain_model_terms, split_terms
 
 STAGE = "relations"
-VERSION = 2  # 2: probe_n, each task's probe count
+VERSION = 3  # 2: probe_n, each task's probe count; 3: the split and reference energies' terms
 #: The ``relations`` defaults of VERSION, frozen: a setting equal to its entry here stays
 #: out of the fingerprint. When a default in config.RelationsConfig changes, bump VERSION
 #: and refresh this snapshot (tests/test_fingerprints.py fails until both are done).
 DEFAULTS: dict[str, Any] = {
     "alpha": 0.5, "kernel": "displacement", "pmi_form": "symmetric", "normalization": "length",
+    "bootstrap": 200,
 }
 
 
@@ -38,6 +42,18 @@ def fingerprint_of(signals_fp: str, tasks: Sequence[str], cfg: RelationsConfig) 
     """The relations artifact's fingerprint: its signals, the task order, the settings."""
     return artifacts.fingerprint(STAGE, VERSION, [signals_fp, *tasks], cfg.model_dump(),
                                  DEFAULTS)
+
+
+def energy_terms(jsd: np.ndarray, pmi: np.ndarray, base_accuracy: np.ndarray,
+                 pmi_sequence: np.ndarray) -> dict[str, np.ndarray]:
+    """The matrices of the other energies: the split energy's R and t (both constructions,
+    :mod:`taskpgm.split`) and the paper's reference affinity (:mod:`taskpgm.reference`)."""
+    redundancy, benefit = split_terms(jsd, pmi)
+    gain_r, gain_t = gain_model_terms(pmi, base_accuracy)
+    ref, shift = reference_affinity(pmi_sequence)
+    return {"redundancy": redundancy, "benefit": benefit, "gain_redundancy": gain_r,
+            "gain_benefit": gain_t, "pmi_sequence": pmi_sequence, "reference": ref,
+            "reference_shift": np.array([shift])}
 
 
 def ensure_relations(
@@ -64,11 +80,17 @@ def ensure_relations(
     s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
                        names=list(tasks), return_info=True)
     assert isinstance(info, AffinityInfo)
+    accuracy = pred.accuracy()
     arrays = {
         "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
-        "pmi": pmi, "affinity": s, "accuracy": pred.accuracy(),
+        "pmi": pmi, "affinity": s, "accuracy": accuracy,
         "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
+        **energy_terms(jsd, pmi, accuracy[0],
+                       transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of)),
     }
+    if cfg.bootstrap:
+        arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
+                                          pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
     manifest: dict[str, Any] = {
         "tasks": list(tasks), "models": pred.models, "signals": signals_fp,
         "config": cfg.model_dump(),

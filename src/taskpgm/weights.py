@@ -12,23 +12,38 @@ this stage and what follows. See docs/design.md, "Untrusted experts".
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from taskpgm import artifacts
+from taskpgm.bootstrap import weight_intervals
 from taskpgm.config import MrfConfig
 from taskpgm.errors import InvalidInputError
 from taskpgm.mixture import baseline_weights
-from taskpgm.mrf import energy, solve_trusted, utility
+from taskpgm.mrf import energy as energy_of
+from taskpgm.mrf import solve_trusted, utility
 from taskpgm.progress import say
 from taskpgm.readers import WEIGHTS_FILE, Relations, open_weights
+from taskpgm.reference import REFERENCE_RHO, projected_solve, reference_affinity
+from taskpgm.split import gain_model_terms, split_terms
 from taskpgm.stats import wilson_interval
 
 STAGE = "weights"
-VERSION = 2  # 2: untrusted tasks (experts that did not learn) leave the solve
+VERSION = 3  # 2: untrusted tasks leave the solve; 3: energies, the reference rows
+
+
+_LINEAR = {"split": "benefit", "gain-model": "gain-model benefit",
+           "reference": "representativeness"}
+_KERNEL: dict[str, Callable[[Relations], str]] = {
+    "affinity": lambda rel: f"affinity ({rel.info.get('config', {}).get('kernel', '?')} "
+                            f"kernel, {rel.info.get('config', {}).get('pmi_form', '?')} PMI)",
+    "split": lambda rel: "redundancy exp(-JSD/sigma)",
+    "gain-model": lambda rel: "redundancy A diag|f''| A^T",
+    "reference": lambda rel: "reference pairwise PMI + |lambda_min| I",
+}
 
 
 def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +60,41 @@ def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
     return intervals[:, 0] > acc[0], intervals
 
 
+ENERGIES = ("affinity", "split", "gain-model", "reference")
+
+
+def energy_terms(relations: Relations, energy: str, utility_kind: str
+                 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``F -> (quadratic matrix, linear term)`` of ``energy`` computed on the tasks F.
+
+    * ``affinity``: S_FF and the utility ``utility_kind`` on F (:func:`taskpgm.mrf.utility`);
+    * ``split``: R_FF = exp(−JSD/σ) and t_F, the signed benefit (:mod:`taskpgm.split`);
+    * ``gain-model``: the second-order gain expansion on F (:mod:`taskpgm.split`);
+    * ``reference``: the paper's S on F (:mod:`taskpgm.reference`) with u = S 1.
+    """
+    arrays = relations.arrays
+    if energy not in ENERGIES:
+        raise InvalidInputError(f"unknown mrf.energy {energy!r}; choose {', '.join(ENERGIES)}")
+
+    def terms(free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ix = np.ix_(free, free)
+        if energy == "split":
+            rows = np.concatenate(([0], free + 1))
+            return split_terms(arrays["jsd"][np.ix_(rows, rows)], arrays["pmi"][ix])
+        if energy == "gain-model":
+            return gain_model_terms(arrays["pmi"][ix], arrays["accuracy"][0][free])
+        if energy == "reference":
+            s_ref, _ = reference_affinity(arrays["pmi_sequence"][ix])
+            return s_ref, s_ref.sum(axis=1)
+        s = relations.affinity[ix]
+        return s, utility(utility_kind, s, arrays["pmi"][ix])  # type: ignore[arg-type]
+
+    return terms
+
+
 def solve(
     relations: Relations, rho: float, *, budget: int | None, utility_kind: str,
-    caps: np.ndarray | None, untrusted: str = "exclude",
+    caps: np.ndarray | None, untrusted: str = "exclude", energy: str = "affinity",
 ) -> dict[str, Any]:
     """Fit TaskPGM on the relations; the result as plain data (weights.json's shape).
 
@@ -66,14 +113,16 @@ def solve(
                   if hold and budget is None else 0.0)
     out: dict[str, Any] = {
         "method": "taskpgm" if budget is None else f"taskpgm-k{budget}",
-        "rho": rho, "budget": budget, "utility": utility_kind, "untrusted": untrusted,
+        "rho": rho, "budget": budget, "energy_form": energy,
+        "utility": utility_kind if energy == "affinity" else _LINEAR[energy],
+        "kernel": _KERNEL[energy](relations), "untrusted": untrusted,
         "untrusted_tasks": [tasks[i] for i in np.flatnonzero(~trusted)],
     }
+    terms = energy_terms(relations, energy, utility_kind)
     if not trusted.any() and budget is None:  # nothing learned, nothing to go on: uniform
         w = baseline_weights("uniform", [1] * t, caps=cap)
-        u_all = utility(utility_kind, relations.affinity,  # type: ignore[arg-type]
-                        relations.arrays["pmi"])
-        return {**out, "energy": energy(w, relations.affinity, rho, u_all),
+        s_all, u_all = terms(np.arange(t))
+        return {**out, "energy": energy_of(w, s_all, rho, u_all),
                 "kkt_residual": 0.0, "certificate": {},
                 "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
     if not trusted.any():
@@ -86,10 +135,9 @@ def solve(
             f"the {int(trusted.sum())} tasks whose experts beat the base model cannot hold "
             f"weight {mass:.3f} under their caps; train the experts longer (experts.steps), "
             "raise mrf.max_repeat, lower mixture.token_budget, or set mrf.untrusted: keep")
-    sol = solve_trusted(relations.affinity, rho, trusted, caps=cap, budget=budget,
-                        hold_uniform=hold, utility_kind=utility_kind,  # type: ignore[arg-type]
-                        pmi=relations.arrays["pmi"])
-    out.update(energy=sol.energy, kkt_residual=sol.kkt_residual, certificate=sol.certificate,
+    sol = solve_trusted(rho, trusted, terms, caps=cap, budget=budget, hold_uniform=hold)
+    out.update(energy=sol.energy, kkt_residual=sol.kkt_residual,
+               certificate=sol.certificate,
                weights={name: float(w) for name, w in zip(tasks, sol.weights, strict=True)})
     if budget is not None:
         out["selected"] = [tasks[i] for i in sol.selected or []]
@@ -125,14 +173,17 @@ def ensure_weights(
     tasks = relations.tasks
     t = len(tasks)
     methods: dict[str, dict[str, Any]] = {}
-    main = solve(relations, cfg.rho, budget=None, utility_kind=cfg.utility, caps=caps,
-                 untrusted=cfg.untrusted)
-    methods["taskpgm"] = main
-    if cfg.budget is not None:
-        methods[main_name(cfg)] = solve(relations, cfg.rho, budget=cfg.budget,
-                                        utility_kind=cfg.utility, caps=caps,
-                                        untrusted=cfg.untrusted)
+    for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
+        settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
+                                    "untrusted": cfg.untrusted, "energy": cfg.energy}
+        fit = solve(relations, cfg.rho, **settings)
+        methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
+    main = methods["taskpgm"]
+    ref = reference_rows(relations, caps)
     for kind in baselines:
+        if kind == "reference":
+            methods[kind] = {**ref["exact"], "method": kind}
+            continue
         w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
         methods[kind] = {"method": kind,
                          "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
@@ -140,10 +191,11 @@ def ensure_weights(
     path = []
     for rho in np.linspace(0.0, top, rho_path_points):
         fit = solve(relations, float(rho), budget=None, utility_kind=cfg.utility, caps=caps,
-                    untrusted=cfg.untrusted)
+                    untrusted=cfg.untrusted, energy=cfg.energy)
         path.append({"rho": float(rho), "weights": list(fit["weights"].values())})
     data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
-            "rho_path": path, "caps": [float(c) for c in caps], "relations": relations.fingerprint}
+            "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
+            "relations": relations.fingerprint}
     manifest = {"relations": relations.fingerprint, "params": params}
     with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
         (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
@@ -152,6 +204,43 @@ def ensure_weights(
     found = artifacts.find(STAGE, STAGE, fp, root=root)
     assert found is not None
     return open_weights(found)
+
+
+def with_intervals(relations: Relations, fit: dict[str, Any], rho: float, *,
+                   budget: int | None, utility_kind: str, caps: np.ndarray | None,
+                   untrusted: str, energy: str) -> dict[str, Any]:
+    """``fit`` with ``intervals``: the same solve on every bootstrap draw of the relations
+    (:mod:`taskpgm.bootstrap`), summarized per task; unchanged when there are no draws."""
+    arrays = relations.arrays
+    if "boot_affinity" not in arrays:
+        return fit
+    draws = []
+    for b in range(arrays["boot_affinity"].shape[0]):
+        replicate = Relations(relations.path, relations.fingerprint, relations.tasks, {
+            **arrays, "jsd": arrays["boot_jsd"][b], "pmi": arrays["boot_pmi"][b],
+            "pmi_sequence": arrays["boot_pmi_sequence"][b],
+            "affinity": arrays["boot_affinity"][b]}, relations.info)
+        got = solve(replicate, rho, budget=budget, utility_kind=utility_kind, caps=caps,
+                    untrusted=untrusted, energy=energy)
+        draws.append([got["weights"][t] for t in relations.tasks])
+    return {**fit, "intervals": weight_intervals(np.array(draws), relations.tasks)}
+
+
+def reference_rows(relations: Relations, caps: np.ndarray) -> dict[str, Any]:
+    """The paper's setting twice: solved exactly (under the run's caps, every task trusted
+    as the paper does) and as its code solves it (the affine-hull KKT point projected
+    onto the simplex, no caps), with the energy of each under the reference energy."""
+    exact = solve(relations, REFERENCE_RHO, budget=None, utility_kind="representativeness",
+                  caps=caps, untrusted="keep", energy="reference")
+    exact["method"] = "reference"
+    s_ref = relations.arrays["reference"]
+    p = projected_solve(s_ref, REFERENCE_RHO)
+    tasks = relations.tasks
+    projected = {"method": "reference-projected", "rho": REFERENCE_RHO,
+                 "energy": energy_of(p, s_ref, REFERENCE_RHO),
+                 "weights": {name: float(v) for name, v in zip(tasks, p, strict=True)}}
+    return {"exact": exact, "projected": projected,
+            "shift": float(relations.arrays["reference_shift"][0])}
 
 
 def main_name(cfg: MrfConfig) -> str:

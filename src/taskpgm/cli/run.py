@@ -186,14 +186,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if args.rho_path:
         grid = np.linspace(0.0, 2.0 / len(tasks), 9)
         fits = [solve(relations, float(r), budget=None, utility_kind=cfg.mrf.utility, caps=caps,
-                      untrusted=cfg.mrf.untrusted)["weights"] for r in grid]
+                      untrusted=cfg.mrf.untrusted, energy=cfg.mrf.energy)["weights"] for r in grid]
         print(" " * (width + 2) + "".join(f"{r:8.4f}" for r in grid) + "   <- rho")
         for task in tasks:
             print(f"  {task:<{width}}" + "".join(f"{f[task]:8.4f}" for f in fits))
         return 0
     budget = args.budget if args.budget is not None else cfg.mrf.budget
     result = solve(relations, rho, budget=budget, utility_kind=cfg.mrf.utility, caps=caps,
-                   untrusted=cfg.mrf.untrusted)
+                   untrusted=cfg.mrf.untrusted, energy=cfg.mrf.energy)
     print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
           f"KKT residual {result['kkt_residual']:.1e}")
     if result["untrusted_tasks"]:

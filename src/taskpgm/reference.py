@@ -1,0 +1,71 @@
+"""The paper's own setting, as its published code runs it, beside our exact solve of it.
+
+What the authors' code does (docs/design.md, "The reference setting"):
+
+* S_AB = ½ [mean over D_B of (ℓ_A − ℓ_B) + mean over D_A of (ℓ_B − ℓ_A)] on
+  sequence log-likelihoods, no base model: entries ≤ 0 in the usual case, zero
+  diagonal, near 0 meaning similar (:func:`taskpgm.relations.pairwise_transfer`
+  of the PMI computed with n(x) = 1);
+* S is symmetrized and, when not PSD, shifted by |λ_min| I (a ridge that pulls
+  towards uniform) — :func:`reference_affinity`;
+* u = β S 1 with β/λ = 0.2 (:data:`REFERENCE_RHO`), so E(p) = ½ pᵀ S p − 0.2 (S 1)ᵀ p;
+* the equality-constrained KKT system is solved and the result projected onto
+  the simplex (:func:`projected_solve`), which is not the minimizer on the
+  simplex when the projection is active. We solve the same energy exactly
+  (:class:`taskpgm.mrf.TaskMixtureMRF`); the report shows both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from taskpgm.errors import InvalidInputError
+from taskpgm.relations import pairwise_transfer
+
+FloatArray = NDArray[np.float64]
+
+#: β/λ of the authors' cluster code (β 0.25, λ 1.25).
+REFERENCE_RHO = 0.2
+
+
+def reference_affinity(pmi_sequence: ArrayLike) -> tuple[FloatArray, float]:
+    """The authors' S from the sequence-level PMI matrix; returns (S, the shift added).
+
+    S = sym(pairwise(PMI)) + |λ_min| I when λ_min < 0, else unchanged (shift 0).
+    """
+    s = pairwise_transfer(pmi_sequence)
+    s = 0.5 * (s + s.T)
+    low = float(np.linalg.eigvalsh(s)[0])
+    shift = -low if low < 0 else 0.0
+    out: FloatArray = s + shift * np.eye(s.shape[0])
+    return out, shift
+
+
+def project_to_simplex(v: ArrayLike) -> FloatArray:
+    """The Euclidean projection of v onto {p ≥ 0, Σ p = 1} (sort and threshold)."""
+    x = np.asarray(v, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise InvalidInputError(f"v must be a non-empty vector, got shape {x.shape}")
+    u = np.sort(x)[::-1]
+    css = np.cumsum(u) - 1.0
+    k = np.arange(1, x.size + 1)
+    rho = int(np.nonzero(u - css / k > 0)[0][-1])
+    theta = css[rho] / (rho + 1)
+    out: FloatArray = np.maximum(x - theta, 0.0)
+    return out
+
+
+def projected_solve(S: ArrayLike, rho: float) -> FloatArray:
+    """The authors' solve: the minimizer of E on {Σ p = 1}, then projected onto the simplex.
+
+    p = S⁺ (ρ S 1 + ν 1) with ν such that Σ p = 1 (S⁺ the pseudo-inverse when S is
+    singular), then :func:`project_to_simplex`.
+    """
+    sa = np.asarray(S, dtype=np.float64)
+    n = sa.shape[0]
+    inv = np.linalg.pinv(sa)
+    u = sa.sum(axis=1)
+    a, b = inv @ (rho * u), inv @ np.ones(n)
+    nu = (1.0 - a.sum()) / b.sum() if abs(b.sum()) > 1e-15 else 0.0
+    return project_to_simplex(a + nu * b)
