@@ -188,12 +188,19 @@ def transfer_figure(tasks: Sequence[str], pmi: np.ndarray) -> str:
     return _circle_svg(fig, ax, xy, tasks)
 
 
-def weights_figure(tasks: Sequence[str], methods: dict[str, list[float]]) -> str:
+def weights_figure(tasks: Sequence[str], methods: dict[str, list[float]],
+                   intervals: dict[str, list[tuple[float, float]]] | None = None) -> str:
+    """Bars per method; a method with bootstrap intervals gets 5-95% error bars."""
     fig, ax = _figure(0.7 * len(tasks) + 3, 3.2)
     x = np.arange(len(tasks))
     width = 0.8 / max(len(methods), 1)
     for k, (name, w) in enumerate(methods.items()):
-        ax.bar(x - 0.4 + width * (k + 0.5), w, width, label=name)
+        span = (intervals or {}).get(name)
+        yerr = None if span is None else np.array(
+            [[max(v - lo, 0.0) for v, (lo, _) in zip(w, span, strict=True)],
+             [max(hi - v, 0.0) for v, (_, hi) in zip(w, span, strict=True)]])
+        ax.bar(x - 0.4 + width * (k + 0.5), w, width, label=name, yerr=yerr, capsize=2,
+               error_kw={"linewidth": 0.8})
     ax.set_xticks(x, [_short(t) for t in tasks], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("weight")
     ax.legend(fontsize=7)
@@ -319,6 +326,8 @@ def render(run_dir: Path) -> Path:
         parts.append("<section id='relations'><h2>Relations</h2><p>The relations artifact "
                      "is not on this machine; rerun <code>taskpgm run</code>.</p></section>")
     parts.append(_weights(tasks, methods, config))
+    if relations is not None and methods.get("methods"):
+        parts.append(_why(relations, methods))
     parts.append(_evaluation(run_dir, summary))
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -438,8 +447,11 @@ def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) 
     note = (f"<p>Experts that did not learn, so their relations are not trusted: "
             f"{esc(', '.join(main['untrusted_tasks']))} — {held} (mrf.untrusted).</p>"
             if main.get("untrusted_tasks") else "")
+    spans = {m: [(d["intervals"]["tasks"][t]["lo"], d["intervals"]["tasks"][t]["hi"])
+                 for t in tasks]
+             for m, d in methods["methods"].items() if "intervals" in d}
     parts = ["<section id='weights'><h2>Weights</h2>", note,
-             figure("weights", weights_figure(tasks, by_method)),
+             figure("weights", weights_figure(tasks, by_method, spans)),
              table(["task", *by_method], rows),
              figure("rho", rho_figure(tasks, methods["rho_path"],
                                       float(config.get("mrf", {}).get("rho", 0.0))))]
@@ -450,6 +462,52 @@ def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) 
             parts.append(f"<h3>Greedy selection ({esc(name)})</h3>"
                          + table(["step", "task added", "energy decrease"], steps))
     return "".join(parts) + "</section>"
+
+
+def _why(relations: Any, methods: dict[str, Any]) -> str:
+    """Each task's weight explained: its benefit term, its redundancy with the others (the
+    tasks it shares mass with), its bootstrap interval; and the paper's setting beside."""
+    from taskpgm.weights import energy_terms
+
+    main = methods["methods"].get("taskpgm", {})
+    tasks = relations.tasks
+    form = str(main.get("energy_form", "affinity"))
+    quad, lin = energy_terms(relations, form, str(main.get("utility", "representativeness"))
+                             )(np.arange(len(tasks)))
+    p = np.array([main["weights"][t] for t in tasks])
+    rho = float(main.get("rho", 0.0))
+    spans = main.get("intervals", {}).get("tasks", {})
+    dropped = set(main.get("intervals", {}).get("dropped", []))
+    rows = []
+    for i, task in enumerate(tasks):
+        share = quad[i] * p
+        share[i] = 0.0
+        partners = [tasks[j] for j in np.argsort(-share)[:2] if share[j] > 1e-9]
+        span = spans.get(task)
+        rows.append((task, p[i], f"[{span['lo']:.3f}, {span['hi']:.3f}]" if span else "–",
+                     span["p_positive"] if span else "–", rho * lin[i], float(quad[i] @ p),
+                     ", ".join(partners) or "–", "yes" if task in dropped else "no"))
+    text = ("<p>At the optimum every task with weight has the same net gradient "
+            "(redundancy − benefit); a task whose benefit cannot pay for its redundancy with "
+            "the tasks already chosen gets no weight. The interval is 5–95% over bootstrap "
+            "draws of the probe set; a task counts as dropped only when it gets no weight in "
+            f"at least 90% of them. Energy: {esc(form)} ({esc(main.get('kernel', ''))}).</p>")
+    part = ("<section id='why'><h2>Why each task gets its weight</h2>" + text
+            + table(["task", "weight", "5–95%", "P(weight > 0)", "benefit ρ·u",
+                     "redundancy (Qp)", "shares mass with", "dropped"], rows))
+    ref = methods.get("reference")
+    if ref:
+        exact, projected = ref["exact"], ref["projected"]
+        part += ("<h3>The paper's setting</h3><p>Its pairwise PMI on sequence "
+                 "log-likelihoods, shifted by |λ_min| I = "
+                 f"{ref['shift']:.3g} to make it PSD, u = S·1 at rho = {exact['rho']:g}. Its "
+                 "code solves the equality-constrained system and projects the result onto "
+                 "the simplex; taskpgm minimizes the same energy exactly (under the run's "
+                 f"caps). Energy: exact {exact['energy']:.6f}, projected "
+                 f"{projected['energy']:.6f}.</p>"
+                 + table(["task", "exact", "projected (their code)"],
+                         [(t, exact["weights"][t], projected["weights"][t]) for t in tasks]))
+    return part + "</section>"
 
 
 def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:

@@ -169,7 +169,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     from taskpgm.readers import open_relations
-    from taskpgm.weights import solve
+    from taskpgm.weights import solve, with_intervals
 
     cfg = _run_config(args.run_dir, [])
     stages = read_stages(args.run_dir)
@@ -192,15 +192,26 @@ def cmd_solve(args: argparse.Namespace) -> int:
             print(f"  {task:<{width}}" + "".join(f"{f[task]:8.4f}" for f in fits))
         return 0
     budget = args.budget if args.budget is not None else cfg.mrf.budget
-    result = solve(relations, rho, budget=budget, utility_kind=cfg.mrf.utility, caps=caps,
-                   untrusted=cfg.mrf.untrusted, energy=cfg.mrf.energy)
+    settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.mrf.utility, "caps": caps,
+                                "untrusted": cfg.mrf.untrusted, "energy": cfg.mrf.energy}
+    result = with_intervals(relations, solve(relations, rho, **settings), rho, **settings)
     print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
           f"KKT residual {result['kkt_residual']:.1e}")
     if result["untrusted_tasks"]:
         print(f"experts that did not learn ({cfg.mrf.untrusted}): "
               + ", ".join(result["untrusted_tasks"]))
+    spans = result.get("intervals", {}).get("tasks", {})
+    if spans:
+        print(f"  {'':<{width}}  weight   5-95% over {result['intervals']['draws']} bootstrap "
+              "draws   P(weight > 0)")
     for task, w in sorted(result["weights"].items(), key=lambda kv: -kv[1]):
-        print(f"  {task:<{width}}  {w:.4f}")
+        span = spans.get(task)
+        extra = (f"   [{span['lo']:.4f}, {span['hi']:.4f}]   {span['p_positive']:.2f}"
+                 if span else "")
+        print(f"  {task:<{width}}  {w:.4f}{extra}")
+    if result.get("intervals", {}).get("dropped"):
+        print("dropped (no weight in >= 90% of draws): "
+              + ", ".join(result["intervals"]["dropped"]))
     if budget is not None:
         print("greedy order: " + ", ".join(result["selected"]))
     return 0
