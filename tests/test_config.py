@@ -65,3 +65,11 @@ def test_missing_file() -> None:
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(path: Path) -> None:
     assert config.load(path).tasks.names
+
+
+def test_unknown_energy_and_utility_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse("mrf:\n  energy: paper\n  utility: nope\n")
+    text = str(err.value)
+    assert "2 problem(s)" in text and ":2: mrf.energy" in text and ":3: mrf.utility" in text
+    assert "'split'" in text and "'reference'" in text

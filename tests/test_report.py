@@ -329,3 +329,21 @@ def test_evaluation_tables_show_seed_means_and_paired_differences(report, page):
         assert int(cells[0]) == want[0]
         for text, value in zip(cells[1:], want[1:], strict=True):
             assert agrees(text, value), (method, split, task, cells, want)
+
+
+def test_why_section_shows_each_tasks_redundancy_and_partners(report, page):
+    """Weight, redundancy (S p)_i and the two tasks it shares most mass with, by hand."""
+    methods = run_json(report, "methods.json")["methods"]
+    arrays, _ = relations_arrays(report)
+    s = arrays["affinity"]
+    p = np.array([methods["taskpgm"]["weights"][t] for t in TASKS])
+    header, rows = page.table("why", "task", "weight")
+    assert "redundancy (Qp)" in header and "shares mass with" in header
+    col = {name: header.index(name) for name in header}
+    for i, row in enumerate(rows):
+        assert row[0] == TASKS[i]
+        assert agrees(row[col["weight"]], p[i])
+        assert agrees(row[col["redundancy (Qp)"]], float(sum(s[i, j] * p[j] for j in range(6))))
+        share = {TASKS[j]: s[i, j] * p[j] for j in range(6) if j != i and s[i, j] * p[j] > 1e-9}
+        want = sorted(share, key=lambda k: -share[k])[:2]
+        assert row[col["shares mass with"]] == (", ".join(want) or "–")
