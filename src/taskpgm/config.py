@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.collection import TaskEntry
@@ -171,6 +178,11 @@ class MrfConfig(Section):
     # gain; rho = 1 is its own trade-off) or "reference" (the paper's setting: its pairwise
     # PMI, its PSD shift, u = S 1). docs/design.md, "The split energy".
     energy: Literal["affinity", "split", "gain-model", "reference"] = "affinity"
+    # Target mode: tasks you care about that are not in the pool (task specs, like
+    # tasks.names). Every model also scores their probe examples; the linear term becomes
+    # each expert's transfer onto them (in units of the mean self-gain) while the quadratic
+    # term stays. A target must not be a pool task and must have probe examples.
+    target: list[TaskEntry | str] = Field(default_factory=list)
     # At most this many tasks get weight (greedy selection, exact weights); None = no limit.
     budget: int | None = Field(default=None, ge=1)
     # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
@@ -251,6 +263,20 @@ class RunConfig(Section):
         if value is not None and not value.strip():
             raise ValueError("must be a directory path or omitted")
         return value
+
+    @model_validator(mode="after")
+    def _target_not_in_pool(self) -> RunConfig:
+        def spec(entry: TaskEntry | str) -> str:
+            return entry if isinstance(entry, str) else entry.spec
+
+        both = sorted({spec(e) for e in self.mrf.target} & {spec(e) for e in self.tasks.names})
+        if both:
+            raise ValueError(f"mrf.target names pool tasks {both}: a target is a task you "
+                             "care about that is not trained on; remove it from one list")
+        if self.mrf.target and self.mrf.energy == "reference":
+            raise ValueError("mrf.target does not apply to mrf.energy: reference (the "
+                             "paper's setting has no target); choose split or gain-model")
+        return self
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -359,6 +385,12 @@ def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
             names.append(entry)
     tasks = config.tasks.model_copy(update={"names": names})
     update: dict[str, Any] = {"tasks": tasks}
+    if config.mrf.target:
+        target = [fix(e) if isinstance(e, str) and is_file_spec(e) else
+                  e.model_copy(update={"spec": fix(e.spec)})
+                  if not isinstance(e, str) and is_file_spec(e.spec) else e
+                  for e in config.mrf.target]
+        update["mrf"] = config.mrf.model_copy(update={"target": target})
     if config.output_dir is not None:
         update["output_dir"] = fix(config.output_dir)
     if config.experts.import_:

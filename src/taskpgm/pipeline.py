@@ -118,6 +118,7 @@ def run(
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
                 threads=config.base.threads, device=config.base.device)  # a bad model fails here
     tasks, heldout, mmlu = load_all_tasks(config)
+    targets = load_targets(config, tasks)
     names = list(tasks)
     tokenizer = base.load().tokenizer
     mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
@@ -147,7 +148,7 @@ def run(
     holder: dict[str, Any] = {}
 
     def do_signals() -> dict[str, Any]:
-        sig = ensure_signals(base, experts, {t: s.probe for t, s in tasks.items()},
+        sig = ensure_signals(base, experts, {t: s.probe for t, s in {**tasks, **targets}.items()},
                              config.signals, root=state.root, stream=out,
                              placement=compute["signals"])
         holder["signals"] = sig
@@ -157,9 +158,9 @@ def run(
     stage(3, "signals", do_signals)
 
     def do_relations() -> dict[str, Any]:
-        probe = probe_set({t: s.probe for t, s in tasks.items()})
+        probe = probe_set({t: s.probe for t, s in {**tasks, **targets}.items()})
         rel = ensure_relations(holder["signals"], names, config.relations,
-                               correct_sets=[ex.correct for ex in probe],
+                               correct_sets=[ex.correct for ex in probe], targets=list(targets),
                                root=state.root, stream=out)
         holder["relations"] = rel
         return {"fingerprint": rel.fingerprint, "path": str(rel.path),
@@ -262,6 +263,25 @@ def load_all_tasks(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any], d
         raise ConfigError(f"evaluation.heldout/mmlu name tasks that are in the mixture: {clash}; "
                           "a held-out task must not be trained on — remove it from one list")
     return tasks, heldout, mmlu
+
+
+def load_targets(config: RunConfig, tasks: dict[str, Any]) -> dict[str, Any]:
+    """The ``mrf.target`` tasks with their splits; each must have probe examples and must
+    not be a pool task (checked by name here, by spec when the config is read)."""
+    if not config.mrf.target:
+        return {}
+    from taskpgm.tasks import load_collection
+
+    loaded = {s.name: s for s in load_collection(list(config.mrf.target),
+                                                  options=config.tasks.splits)}
+    problems = [f"mrf.target: {name} is also a pool task; a target is not trained on"
+                for name in loaded if name in tasks]
+    problems += [f"mrf.target: {name} has no probe examples; give it more examples or a "
+                 "larger tasks.splits.probe" for name, s in loaded.items() if not s.probe]
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the run config:\n  "
+                          + "\n  ".join(problems))
+    return loaded
 
 
 def preflight(config: RunConfig, tasks: dict[str, Any], mean_tokens: dict[str, float]

@@ -64,6 +64,19 @@ class ProbePredictions:
     row_weights: FloatArray
     row_example: NDArray[np.int64] | None = None
 
+    def only_tasks(self, n: int) -> ProbePredictions:
+        """The predictions on the examples of the first ``n`` tasks only (the pool, when
+        target tasks follow it), rows and row weights renormalized to those examples."""
+        keep = self.task_of < n
+        new_index = np.cumsum(keep) - 1
+        assert self.row_example is not None
+        rows = keep[self.row_example]
+        w = self.row_weights[rows]
+        return ProbePredictions(self.models, self.tasks[:n], self.task_of[keep],
+                                self.loglik[:, keep], self.tokens[keep], self.correct[:, keep],
+                                self.rows[:, rows], w / w.sum(),
+                                new_index[self.row_example[rows]].astype(np.int64))
+
     def accuracy(self) -> FloatArray:
         """(M, T): accuracy of each model on each task's probe examples."""
         t = len(self.tasks)
@@ -184,8 +197,13 @@ def from_signals(
     *,
     normalization: Normalization = "plain",
     correct_sets: Sequence[Sequence[int]] | None = None,
+    targets: Sequence[str] = (),
 ) -> ProbePredictions:
-    """:func:`from_arrays` on a finished signals artifact (:class:`taskpgm.readers.Signals`)."""
+    """:func:`from_arrays` on a finished signals artifact (:class:`taskpgm.readers.Signals`).
+
+    ``targets`` are tasks without an expert whose probe examples were scored too
+    (``mrf.target``); they follow ``tasks`` in the task index.
+    """
     manifest = signals.manifest
     models = ["base", *(f"expert:{t}" for t in tasks)]
     missing = [k for k in models if k not in manifest["models"]]
@@ -193,5 +211,5 @@ def from_signals(
         raise DataError(f"the signals artifact at {signals.path} lacks {missing}; "
                         "rerun `taskpgm signals`")
     shards = {k: signals.arrays(k) for k in models}
-    return from_arrays(manifest["probe"], shards, models, tasks, normalization=normalization,
-                       correct_sets=correct_sets)
+    return from_arrays(manifest["probe"], shards, models, [*tasks, *targets],
+                       normalization=normalization, correct_sets=correct_sets)

@@ -59,13 +59,19 @@ def project_to_simplex(v: ArrayLike) -> FloatArray:
 def projected_solve(S: ArrayLike, rho: float) -> FloatArray:
     """The authors' solve: the minimizer of E on {Σ p = 1}, then projected onto the simplex.
 
-    p = S⁺ (ρ S 1 + ν 1) with ν such that Σ p = 1 (S⁺ the pseudo-inverse when S is
-    singular), then :func:`project_to_simplex`.
+    The KKT system [S 1; 1ᵀ 0] [p; −ν] = [ρ S 1; 1] is solved directly: it stays
+    non-singular when S itself is singular (the |λ_min| I shift makes it so) as long
+    as 1 is not orthogonal to S's range complement; least squares otherwise. Then
+    :func:`project_to_simplex`.
     """
     sa = np.asarray(S, dtype=np.float64)
     n = sa.shape[0]
-    inv = np.linalg.pinv(sa)
-    u = sa.sum(axis=1)
-    a, b = inv @ (rho * u), inv @ np.ones(n)
-    nu = (1.0 - a.sum()) / b.sum() if abs(b.sum()) > 1e-15 else 0.0
-    return project_to_simplex(a + nu * b)
+    kkt = np.zeros((n + 1, n + 1))
+    kkt[:n, :n] = sa
+    kkt[:n, n] = kkt[n, :n] = 1.0
+    rhs = np.concatenate((rho * sa.sum(axis=1), [1.0]))
+    try:
+        sol = np.linalg.solve(kkt, rhs)
+    except np.linalg.LinAlgError:
+        sol = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    return project_to_simplex(sol[:n])

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from taskpgm import artifacts
 from taskpgm.bootstrap import relation_replicates
 from taskpgm.config import RelationsConfig
-from taskpgm.predictions import from_signals
+from taskpgm.predictions import ProbePredictions, from_signals
 from taskpgm.progress import say
 from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
 from taskpgm.reference import reference_affinity
@@ -38,10 +38,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def fingerprint_of(signals_fp: str, tasks: Sequence[str], cfg: RelationsConfig) -> str:
-    """The relations artifact's fingerprint: its signals, the task order, the settings."""
-    return artifacts.fingerprint(STAGE, VERSION, [signals_fp, *tasks], cfg.model_dump(),
-                                 DEFAULTS)
+def fingerprint_of(signals_fp: str, tasks: Sequence[str], cfg: RelationsConfig,
+                   targets: Sequence[str] = ()) -> str:
+    """The relations artifact's fingerprint: its signals, the task order (and the target
+    tasks, when there are any), the settings."""
+    parents = [signals_fp, *tasks, *(["targets", *targets] if targets else [])]
+    return artifacts.fingerprint(STAGE, VERSION, parents, cfg.model_dump(), DEFAULTS)
+
+
+def target_transfer(pred: ProbePredictions, n_pool: int) -> np.ndarray:
+    """(T, K): expert i's gain on target k, mean over probe(k) of (ℓ_{i+1} − ℓ_0) / n."""
+    gain = (pred.loglik[1:] - pred.loglik[0]) / pred.tokens
+    k = len(pred.tasks) - n_pool
+    return np.stack([gain[:, pred.task_of == n_pool + j].mean(axis=1) for j in range(k)],
+                    axis=1)
 
 
 def energy_terms(jsd: np.ndarray, pmi: np.ndarray, base_accuracy: np.ndarray,
@@ -62,19 +72,29 @@ def ensure_relations(
     cfg: RelationsConfig,
     *,
     correct_sets: Sequence[Sequence[int]] | None = None,
+    targets: Sequence[str] = (),
     root: Path | None = None,
     stream: TextIO | None = None,
 ) -> Relations:
-    """Compute (or reuse) the relations of a signals artifact."""
+    """Compute (or reuse) the relations of a signals artifact.
+
+    With ``targets`` (``mrf.target``: tasks without an expert whose probe examples
+    were scored too) it also stores ``target_pmi`` (T, K), each expert's transfer
+    onto each target; every other relation uses the pool's examples only.
+    """
     signals_fp = str(signals.manifest.get("fingerprint", signals.path.name))
-    fp = fingerprint_of(signals_fp, tasks, cfg)
+    fp = fingerprint_of(signals_fp, tasks, cfg, targets)
     found = artifacts.find(STAGE, STAGE, fp, root=root)
     if found is not None:
         say(f"relations: reusing {found}", stream)
         return open_relations(found)
     say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
     pred = from_signals(signals, tasks, normalization=cfg.normalization,
-                        correct_sets=correct_sets)
+                        correct_sets=correct_sets, targets=targets)
+    extra: dict[str, np.ndarray] = {}
+    if targets:
+        extra["target_pmi"] = target_transfer(pred, len(tasks))
+        pred = pred.only_tasks(len(tasks))
     jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
     pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
     s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
@@ -88,12 +108,13 @@ def ensure_relations(
         **energy_terms(jsd, pmi, accuracy[0],
                        transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of)),
     }
+    arrays.update(extra)
     if cfg.bootstrap:
         arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
                                           pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
     manifest: dict[str, Any] = {
-        "tasks": list(tasks), "models": pred.models, "signals": signals_fp,
-        "config": cfg.model_dump(),
+        "tasks": list(tasks), "targets": list(targets), "models": pred.models,
+        "signals": signals_fp, "config": cfg.model_dump(),
         "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
                 "correction_norm": info.correction_norm, "pmi_scale": info.pmi_scale,
                 "jsd_scale": info.jsd_scale},

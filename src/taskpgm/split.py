@@ -22,9 +22,9 @@ Two constructions, both PSD by construction:
 * :func:`gain_model_terms` (``mrf.energy: gain-model``): the second-order
   expansion around uniform of the mixture's total gain
   G(p) = Σ_j f_j(T Σ_i a_ij p_i), with a_ij = PMI_ij / PMI_jj the transfer of
-  task i's data to task j in units of j's own (a_jj = 1) and
+  task i's data to task j in units of j's own (a_jj = 1, clipped to [−1, 1]) and
   f_j(x) = h_j (1 − e^{−x}) a concave return with headroom h_j = 1 − the base
-  model's probe accuracy on j. With f′, f″ at the uniform point x̄_j = Σ_i a_ij,
+  model's probe accuracy on j. With f′, f″ at the uniform point x̄_j = max(Σ_i a_ij, 0),
 
       −G(p) ≈ const + ½ pᵀ R p − tᵀ p,   R = T² A diag(|f″|) Aᵀ,   t = T A f′ + R p̄,
 
@@ -61,7 +61,7 @@ def redundancy_kernel(jsd: ArrayLike) -> tuple[FloatArray, float]:
     experts = d[1:, 1:]
     t = experts.shape[0]
     off = experts[~np.eye(t, dtype=bool)]
-    positive = off[off > 0]
+    positive = off[off > 1e-12]  # identical experts come out at ~1e-17, not exactly 0
     sigma = float(np.median(positive)) if positive.size else 1.0
     r: FloatArray = np.exp(-experts / sigma)
     r = 0.5 * (r + r.T)
@@ -107,13 +107,18 @@ def gain_model_terms(pmi: ArrayLike, base_accuracy: ArrayLike) -> tuple[FloatArr
     acc = np.asarray(base_accuracy, dtype=np.float64)
     if acc.shape != (n,):
         raise InvalidInputError(f"base_accuracy must have shape ({n},), got {acc.shape}")
+    if not np.isfinite(acc).all():
+        raise InvalidInputError("base_accuracy has a non-finite entry")
     self_gain = np.diag(p)
     a = np.zeros_like(p)
     learned = self_gain > 0
-    a[:, learned] = p[:, learned] / self_gain[learned]
+    # No other task's data counts for more than j's own, either way: a tiny self-gain
+    # would otherwise blow a_ij up (and e^{−x̄} with it).
+    a[:, learned] = np.clip(p[:, learned] / self_gain[learned], -1.0, 1.0)
     np.fill_diagonal(a, 1.0)  # a task's own data counts fully even if its expert did not learn
     head = np.clip(1.0 - acc, 0.01, 1.0)
-    at = a.sum(axis=0)  # x̄_j = Σ_i a_ij: task j's effective data at the uniform mixture
+    # x̄_j = Σ_i a_ij: task j's effective data at the uniform mixture, at least none.
+    at = np.maximum(a.sum(axis=0), 0.0)
     d1 = head * np.exp(-at)  # f′_j
     d2 = head * np.exp(-at)  # |f″_j|
     r = (n * n) * (a * d2[None, :]) @ a.T

@@ -77,6 +77,12 @@ def energy_terms(relations: Relations, energy: str, utility_kind: str
         raise InvalidInputError(f"unknown mrf.energy {energy!r}; choose {', '.join(ENERGIES)}")
 
     def terms(free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        quad, lin = base_terms(free)
+        if "target_pmi" in arrays and energy != "reference":  # target mode: what helps the target
+            lin = target_benefit(arrays["target_pmi"][free], arrays["pmi"][np.ix_(free, free)])
+        return quad, lin
+
+    def base_terms(free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ix = np.ix_(free, free)
         if energy == "split":
             rows = np.concatenate(([0], free + 1))
@@ -90,6 +96,17 @@ def energy_terms(relations: Relations, energy: str, utility_kind: str
         return s, utility(utility_kind, s, arrays["pmi"][ix])  # type: ignore[arg-type]
 
     return terms
+
+
+def target_benefit(target_pmi: np.ndarray, pmi: np.ndarray) -> np.ndarray:
+    """τ_i = mean over targets k of PMI_i,target_k / ḡ, ḡ the mean self-gain (as in t)."""
+    raw = np.asarray(target_pmi, dtype=np.float64).mean(axis=1)
+    scale = float(np.diag(pmi).mean())
+    if scale <= 0:
+        top = float(np.abs(raw).max())
+        scale = top if top > 0 else 1.0
+    out: np.ndarray = raw / scale
+    return out
 
 
 def solve(
@@ -114,8 +131,10 @@ def solve(
     out: dict[str, Any] = {
         "method": "taskpgm" if budget is None else f"taskpgm-k{budget}",
         "rho": rho, "budget": budget, "energy_form": energy,
-        "utility": utility_kind if energy == "affinity" else _LINEAR[energy],
+        "utility": ("target transfer" if "target_pmi" in relations.arrays and energy != "reference"
+                    else utility_kind if energy == "affinity" else _LINEAR[energy]),
         "kernel": _KERNEL[energy](relations), "untrusted": untrusted,
+        "target": list(relations.info.get("targets", [])) if energy != "reference" else [],
         "untrusted_tasks": [tasks[i] for i in np.flatnonzero(~trusted)],
     }
     terms = energy_terms(relations, energy, utility_kind)
