@@ -78,7 +78,7 @@ def test_bad_targets_are_clear_errors_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tiny" in err and "Traceback" not in err
     assert not (tmp_path / "artifacts" / "experts").exists()  # nothing was trained
-    with pytest.raises(ConfigError, match="does not apply to mrf.energy: reference"):
+    with pytest.raises(ConfigError, match=r"does not apply to mrf\.energy: reference"):
         from taskpgm import config as config_mod
 
         cfg["mrf"]["energy"] = "reference"
