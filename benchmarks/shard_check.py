@@ -10,6 +10,7 @@ interval over resampled probe examples. Runs the pipeline up to the weights (no
 evaluation). Resumable: experts and signals are fingerprinted artifacts.
 
     .venv/bin/python benchmarks/shard_check.py --out benchmarks/results/shard_check.json
+    .venv/bin/python benchmarks/shard_check.py --steps 30 --out ...   # the demo's experts
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ base:
 tasks:
   names: [{names}]
   splits: {{probe: 24, eval: 30, max_train: 1000}}
-experts: {{lr: 0.003, steps: 30, batch_size: 8, layers: 15}}
+experts: {{lr: 0.003, steps: {steps}, batch_size: 8, layers: 15}}
 relations: {{bootstrap: 200}}
 mixture: {{token_budget: 12000}}
 evaluation: {{enabled: false}}
@@ -86,11 +87,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/shard-check"))
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
+    parser.add_argument("--steps", type=int, default=60,
+                        help="expert steps (multiemo does not learn in the demo's 30)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     names = [*write_shards(args.work), *DISTINCT]
     cfg_path = args.work / "shard_check.yaml"
-    cfg_path.write_text(CONFIG.format(names=", ".join(names)))
+    cfg_path.write_text(CONFIG.format(names=", ".join(names), steps=args.steps))
     cfg = config_mod.load(cfg_path)
     run(cfg, args.work / "run", until="weights")
     stages = json.loads((args.work / "run" / "stages.json").read_text())

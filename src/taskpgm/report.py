@@ -40,7 +40,8 @@ CAPTION = {
              "width grows with the affinity.",
     "transfer": "For each task, an arrow from the expert that raises its answers' "
                 "log-probability most (directed transfer PMI); no arrow when none helps.",
-    "weights": "Weight of each task (its share of the training tokens) under each method.",
+    "weights": "Weight of each task (its share of the training tokens) under each method; "
+               "error bars: 5-95% over bootstrap draws of the probe set.",
     "rho": "TaskPGM's weights as rho grows from 0 (most diverse) to 2/T; the dashed line is "
            "the chosen rho.",
     "evaluation": "Mean accuracy over seeds with 95% intervals over seeds, per method and "
