@@ -28,7 +28,7 @@ from taskpgm.pipeline import run
 from taskpgm.readers import Relations, open_relations
 from taskpgm.reference import REFERENCE_RHO
 from taskpgm.tasks import load_task
-from taskpgm.weights import solve
+from taskpgm.weights import bootstrap_draws, solve
 
 SHARDED = "bigbench:intent_recognition"
 DISTINCT = ["bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/2_digit_subtraction",
@@ -74,11 +74,7 @@ def family_weight(relations: Relations, caps: np.ndarray, rho: float, energy: st
                     untrusted=untrusted, energy=energy)
         return float(sum(fit["weights"][relations.tasks[i]] for i in family))
 
-    arrays = relations.arrays
-    draws = [one(Relations(relations.path, relations.fingerprint, relations.tasks, {
-        **arrays, "jsd": arrays["boot_jsd"][b], "pmi": arrays["boot_pmi"][b],
-        "pmi_sequence": arrays["boot_pmi_sequence"][b], "affinity": arrays["boot_affinity"][b]},
-        relations.info)) for b in range(arrays["boot_affinity"].shape[0])]
+    draws = [one(rel) for rel in bootstrap_draws(relations)]
     lo, hi = np.quantile(draws, [0.05, 0.95])
     return {"family": one(relations), "lo": float(lo), "hi": float(hi)}
 

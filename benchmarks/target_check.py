@@ -23,7 +23,7 @@ import numpy as np
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
 from taskpgm.readers import Relations, open_relations
-from taskpgm.weights import solve
+from taskpgm.weights import bootstrap_draws, solve
 
 POOL = ["bigbench:arithmetic/2_digit_subtraction", "bigbench:arithmetic/4_digit_subtraction",
         "bigbench:intent_recognition", "bigbench:multiemo/all_sentence_en"]
@@ -51,11 +51,7 @@ def family(relations: Relations, caps: np.ndarray, rho: float) -> dict[str, floa
                     untrusted="keep", energy="split")
         return float(sum(fit["weights"][t] for t in FAMILY))
 
-    arrays = relations.arrays
-    draws = [one(Relations(relations.path, relations.fingerprint, relations.tasks, {
-        **arrays, "jsd": arrays["boot_jsd"][b], "pmi": arrays["boot_pmi"][b],
-        "pmi_sequence": arrays["boot_pmi_sequence"][b], "affinity": arrays["boot_affinity"][b]},
-        relations.info)) for b in range(arrays["boot_affinity"].shape[0])]
+    draws = [one(rel) for rel in bootstrap_draws(relations)]
     lo, hi = np.quantile(draws, [0.05, 0.95])
     return {"family": one(relations), "lo": float(lo), "hi": float(hi)}
 

@@ -27,18 +27,9 @@ from taskpgm.reference import (
 )
 from taskpgm.relations import jsd_matrix
 from taskpgm.split import benefit, gain_model_terms, redundancy_kernel, split_terms
+from test_mrf import random_affinity
 
 # --------------------------------------------------------------------------- helpers
-
-
-def random_affinity(rng: np.random.Generator, n: int, rank: int | None = None) -> np.ndarray:
-    """A random correlation matrix (PSD, unit diagonal); singular when rank < n."""
-    r = rank or n
-    a = rng.normal(size=(n, r))
-    s = a @ a.T / r
-    d = np.sqrt(np.diag(s))
-    s = s / np.outer(d, d)
-    return 0.5 * (s + s.T)
 
 
 def laplace_kernel(rng: np.random.Generator, n: int) -> np.ndarray:

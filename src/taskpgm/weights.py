@@ -225,20 +225,27 @@ def ensure_weights(
     return open_weights(found)
 
 
+def bootstrap_draws(relations: Relations) -> list[Relations]:
+    """The relations of every bootstrap draw (:mod:`taskpgm.bootstrap`); empty without."""
+    arrays = relations.arrays
+    if "boot_affinity" not in arrays:
+        return []
+    return [Relations(relations.path, relations.fingerprint, relations.tasks, {
+        **arrays, "jsd": arrays["boot_jsd"][b], "pmi": arrays["boot_pmi"][b],
+        "pmi_sequence": arrays["boot_pmi_sequence"][b], "affinity": arrays["boot_affinity"][b]},
+        relations.info) for b in range(arrays["boot_affinity"].shape[0])]
+
+
 def with_intervals(relations: Relations, fit: dict[str, Any], rho: float, *,
                    budget: int | None, utility_kind: str, caps: np.ndarray | None,
                    untrusted: str, energy: str) -> dict[str, Any]:
     """``fit`` with ``intervals``: the same solve on every bootstrap draw of the relations
     (:mod:`taskpgm.bootstrap`), summarized per task; unchanged when there are no draws."""
-    arrays = relations.arrays
-    if "boot_affinity" not in arrays:
+    replicates = bootstrap_draws(relations)
+    if not replicates:
         return fit
     draws = []
-    for b in range(arrays["boot_affinity"].shape[0]):
-        replicate = Relations(relations.path, relations.fingerprint, relations.tasks, {
-            **arrays, "jsd": arrays["boot_jsd"][b], "pmi": arrays["boot_pmi"][b],
-            "pmi_sequence": arrays["boot_pmi_sequence"][b],
-            "affinity": arrays["boot_affinity"][b]}, relations.info)
+    for replicate in replicates:
         got = solve(replicate, rho, budget=budget, utility_kind=utility_kind, caps=caps,
                     untrusted=untrusted, energy=energy)
         draws.append([got["weights"][t] for t in relations.tasks])
