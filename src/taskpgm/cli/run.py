@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from taskpgm import config as config_mod
-from taskpgm.errors import NotFoundError
+from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.pipeline import STAGES, default_run_dir, read_stages, run
 
 
@@ -39,6 +39,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="run directory (default runs/<config>)")
         _overrides(p)
         p.set_defaults(handler=cmd_until, until=name)
+
+    p = subparsers.add_parser(
+        "swarm", help="train and score random mixtures: headroom above uniform, RegMix, and "
+                      "whether each energy ranks mixtures the way training does",
+        description="Run the stages up to the weights, then train and score N mixtures drawn "
+                    "from a Dirichlet around uniform (one evaluation training each, resumable) "
+                    "and write RUN/swarm.json: every mixture's score, the best against "
+                    "uniform, RegMix's predicted best mixture (linear and LightGBM) and the "
+                    "Spearman correlation of each energy with the scores.")
+    p.add_argument("config", type=Path, help="run config (YAML)")
+    p.add_argument("--mixtures", type=int, default=32, help="swarm size (default 32)")
+    p.add_argument("--concentration", type=float, default=1.0,
+                   help="Dirichlet concentration a (default 1: uniform over the simplex)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
+    _overrides(p)
+    p.set_defaults(handler=cmd_swarm)
 
     p = subparsers.add_parser("status", help="list a run's stages, done or not, with fingerprints")
     p.add_argument("run_dir", type=Path, metavar="RUN")
@@ -105,6 +121,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_weights(out)
     print_evaluation(out)
     print_paths(out)
+    return 0
+
+
+def cmd_swarm(args: argparse.Namespace) -> int:
+    """``taskpgm swarm CONFIG --mixtures N``: the swarm, RegMix and the fidelity table."""
+    from taskpgm.swarm import run_swarm
+
+    if args.mixtures < 2:
+        raise ConfigError(f"--mixtures must be at least 2 (a regression needs data), got "
+                          f"{args.mixtures}")
+    cfg = config_mod.load(args.config, args.overrides)
+    out = args.out or default_run_dir(args.config)
+    result = run_swarm(cfg, out, mixtures=args.mixtures, concentration=args.concentration)
+    print(f"uniform {result['uniform']:.3f}; best of {args.mixtures} mixtures "
+          f"{result['best']['score']:.3f} ({result['best']['minus_uniform']:+.3f})")
+    for kind, fit in result["regmix"].items():
+        top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"regmix {kind}: predicted {fit['predicted']:.3f}; "
+              + ", ".join(f"{t} {w:.3f}" for t, w in top))
+    for row in result["fidelity"]:
+        print(f"fidelity {row['energy']:<9} rho={row['rho']:<6.3g} Spearman "
+              f"{row['spearman']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]")
+    print(f"swarm: {out / 'swarm.json'}")
     return 0
 
 

@@ -1,0 +1,205 @@
+"""The swarm: random mixtures trained and scored; RegMix's regression; the energy's fidelity.
+
+* :func:`draw_mixtures`: n mixtures from Dirichlet(a·1) around uniform. a = 1 (the
+  default) is the uniform distribution over the simplex: every mixture equally
+  likely, so the swarm reaches the far-from-uniform corners where any headroom
+  above uniform would be; larger a keeps the swarm nearer uniform.
+* :func:`fit_regmix` / :func:`regmix_weights`: RegMix (Liu et al. 2024): a
+  regression from mixture weights to the measured score, ``linear`` (least squares
+  on the weights) or ``lightgbm`` (gradient-boosted trees), then the predicted best
+  of many candidate mixtures drawn the same way.
+* :func:`fidelity`: does −E(p) rank the swarm's mixtures the way training does?
+  The Spearman correlation between −E(p) and the score over the swarm, with a
+  bootstrap interval over its mixtures.
+
+The swarm's trainings are evaluation artifacts (:mod:`taskpgm.evaluation`), so a
+killed swarm resumes at the next untrained mixture.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+from taskpgm import atomic
+from taskpgm.errors import InvalidInputError
+from taskpgm.progress import say
+
+FloatArray = NDArray[np.float64]
+Predictor = Callable[[FloatArray], FloatArray]
+
+
+def draw_mixtures(n_tasks: int, n: int, *, concentration: float = 1.0, seed: int = 0
+                  ) -> FloatArray:
+    """(n, T) mixtures drawn from Dirichlet(concentration · 1)."""
+    if n_tasks < 1 or n < 1 or concentration <= 0:
+        raise InvalidInputError(f"need tasks >= 1, mixtures >= 1 and concentration > 0, got "
+                                f"{n_tasks}, {n}, {concentration}")
+    rng = np.random.default_rng(seed)
+    out: FloatArray = rng.dirichlet(np.full(n_tasks, float(concentration)), size=n)
+    return out
+
+
+def fit_regmix(weights: ArrayLike, scores: ArrayLike,
+               kind: Literal["linear", "lightgbm"] = "linear") -> Predictor:
+    """A predictor of the score from the mixture weights, fitted on the swarm.
+
+    ``linear``: score ≈ wᵀ p (the weights sum to 1, so no separate intercept);
+    ``lightgbm``: boosted trees (RegMix's choice), 200 rounds, leaves of at least
+    2 mixtures, one thread.
+    """
+    x = np.asarray(weights, dtype=np.float64)
+    y = np.asarray(scores, dtype=np.float64)
+    if x.ndim != 2 or y.shape != (x.shape[0],) or x.shape[0] < 2:
+        raise InvalidInputError(f"need (n, T) weights and (n,) scores with n >= 2, got "
+                                f"{x.shape} and {y.shape}")
+    if kind == "linear":
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        return lambda p: np.asarray(p, dtype=np.float64) @ coef
+    if kind == "lightgbm":
+        import lightgbm
+
+        params = {"objective": "regression", "verbose": -1, "num_threads": 1,
+                  "min_data_in_leaf": 2, "min_data_in_bin": 1, "learning_rate": 0.05,
+                  "num_leaves": 7, "seed": 0, "deterministic": True}
+        booster = lightgbm.train(params, lightgbm.Dataset(x, y, params={"verbose": -1}),
+                                 num_boost_round=200)
+        return lambda p: np.asarray(booster.predict(np.atleast_2d(p)), dtype=np.float64)
+    raise InvalidInputError(f"unknown regmix model {kind!r}; choose linear or lightgbm")
+
+
+def regmix_weights(predictor: Predictor, n_tasks: int, *, candidates: int = 100_000,
+                   concentration: float = 1.0, seed: int = 1) -> tuple[FloatArray, float]:
+    """The candidate mixture with the best predicted score, and that score."""
+    pool = draw_mixtures(n_tasks, candidates, concentration=concentration, seed=seed)
+    pool = np.vstack([pool, np.full((1, n_tasks), 1.0 / n_tasks)])  # uniform is a candidate
+    predicted = predictor(pool)
+    best = int(np.argmax(predicted))
+    return pool[best], float(predicted[best])
+
+
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman's rank correlation (ties get their mean rank); nan when either is constant."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise InvalidInputError(f"need two vectors of the same length >= 2, got {a.shape}, "
+                                f"{b.shape}")
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def fidelity(neg_energy: ArrayLike, scores: ArrayLike, *, draws: int = 1000, seed: int = 0
+             ) -> tuple[float, float, float]:
+    """Spearman(−E, score) over the swarm and its 5–95% bootstrap interval over mixtures."""
+    e, s = np.asarray(neg_energy, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    rho = spearman(e, s)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(draws):
+        idx = rng.integers(0, e.size, size=e.size)
+        value = spearman(e[idx], s[idx]) if np.unique(idx).size > 1 else float("nan")
+        if np.isfinite(value):
+            boot.append(value)
+    if not boot:
+        return rho, float("nan"), float("nan")
+    lo, hi = np.quantile(boot, [0.05, 0.95])
+    return rho, float(lo), float(hi)
+
+
+#: The energies whose fidelity is measured: (mrf.energy, mrf.utility, rho as a number or
+#: "1/T").
+FIDELITY_VARIANTS: tuple[tuple[str, str, float | str], ...] = (
+    ("affinity", "representativeness", 0.0), ("affinity", "representativeness", "1/T"),
+    ("split", "representativeness", 0.0), ("split", "representativeness", 0.5),
+    ("split", "representativeness", 1.0), ("reference", "representativeness", 0.2),
+)
+
+
+def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float = 1.0,
+              stream: TextIO | None = None) -> dict[str, Any]:
+    """Train and score a swarm beside uniform; fit RegMix; measure every energy's fidelity.
+
+    Runs the pipeline up to the weights first (reusing what is done), then one training
+    per swarm mixture with the evaluation's recipe and its first seed (each mixture
+    brought under the run's caps first, so what is trained is what is recorded), scored
+    on the mixture tasks' eval split: a mixture's score is its mean accuracy over the
+    tasks. Writes ``run_dir/swarm.json`` and returns it.
+    """
+    from taskpgm import device as device_mod
+    from taskpgm import pipeline
+    from taskpgm.evaluation import ensure_evaluation
+    from taskpgm.experts import load_tasks
+    from taskpgm.mixture import apply_caps
+    from taskpgm.models import Base
+    from taskpgm.readers import open_relations
+    from taskpgm.weights import energy_terms
+
+    out = stream or sys.stderr
+    state = pipeline.run(config, run_dir, stream=out, until="weights")
+    tasks = load_tasks(config)
+    names = list(tasks)
+    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
+                threads=config.base.threads, device=config.base.device)
+    mean_tokens = pipeline.mean_train_tokens(base.load().tokenizer, tasks,
+                                             config.experts.max_length)
+    compute = device_mod.run_placements(config, stream=out)
+    caps = np.asarray(json.loads((state.run_dir / "methods.json").read_text())["caps"])
+    draws = np.array([apply_caps(w, caps) for w in
+                      draw_mixtures(len(names), mixtures, concentration=concentration,
+                                    seed=config.mixture.seed)])
+    methods = {"uniform": apply_caps(np.full(len(names), 1.0 / len(names)), caps),
+               **{f"swarm-{i:03d}": w for i, w in enumerate(draws)}}
+    seed = config.evaluation.seeds[0]
+    rows = ensure_evaluation(
+        base, {m: dict(zip(names, map(float, w), strict=True)) for m, w in methods.items()},
+        {t: tasks[t].train for t in names}, mean_tokens,
+        pipeline.eval_set(config, tasks, {}, {}), seeds=[seed],
+        token_budget=config.mixture.token_budget, max_repeat=config.mrf.max_repeat,
+        experts_cfg=config.experts, scoring=pipeline.eval_scoring(config),
+        normalization=config.relations.normalization, root=state.root, stream=out,
+        training=compute["experts"], scoring_placement=compute["evaluation"])
+    score = {m: float(np.mean([r["accuracy"] for r in rows
+                               if r["method"] == m and r["split"] == "eval"]))
+             for m in methods}
+    swarm_scores = np.array([score[f"swarm-{i:03d}"] for i in range(mixtures)])
+    best = int(np.argmax(swarm_scores))
+    result: dict[str, Any] = {
+        "tasks": names, "concentration": concentration, "seed": seed,
+        "metric": "mean accuracy over the mixture tasks' eval split",
+        "uniform": score["uniform"],
+        "mixtures": [{"weights": dict(zip(names, map(float, w), strict=True)),
+                      "score": float(s)} for w, s in zip(draws, swarm_scores, strict=True)],
+        "best": {"mixture": best, "score": float(swarm_scores[best]),
+                 "minus_uniform": float(swarm_scores[best] - score["uniform"])},
+    }
+    regmix = {}
+    for kind in ("linear", "lightgbm"):
+        weights, predicted = regmix_weights(fit_regmix(draws, swarm_scores, kind), len(names),
+                                            seed=config.mixture.seed + 1)
+        weights = apply_caps(weights, caps)
+        regmix[kind] = {"weights": dict(zip(names, map(float, weights), strict=True)),
+                        "predicted": predicted}
+    result["regmix"] = regmix
+    relations = open_relations(Path(state.stages["relations"]["path"]))
+    table = []
+    for form, utility, rho_spec in FIDELITY_VARIANTS:
+        rho = 1.0 / len(names) if rho_spec == "1/T" else float(rho_spec)
+        quad, lin = energy_terms(relations, form, utility)(np.arange(len(names)))
+        neg = np.array([-(0.5 * w @ quad @ w - rho * lin @ w) for w in draws])
+        rho_s, lo, hi = fidelity(neg, swarm_scores)
+        table.append({"energy": form, "utility": utility, "rho": rho, "spearman": rho_s,
+                      "lo": lo, "hi": hi})
+    result["fidelity"] = table
+    atomic.write_json(state.run_dir / "swarm.json", result)
+    say(f"swarm: {mixtures} mixtures; best {swarm_scores[best]:.3f} against uniform "
+        f"{score['uniform']:.3f}; written to {state.run_dir / 'swarm.json'}", out)
+    return result
