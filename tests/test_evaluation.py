@@ -241,3 +241,42 @@ def test_empty_group_is_nan_with_count_zero(base: Base) -> None:
                             "plain", SignalsConfig())
     assert got[("eval", "none")][1] == 0 and math.isnan(got[("eval", "none")][0])
     assert got[("eval", "colours")] == (pytest.approx(1 / 3), 3)
+
+
+def test_dev_and_test_are_disjoint_and_fixed_by_the_ids():
+    from taskpgm.pipeline import dev_test
+    from taskpgm.tasks.schema import Example
+
+    examples = [Example(task="t", id=f"id{i}", prompt=f"{i}?", choices=("a", "b"), correct=(0,))
+                for i in range(40)]
+    dev, test = dev_test(examples, 0.5)
+    assert len(dev) == len(test) == 20
+    assert {ex.id for ex in dev}.isdisjoint({ex.id for ex in test})
+    assert {ex.id for ex in dev} | {ex.id for ex in test} == {ex.id for ex in examples}
+    # The cut follows the ids, not the order: shuffled input, same parts.
+    _, again_test = dev_test(list(reversed(examples)), 0.5)
+    assert {ex.id for ex in again_test} == {ex.id for ex in test}
+    # By hand: the 20 ids with the smallest sha256 are the test part.
+    import hashlib
+
+    smallest = sorted((ex.id for ex in examples),
+                      key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:20]
+    assert {ex.id for ex in test} == set(smallest)
+
+
+def test_eval_set_with_a_test_share_has_dev_and_test_groups(tmp_path):
+    from taskpgm import config as config_mod
+    from taskpgm.pipeline import eval_set
+    from taskpgm.tasks.schema import Example, TaskSplits
+
+    examples = tuple(Example(task="t", id=f"x{i}", prompt=f"{i}?", choices=("a", "b"),
+                             correct=(0,)) for i in range(10))
+    splits = TaskSplits(name="t", spec="t.jsonl", kind="mc", train=(), probe=(), eval=examples,
+                        examples=10)
+    cfg = config_mod.parse("evaluation:\n  test_share: 0.3\n")
+    groups = eval_set(cfg, {"t": splits}, {}, {}).groups
+    assert set(groups) == {("dev", "t"), ("test", "t")}
+    assert len(groups[("test", "t")]) == 3 and len(groups[("dev", "t")]) == 7
+    plain = eval_set(config_mod.parse(""), {"t": splits}, {}, {})
+    assert set(plain.groups) == {("eval", "t")}
+    assert plain.fingerprint() != eval_set(cfg, {"t": splits}, {}, {}).fingerprint()

@@ -226,6 +226,10 @@ class EvaluationConfig(Section):
     mmlu: list[str] = Field(default_factory=list)
     # At most this many eval examples per task (eval splits and held-out tasks).
     max_eval: int = Field(default=200, ge=1)
+    # Share of each mixture task's eval examples held out as "test" (the final table only);
+    # the rest is "dev" (every choice: budget, rho, energy, policy). 0 keeps one "eval"
+    # split. The cut is by a hash of the example ids, so it is the same on every run.
+    test_share: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Precision of scoring the trained models (auto | fp32 | bf16; training uses
     # experts.precision). Accuracy needs only the best choice, which bf16 kept on every
     # example checked, so auto uses bf16 where the hardware runs it natively.

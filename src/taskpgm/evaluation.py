@@ -41,6 +41,12 @@ if TYPE_CHECKING:  # the models, trainer and scorer import torch: only when work
     from taskpgm.device import Placement
     from taskpgm.models import Base, LoadedModel
 
+def hash_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 STAGE = "evaluation"
 VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
 #: Nothing is left out of an evaluation's fingerprint: the recipe (one epoch, no step
@@ -59,7 +65,12 @@ class EvalSet:
         return [ex for key in sorted(self.groups) for ex in self.groups[key]]
 
     def fingerprint(self) -> str:
-        return probe_fingerprint(self.examples())
+        """The examples in order; with a dev/test cut also the groups (the rows carry them)."""
+        fp = probe_fingerprint(self.examples())
+        if any(split in ("dev", "test") for split, _ in self.groups):
+            keys = "|".join(f"{s}/{t}:{len(self.groups[(s, t)])}" for s, t in sorted(self.groups))
+            fp = f"{fp}-{hash_text(keys)}"
+        return fp
 
 
 def accuracy_by_group(

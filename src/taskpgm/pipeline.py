@@ -343,18 +343,39 @@ def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
              mmlu: dict[str, Any]) -> Any:
     """The examples every trained model is scored on, at most ``evaluation.max_eval`` a task.
 
-    ``eval``: each mixture task's eval split; ``heldout`` and ``mmlu``: tasks outside the
-    mixture, so every split of theirs is unseen (eval first, then probe, then train).
+    ``eval``: each mixture task's eval split, or with ``evaluation.test_share`` > 0 its
+    disjoint ``dev`` and ``test`` parts (:func:`dev_test`); ``heldout`` and ``mmlu``: tasks
+    outside the mixture, so every split of theirs is unseen (eval first, then probe, then
+    train).
     """
     from taskpgm.evaluation import EvalSet
 
     cap = config.evaluation.max_eval
+    share = config.evaluation.test_share
     groups: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for split, source in (("eval", tasks), ("heldout", heldout), ("mmlu", mmlu)):
+    for name, splits in tasks.items():
+        if share > 0:
+            dev, test = dev_test(splits.eval[:cap], share)
+            groups[("dev", name)], groups[("test", name)] = dev, test
+        else:
+            groups[("eval", name)] = tuple(splits.eval[:cap])
+    for split, source in (("heldout", heldout), ("mmlu", mmlu)):
         for name, splits in source.items():
-            pool = splits.eval if split == "eval" else (splits.eval + splits.probe + splits.train)
-            groups[(split, name)] = tuple(pool[:cap])
+            groups[(split, name)] = tuple((splits.eval + splits.probe + splits.train)[:cap])
     return EvalSet(groups)
+
+
+def dev_test(examples: Any, share: float) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A task's eval examples cut once into dev and test: the round(share · n) examples with
+    the smallest sha256 of their id go to test, the rest (in their order) to dev."""
+    import hashlib
+
+    n_test = round(share * len(examples))
+    ranked = sorted(range(len(examples)),
+                    key=lambda i: hashlib.sha256(examples[i].id.encode()).hexdigest())
+    test = set(ranked[:n_test])
+    return (tuple(ex for i, ex in enumerate(examples) if i not in test),
+            tuple(ex for i, ex in enumerate(examples) if i in test))
 
 
 def eval_scoring(config: RunConfig) -> Any:

@@ -131,8 +131,8 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     Runs the pipeline up to the weights first (reusing what is done), then one training
     per swarm mixture with the evaluation's recipe and its first seed (each mixture
     brought under the run's caps first, so what is trained is what is recorded), scored
-    on the mixture tasks' eval split: a mixture's score is its mean accuracy over the
-    tasks. Writes ``run_dir/swarm.json`` and returns it.
+    on the mixture tasks' eval split (its dev part when ``evaluation.test_share`` cuts
+    one): a mixture's score is its mean accuracy over the tasks. Writes ``run_dir/swarm.json`` and returns it.
     """
     from taskpgm import device as device_mod
     from taskpgm import pipeline
@@ -167,14 +167,15 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         experts_cfg=config.experts, scoring=pipeline.eval_scoring(config),
         normalization=config.relations.normalization, root=state.root, stream=out,
         training=compute["experts"], scoring_placement=compute["evaluation"])
+    split = "dev" if config.evaluation.test_share > 0 else "eval"  # never the test part
     score = {m: float(np.mean([r["accuracy"] for r in rows
-                               if r["method"] == m and r["split"] == "eval"]))
+                               if r["method"] == m and r["split"] == split]))
              for m in methods}
     swarm_scores = np.array([score[f"swarm-{i:03d}"] for i in range(mixtures)])
     best = int(np.argmax(swarm_scores))
     result: dict[str, Any] = {
         "tasks": names, "concentration": concentration, "seed": seed,
-        "metric": "mean accuracy over the mixture tasks' eval split",
+        "metric": f"mean accuracy over the mixture tasks' {split} split",
         "uniform": score["uniform"],
         "mixtures": [{"weights": dict(zip(names, map(float, w), strict=True)),
                       "score": float(s)} for w, s in zip(draws, swarm_scores, strict=True)],
