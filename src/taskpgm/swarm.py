@@ -132,7 +132,8 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     per swarm mixture with the evaluation's recipe and its first seed (each mixture
     brought under the run's caps first, so what is trained is what is recorded), scored
     on the mixture tasks' eval split (its dev part when ``evaluation.test_share`` cuts
-    one): a mixture's score is its mean accuracy over the tasks. Writes ``run_dir/swarm.json`` and returns it.
+    one): a mixture's score is its mean accuracy over the tasks. Writes
+    ``run_dir/swarm.json`` and returns it.
     """
     from taskpgm import device as device_mod
     from taskpgm import pipeline
