@@ -280,3 +280,43 @@ def test_eval_set_with_a_test_share_has_dev_and_test_groups(tmp_path):
     plain = eval_set(config_mod.parse(""), {"t": splits}, {}, {})
     assert set(plain.groups) == {("eval", "t")}
     assert plain.fingerprint() != eval_set(cfg, {"t": splits}, {}, {}).fingerprint()
+
+
+@pytest.mark.parametrize("normalization", ["plain", "length"])
+def test_logprob_is_the_gold_choices_log_probability_by_a_naive_scorer(
+        base: Base, normalization: str) -> None:
+    """log softmax over the choices' (length-normalized) log-likelihoods, at the gold one."""
+    from taskpgm.evaluation import scores_by_group
+
+    loaded = base.load()
+    examples = tiny_model.colour_task(5, seed=11) + multi_examples(3)
+    groups = {("eval", "colours"): tuple(examples[:5]), ("eval", "multi"): tuple(examples[5:])}
+    got = scores_by_group(loaded, loaded.model, EvalSet(groups), normalization,
+                          SignalsConfig(batch_size=2))
+    for key, members in groups.items():
+        want = []
+        for ex in members:
+            lls = []
+            for text in ex.choices or ():
+                ll = score_naive(loaded.model, loaded.tokenizer, ex.prompt, text)
+                if normalization == "length":
+                    ll /= len(encode(loaded.tokenizer, ex.prompt, [text], 512)[1][0])
+                lls.append(ll)
+            top = max(lls)
+            log_z = top + math.log(sum(math.exp(v - top) for v in lls))
+            want.append(lls[ex.correct[0]] - log_z)
+        assert got[key][2] == pytest.approx(sum(want) / len(want), abs=1e-4), key
+        assert got[key][1] == len(members)
+
+
+def test_summarize_the_secondary_metric():
+    rows = [{"method": m, "seed": s, "task": t, "split": "dev", "accuracy": 0.5, "logprob": lp}
+            for m, s, t, lp in [("uniform", 0, "a", -1.0), ("uniform", 0, "b", -3.0),
+                                ("uniform", 1, "a", -2.0), ("uniform", 1, "b", -2.0),
+                                ("x", 0, "a", -0.5), ("x", 0, "b", -1.5),
+                                ("x", 1, "a", -1.0), ("x", 1, "b", -2.0)]]
+    got = {e["method"]: e for e in summarize(rows, metric="logprob")}
+    # uniform: seeds -2.0 and -2.0 (means over tasks); x: -1.0 and -1.5.
+    assert got["uniform"]["mean"] == pytest.approx(-2.0)
+    assert got["x"]["mean"] == pytest.approx(-1.25)
+    assert got["x"]["diff"] == pytest.approx(0.75)  # per seed: +1.0 and +0.5

@@ -100,7 +100,7 @@ def test_run_writes_the_run_directory_contract(first_run):
     lines = (out / "mixture/train.jsonl").read_text().splitlines()
     assert len(lines) == sum(counts.values())
     header, *rows = (out / "evaluation.csv").read_text().splitlines()
-    assert header == "method,seed,task,split,accuracy"
+    assert header == "method,seed,task,split,accuracy,logprob"
     methods = {r.split(",")[0] for r in rows}
     assert methods == {"base", "taskpgm", "uniform", "size"}
     assert "weights (taskpgm" in first_run.stdout

@@ -48,7 +48,7 @@ def hash_text(text: str) -> str:
 
 
 STAGE = "evaluation"
-VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
+VERSION = 3  # 2: trailing prompt spaces move onto the answer; 3: rows carry the log-prob
 #: Nothing is left out of an evaluation's fingerprint: the recipe (one epoch, no step
 #: count) always differs from the experts' defaults, and the scoring settings and the
 #: normalization enter whole. So no default can go stale here.
@@ -79,6 +79,21 @@ def accuracy_by_group(
     placement: Placement | None = None,
 ) -> dict[tuple[str, str], tuple[float, int]]:
     """Accuracy and example count of one model on every (split, task) group."""
+    return {key: (acc, n) for key, (acc, n, _) in scores_by_group(
+        loaded, model, evalset, normalization, scoring, progress, placement).items()}
+
+
+def scores_by_group(
+    loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
+    scoring: SignalsConfig, progress: Progress | None = None,
+    placement: Placement | None = None,
+) -> dict[tuple[str, str], tuple[float, int, float]]:
+    """Per (split, task) group: accuracy, example count and the mean gold log-probability.
+
+    The log-probability is the secondary, lower-noise metric: for a multiple-choice
+    example the log of the gold choice's probability under the choice distribution (the
+    run's normalization), for a generative one the gold answer's summed log-likelihood.
+    """
     from taskpgm.signals import score
 
     examples = evalset.examples()
@@ -91,21 +106,23 @@ def accuracy_by_group(
     pred = from_arrays(probe, {"m": arrays}, ["m"], names, normalization=normalization,
                        correct_sets=[ex.correct if ex.choices is not None else (0,)
                                      for ex in examples])
-    out: dict[tuple[str, str], tuple[float, int]] = {}
+    out: dict[tuple[str, str], tuple[float, int, float]] = {}
     start = 0
     for key in sorted(evalset.groups):
         n = len(evalset.groups[key])
         hits = pred.correct[0, start : start + n]
-        out[key] = (float(hits.mean()) if n else float("nan"), n)
+        logp = pred.loglik[0, start : start + n]
+        out[key] = (float(hits.mean()) if n else float("nan"), n,
+                    float(logp.mean()) if n else float("nan"))
         start += n
     return out
 
 
-def _rows(method: str, seed: int, acc: Mapping[tuple[str, str], tuple[float, int]]
-          ) -> list[dict[str, Any]]:
+def _rows(method: str, seed: int,
+          acc: Mapping[tuple[str, str], tuple[float, int, float]]) -> list[dict[str, Any]]:
     return [{"method": method, "seed": seed, "task": task, "split": split,
-             "accuracy": round(value, 6), "n": n}
-            for (split, task), (value, n) in sorted(acc.items())]
+             "accuracy": round(value, 6), "n": n, "logprob": round(logp, 6)}
+            for (split, task), (value, n, logp) in sorted(acc.items())]
 
 
 def ensure_evaluation(
@@ -182,7 +199,7 @@ def ensure_evaluation(
     if found is None:
         loaded = base.load()
         loaded.model.to(scoring_placement.torch_device)
-        acc = accuracy_by_group(loaded, loaded.model, evalset, normalization, scoring,
+        acc = scores_by_group(loaded, loaded.model, evalset, normalization, scoring,
                                 _scoring_progress("base", evalset, out), scoring_placement)
         with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
             (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
@@ -250,7 +267,7 @@ def _train_and_score(
         loaded.model.to(scoring_placement.torch_device)
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
-            acc = accuracy_by_group(loaded, wrapped, evalset, normalization, scoring,
+            acc = scores_by_group(loaded, wrapped, evalset, normalization, scoring,
                                     _scoring_progress(name, evalset, out), scoring_placement)
         finally:
             wrapped.unload()
@@ -263,17 +280,18 @@ def _train_and_score(
     return path
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], reference: str = "uniform"
-              ) -> list[dict[str, Any]]:
-    """Per method and split: mean accuracy over seeds with a 95% t-interval, and the paired
-    difference against ``reference`` (same seeds) with its interval.
+def summarize(rows: Sequence[Mapping[str, Any]], reference: str = "uniform",
+              metric: str = "accuracy") -> list[dict[str, Any]]:
+    """Per method and split: the mean of ``metric`` over seeds with a 95% t-interval, and
+    the paired difference against ``reference`` (same seeds) with its interval.
 
-    The accuracy of a (method, seed, split) is the mean over the split's tasks.
+    The value of a (method, seed, split) is the mean over the split's tasks. ``metric``
+    is a row field: ``accuracy`` or the secondary ``logprob``.
     """
     by: dict[tuple[str, str], dict[int, list[float]]] = {}
     for r in rows:
         by.setdefault((str(r["method"]), str(r["split"])), {}).setdefault(
-            int(r["seed"]), []).append(float(r["accuracy"]))
+            int(r["seed"]), []).append(float(r[metric]))
     per_seed = {key: {s: float(np.mean(v)) for s, v in seeds.items()} for key, seeds in by.items()}
     out = []
     for (method, split), seeds in sorted(per_seed.items()):

@@ -398,7 +398,8 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
         training=compute["experts"], scoring_placement=compute["evaluation"])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy"],
+    writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy",
+                                             "logprob"],
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

@@ -169,17 +169,22 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         normalization=config.relations.normalization, root=state.root, stream=out,
         training=compute["experts"], scoring_placement=compute["evaluation"])
     split = "dev" if config.evaluation.test_share > 0 else "eval"  # never the test part
-    score = {m: float(np.mean([r["accuracy"] for r in rows
-                               if r["method"] == m and r["split"] == split]))
-             for m in methods}
+    def mean_of(metric: str) -> dict[str, float]:
+        return {m: float(np.mean([r[metric] for r in rows
+                                  if r["method"] == m and r["split"] == split]))
+                for m in methods}
+
+    score, logprob = mean_of("accuracy"), mean_of("logprob")
     swarm_scores = np.array([score[f"swarm-{i:03d}"] for i in range(mixtures)])
+    swarm_logprob = np.array([logprob[f"swarm-{i:03d}"] for i in range(mixtures)])
     best = int(np.argmax(swarm_scores))
     result: dict[str, Any] = {
         "tasks": names, "concentration": concentration, "seed": seed,
         "metric": f"mean accuracy over the mixture tasks' {split} split",
-        "uniform": score["uniform"],
+        "uniform": score["uniform"], "uniform_logprob": logprob["uniform"],
         "mixtures": [{"weights": dict(zip(names, map(float, w), strict=True)),
-                      "score": float(s)} for w, s in zip(draws, swarm_scores, strict=True)],
+                      "score": float(s), "logprob": float(lp)}
+                     for w, s, lp in zip(draws, swarm_scores, swarm_logprob, strict=True)],
         "best": {"mixture": best, "score": float(swarm_scores[best]),
                  "minus_uniform": float(swarm_scores[best] - score["uniform"])},
     }
@@ -198,8 +203,10 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         quad, lin = energy_terms(relations, form, utility)(np.arange(len(names)))
         neg = np.array([-(0.5 * w @ quad @ w - rho * lin @ w) for w in draws])
         rho_s, lo, hi = fidelity(neg, swarm_scores)
+        lp_s, lp_lo, lp_hi = fidelity(neg, swarm_logprob)
         table.append({"energy": form, "utility": utility, "rho": rho, "spearman": rho_s,
-                      "lo": lo, "hi": hi})
+                      "lo": lo, "hi": hi, "spearman_logprob": lp_s, "logprob_lo": lp_lo,
+                      "logprob_hi": lp_hi})
     result["fidelity"] = table
     atomic.write_json(state.run_dir / "swarm.json", result)
     say(f"swarm: {mixtures} mixtures; best {swarm_scores[best]:.3f} against uniform "
