@@ -25,10 +25,10 @@ import numpy as np
 
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
-from taskpgm.readers import Relations, open_relations
+from taskpgm.readers import open_relations
 from taskpgm.reference import REFERENCE_RHO
 from taskpgm.tasks import load_task
-from taskpgm.weights import bootstrap_draws, solve
+from taskpgm.weights import share_with_interval
 
 SHARDED = "bigbench:intent_recognition"
 DISTINCT = ["bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/2_digit_subtraction",
@@ -64,21 +64,6 @@ def write_shards(folder: Path) -> list[str]:
     return paths
 
 
-def family_weight(relations: Relations, caps: np.ndarray, rho: float, energy: str,
-                  utility: str, untrusted: str) -> dict[str, float]:
-    """The shard family's weight, and its 5-95% interval over the bootstrap draws."""
-    family = [i for i, t in enumerate(relations.tasks) if t in SHARDS]
-
-    def one(rel: Relations) -> float:
-        fit = solve(rel, rho, budget=None, utility_kind=utility, caps=caps,
-                    untrusted=untrusted, energy=energy)
-        return float(sum(fit["weights"][relations.tasks[i]] for i in family))
-
-    draws = [one(rel) for rel in bootstrap_draws(relations)]
-    lo, hi = np.quantile(draws, [0.05, 0.95])
-    return {"family": one(relations), "lo": float(lo), "hi": float(hi)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/shard-check"))
@@ -104,7 +89,8 @@ def main() -> int:
     settings += [("reference", "representativeness", REFERENCE_RHO)]
     for energy, utility, rho in settings:
         for untrusted in ("exclude", "keep"):
-            got = family_weight(relations, caps, rho, energy, utility, untrusted)
+            got = share_with_interval(relations, SHARDS, rho, utility_kind=utility, caps=caps,
+                                      untrusted=untrusted, energy=energy)
             rows.append({"energy": energy, "utility": utility, "rho": rho,
                          "untrusted": untrusted, **got})
             print(f"{energy:<10} {utility:<18} rho={rho:<6.3f} {untrusted:<7} family "

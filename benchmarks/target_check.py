@@ -22,8 +22,8 @@ import numpy as np
 
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
-from taskpgm.readers import Relations, open_relations
-from taskpgm.weights import bootstrap_draws, solve
+from taskpgm.readers import open_relations
+from taskpgm.weights import share_with_interval
 
 POOL = ["bigbench:arithmetic/2_digit_subtraction", "bigbench:arithmetic/4_digit_subtraction",
         "bigbench:intent_recognition", "bigbench:multiemo/all_sentence_en"]
@@ -43,17 +43,6 @@ mixture: {{token_budget: 12000}}
 evaluation: {{enabled: false}}
 report: {{enabled: false}}
 """
-
-
-def family(relations: Relations, caps: np.ndarray, rho: float) -> dict[str, float]:
-    def one(rel: Relations) -> float:
-        fit = solve(rel, rho, budget=None, utility_kind="representativeness", caps=caps,
-                    untrusted="keep", energy="split")
-        return float(sum(fit["weights"][t] for t in FAMILY))
-
-    draws = [one(rel) for rel in bootstrap_draws(relations)]
-    lo, hi = np.quantile(draws, [0.05, 0.95])
-    return {"family": one(relations), "lo": float(lo), "hi": float(hi)}
 
 
 def main() -> int:
@@ -77,7 +66,8 @@ def main() -> int:
                                             relations.arrays["target_pmi"][:, 0].tolist(),
                                             strict=True))
         for rho in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0):
-            got = family(relations, caps, rho)
+            got = share_with_interval(relations, FAMILY, rho, utility_kind="representativeness",
+                                      caps=caps, untrusted="keep", energy="split")
             rows.append({"mode": mode, "rho": rho, **got})
             print(f"{mode:<11} rho={rho:<5} family {got['family']:.3f} "
                   f"[{got['lo']:.3f}, {got['hi']:.3f}]", flush=True)

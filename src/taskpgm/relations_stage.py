@@ -23,12 +23,10 @@ from taskpgm.config import RelationsConfig
 from taskpgm.predictions import ProbePredictions, from_signals
 from taskpgm.progress import say
 from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
-from taskpgm.reference import reference_affinity
 from taskpgm.relations import AffinityInfo, affinity, displacement_cosine, jsd_matrix, transfer_pmi
-from taskpgm.split import gain_model_terms, split_terms
 
 STAGE = "relations"
-VERSION = 3  # 2: probe_n, each task's probe count; 3: the split and reference energies' terms
+VERSION = 3  # 2: probe_n, each task's probe count; 3: pmi_sequence, targets, bootstrap draws
 #: The ``relations`` defaults of VERSION, frozen: a setting equal to its entry here stays
 #: out of the fingerprint. When a default in config.RelationsConfig changes, bump VERSION
 #: and refresh this snapshot (tests/test_fingerprints.py fails until both are done).
@@ -52,18 +50,6 @@ def target_transfer(pred: ProbePredictions, n_pool: int) -> np.ndarray:
     k = len(pred.tasks) - n_pool
     return np.stack([gain[:, pred.task_of == n_pool + j].mean(axis=1) for j in range(k)],
                     axis=1)
-
-
-def energy_terms(jsd: np.ndarray, pmi: np.ndarray, base_accuracy: np.ndarray,
-                 pmi_sequence: np.ndarray) -> dict[str, np.ndarray]:
-    """The matrices of the other energies: the split energy's R and t (both constructions,
-    :mod:`taskpgm.split`) and the paper's reference affinity (:mod:`taskpgm.reference`)."""
-    redundancy, benefit = split_terms(jsd, pmi)
-    gain_r, gain_t = gain_model_terms(pmi, base_accuracy)
-    ref, shift = reference_affinity(pmi_sequence)
-    return {"redundancy": redundancy, "benefit": benefit, "gain_redundancy": gain_r,
-            "gain_benefit": gain_t, "pmi_sequence": pmi_sequence, "reference": ref,
-            "reference_shift": np.array([shift])}
 
 
 def ensure_relations(
@@ -105,8 +91,8 @@ def ensure_relations(
         "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
         "pmi": pmi, "affinity": s, "accuracy": accuracy,
         "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
-        **energy_terms(jsd, pmi, accuracy[0],
-                       transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of)),
+        # the paper's setting works on sequence log-likelihoods: n(x) = 1
+        "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
     }
     arrays.update(extra)
     if cfg.bootstrap:

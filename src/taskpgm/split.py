@@ -76,12 +76,17 @@ def benefit(pmi: ArrayLike) -> tuple[FloatArray, float]:
     so t keeps its sign and stays bounded.
     """
     p = _square(pmi, "pmi")
-    raw = p.sum(axis=1)  # own gain plus the effect on every other task
-    scale = float(np.diag(p).mean())
+    return in_self_gain_units(p.sum(axis=1), p)  # own gain plus the effect on every other
+
+
+def in_self_gain_units(raw: ArrayLike, pmi: ArrayLike) -> tuple[FloatArray, float]:
+    """raw / ḡ with ḡ = mean_i PMI_ii, or / max |raw| when ḡ ≤ 0; returns (scaled, scale)."""
+    values = np.asarray(raw, dtype=np.float64)
+    scale = float(np.diag(np.asarray(pmi, dtype=np.float64)).mean())
     if scale <= 0:
-        top = float(np.abs(raw).max())
+        top = float(np.abs(values).max())
         scale = top if top > 0 else 1.0
-    out: FloatArray = raw / scale
+    out: FloatArray = values / scale
     return out, scale
 
 

@@ -28,7 +28,7 @@ from taskpgm.mrf import solve_trusted, utility
 from taskpgm.progress import say
 from taskpgm.readers import WEIGHTS_FILE, Relations, open_weights
 from taskpgm.reference import REFERENCE_RHO, projected_solve, reference_affinity
-from taskpgm.split import gain_model_terms, split_terms
+from taskpgm.split import gain_model_terms, in_self_gain_units, split_terms
 from taskpgm.stats import wilson_interval
 
 STAGE = "weights"
@@ -101,12 +101,7 @@ def energy_terms(relations: Relations, energy: str, utility_kind: str
 def target_benefit(target_pmi: np.ndarray, pmi: np.ndarray) -> np.ndarray:
     """τ_i = mean over targets k of PMI_i,target_k / ḡ, ḡ the mean self-gain (as in t)."""
     raw = np.asarray(target_pmi, dtype=np.float64).mean(axis=1)
-    scale = float(np.diag(pmi).mean())
-    if scale <= 0:
-        top = float(np.abs(raw).max())
-        scale = top if top > 0 else 1.0
-    out: np.ndarray = raw / scale
-    return out
+    return in_self_gain_units(raw, pmi)[0]
 
 
 def solve(
@@ -252,6 +247,20 @@ def with_intervals(relations: Relations, fit: dict[str, Any], rho: float, *,
     return {**fit, "intervals": weight_intervals(np.array(draws), relations.tasks)}
 
 
+def share_with_interval(relations: Relations, members: Sequence[str], rho: float, *,
+                        utility_kind: str, caps: np.ndarray | None, untrusted: str,
+                        energy: str) -> dict[str, float]:
+    """The total weight of ``members`` and its 5-95% interval over the bootstrap draws."""
+    def share(rel: Relations) -> float:
+        fit = solve(rel, rho, budget=None, utility_kind=utility_kind, caps=caps,
+                    untrusted=untrusted, energy=energy)
+        return float(sum(fit["weights"][t] for t in members))
+
+    draws = [share(rel) for rel in bootstrap_draws(relations)]
+    lo, hi = np.quantile(draws, [0.05, 0.95]) if draws else (np.nan, np.nan)
+    return {"family": share(relations), "lo": float(lo), "hi": float(hi)}
+
+
 def reference_rows(relations: Relations, caps: np.ndarray) -> dict[str, Any]:
     """The paper's setting twice: solved exactly (under the run's caps, every task trusted
     as the paper does) and as its code solves it (the affine-hull KKT point projected
@@ -259,14 +268,14 @@ def reference_rows(relations: Relations, caps: np.ndarray) -> dict[str, Any]:
     exact = solve(relations, REFERENCE_RHO, budget=None, utility_kind="representativeness",
                   caps=caps, untrusted="keep", energy="reference")
     exact["method"] = "reference"
-    s_ref = relations.arrays["reference"]
+    s_ref, shift = reference_affinity(relations.arrays["pmi_sequence"])
     p = projected_solve(s_ref, REFERENCE_RHO)
     tasks = relations.tasks
     projected = {"method": "reference-projected", "rho": REFERENCE_RHO,
                  "energy": energy_of(p, s_ref, REFERENCE_RHO),
                  "weights": {name: float(v) for name, v in zip(tasks, p, strict=True)}}
     return {"exact": exact, "projected": projected,
-            "shift": float(relations.arrays["reference_shift"][0])}
+            "shift": shift}
 
 
 def main_name(cfg: MrfConfig) -> str:
