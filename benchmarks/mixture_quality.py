@@ -1,179 +1,623 @@
-"""Does the mixture matter, and does TaskPGM's mixture beat the usual ones?
+"""The benchmark that decides: does any mixture beat uniform, does TaskPGM's, and which
+variant should be the default? Pre-registered in docs/results.md before the run.
 
-Run (hours on 2 CPU cores; resumable: every training is a fingerprinted
-artifact, so a rerun continues where a killed one stopped):
+    .venv/bin/python benchmarks/mixture_quality.py                 # both pools, dev then test
+    .venv/bin/python benchmarks/mixture_quality.py --phase dev     # only what chooses
+    .venv/bin/python benchmarks/mixture_quality.py --render        # docs from the ledgers only
 
-    .venv/bin/python benchmarks/mixture_quality.py configs/mixture-quality.yaml \\
-        --out runs/mixture-quality --doc docs/results.md
+Two pools (``POOLS``): the 12-task pool (configs/mixture-quality.yaml) and a redundancy
+pool whose three shards of one task are declared a family (configs/mixture-redundancy.yaml).
+Each task's eval examples are cut once into dev and test (``evaluation.test_share``).
 
-Design (the pipeline issue):
-1. a pool where uniform sampling is a poor default: a family of closely related
-   arithmetic subtasks beside unrelated tasks (the config's ``tasks``);
-2. a token budget where tasks sit near their learning threshold, picked by a
-   short sweep over ``--budgets`` with the uniform mixture (seed 0): the
-   smallest budget whose mean eval accuracy is at least halfway from the base
-   model to the largest budget's — the sweep is reported;
-3. ``--seeds`` seeds per method (mixture draw, LoRA initialization and data
-   order), paired across methods; intervals are over seeds;
-4. a positive control: a deliberately skewed mixture that gives half the
-   budget to the task with the most headroom (expert accuracy minus the
-   uniform mixture's at the chosen budget). If it cannot be told apart from
-   uniform, the benchmark cannot tell methods apart either, and says so.
+Dev phase, per pool (every choice; the test part is never scored):
+1. budget sweep: uniform and a deliberately good mixture (family-uniform on the redundancy
+   pool; the swarm's best on the 12-task pool, whose swarm runs first at the config's
+   budget) at each of the pool's budgets, seed 100; the budget with the largest dev gap
+   (good − uniform, primary metric) is chosen, ties to the smaller budget;
+2. power pilot: uniform and the good mixture at the chosen budget, seeds 100–103; the paired
+   standard deviation of the difference gives the seeds needed for 80% power at 0.02;
+3. the swarm: ``--swarm`` mixtures from Dirichlet(1 · 1), one training each (seed 100);
+4. fidelity: Spearman(−E(p), dev metric) over the swarm for every energy variant;
+5. RegMix: linear and LightGBM fits of the dev metric on the weights; the one with the
+   higher leave-one-out Spearman is the ``regmix`` method, its predicted best mixture;
+6. candidates: today's TaskPGM, the reference preset and the split energy along its rho
+   path under each untrusted policy, each trained at seeds 100 and 101 unless its
+   energy's fidelity interval lies below zero; the split variant with the best mean dev
+   metric is the pool's ``split`` method.
 
-Beside the configured TaskPGM it trains TaskPGM under the other ``mrf.untrusted``
-policies (what happens to tasks whose expert did not learn), named
-``taskpgm(keep)`` and so on, so the default can be chosen by this table.
-The sweep scores the eval splits only (it picks a budget); the comparison also
-scores the held-out tasks and MMLU subjects.
+Test phase, per pool: every method of the final table at ``--test-seeds`` fresh seeds
+(1000, 1001, …), seed-major, so a run stopped early still holds complete paired seeds.
+
+Every training is recorded in benchmarks/results/mixture_quality/POOL.json (the ledger:
+rows, weights, CPU-seconds) as soon as it finishes, and a rerun skips what the ledger
+holds, so a killed run continues where it stopped, on this machine or on another after the
+ledger was committed. The cache's fingerprinted artifacts make the same true within one
+training. ``--render`` (and the end of every run) writes docs/results.json and the
+generated part of docs/results.md from the ledgers alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import platform
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats as sps
 
+from taskpgm import atomic
 from taskpgm import config as config_mod
-from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
-from taskpgm.pipeline import eval_scoring, eval_set, load_all_tasks, run
+from taskpgm.evaluation import EvalSet, ensure_evaluation
+from taskpgm.mixture import apply_caps
+from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, run
+from taskpgm.readers import open_relations
+from taskpgm.stats import mean_interval, paired_difference
+from taskpgm.swarm import draw_mixtures, fit_regmix, fidelity, regmix_weights, spearman
+from taskpgm.weights import energy_terms, solve
+
+ROOT = Path(__file__).resolve().parent.parent
+LEDGERS = ROOT / "benchmarks" / "results" / "mixture_quality"
+DEV_SEEDS = (100, 101, 102, 103)  # the pilot's; candidates use the first two
+TEST_SEED0 = 1000
+POWER_DIFF = 0.02
+CONCENTRATION = 1.0
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    config: str
+    budgets: tuple[int, ...]
+    good: str  # "family-uniform" or "swarm-best"
+    families: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> members
+
+
+POOLS = {
+    "redundancy": Pool("redundancy", "configs/mixture-redundancy.yaml", (6000, 12000, 24000),
+                       "family-uniform",
+                       {"intent": ("intent_a", "intent_b", "intent_c")}),
+    "arith12": Pool("arith12", "configs/mixture-quality.yaml", (4000, 8000, 16000),
+                    "swarm-best"),
+}
+
+#: (name, mrf.energy, rho, mrf.untrusted) of the TaskPGM variants trained on dev.
+CANDIDATES: tuple[tuple[str, str, float, str], ...] = (
+    ("taskpgm", "affinity", 0.0, "exclude"),  # today's default
+    ("reference", "reference", 0.2, "keep"),
+    *((f"split(rho={rho:g},{pol})", "split", rho, pol)
+      for rho in (0.0, 0.5, 1.0) for pol in ("exclude", "keep")),
+)
+#: (label, energy, rho or "1/T") whose fidelity is measured.
+FIDELITY = (("affinity rho=0", "affinity", 0.0), ("affinity rho=1/T", "affinity", "1/T"),
+            *((f"split rho={r:g}", "split", r) for r in (0.0, 0.25, 0.5, 1.0, 2.0)),
+            ("reference", "reference", 0.2))
+
+
+# ----------------------------------------------------------------------------- metrics
+def family_of(pool: Pool, tasks: list[str]) -> dict[str, str]:
+    member = {m: fam for fam, ms in pool.families.items() for m in ms}
+    return {t: member.get(t, t) for t in tasks}
+
+
+def metric(rows: list[dict[str, Any]], split: str, field_: str = "accuracy",
+           families: dict[str, str] | None = None) -> float:
+    """Macro mean of ``field_`` over the split's tasks, or over families (the mean of each
+    family's member tasks, then over families)."""
+    per = {r["task"]: float(r[field_]) for r in rows if r["split"] == split}
+    if not per:
+        return float("nan")
+    if families is None:
+        return float(np.mean(list(per.values())))
+    groups: dict[str, list[float]] = {}
+    for task, v in per.items():
+        groups.setdefault(families[task], []).append(v)
+    return float(np.mean([np.mean(v) for v in groups.values()]))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values."""
+    order = np.argsort(pvalues)
+    m = len(pvalues)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return [float(a) for a in adjusted]
+
+
+def seeds_for_power(sd: float, diff: float = POWER_DIFF, power: float = 0.8) -> int:
+    """Paired seeds for a two-sided 5% t-test to reach ``power`` at ``diff`` (normal
+    approximation, then one t-correction step)."""
+    if not np.isfinite(sd) or sd <= 0:
+        return 2
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(power)
+    n = max(2, math.ceil((z * sd / diff) ** 2))
+    t = sps.t.ppf(0.975, n - 1) + sps.t.ppf(power, n - 1)
+    return max(2, math.ceil((t * sd / diff) ** 2))
+
+
+def detectable(sd: float, n: int, power: float = 0.8) -> float:
+    """The paired difference a two-sided 5% t-test finds with ``power`` at ``n`` seeds."""
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float((sps.t.ppf(0.975, n - 1) + sps.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+
+
+# ------------------------------------------------------------------------------ ledger
+class Ledger:
+    """One pool's trainings and decisions, rewritten atomically after each training."""
+
+    def __init__(self, path: Path, pool: str) -> None:
+        self.path = path
+        self.data: dict[str, Any] = (json.loads(path.read_text()) if path.is_file() else
+                                     {"pool": pool, "trainings": {}, "decisions": {}})
+
+    def save(self) -> None:
+        atomic.write_json(self.path, self.data)
+
+    @staticmethod
+    def key(phase: str, budget: int, method: str, seed: int) -> str:
+        return f"{phase}|{budget}|{method}|{seed}"
+
+    def rows(self, phase: str, budget: int, method: str, seed: int) -> list[dict[str, Any]] | None:
+        entry = self.data["trainings"].get(self.key(phase, budget, method, seed))
+        return None if entry is None else list(entry["rows"])
+
+
+def machine() -> dict[str, Any]:
+    info = {"python": platform.python_version()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)"):
+                info[key.strip()] = value.strip()
+            if key.strip() == "Flags":
+                info["flags"] = [f for f in value.split() if f.startswith(("avx", "amx", "fma"))]
+    except OSError:
+        pass
+    import torch
+
+    info["torch"] = torch.__version__
+    info["threads"] = torch.get_num_threads()
+    return info
+
+
+# ------------------------------------------------------------------------------- a pool
+class PoolRun:
+    """The loaded pool: its pipeline run up to the weights, and one training at a time."""
+
+    def __init__(self, pool: Pool, work: Path, ledger: Ledger) -> None:
+        from taskpgm.experts import load_tasks
+        from taskpgm.models import Base
+
+        self.pool, self.work, self.ledger = pool, work, ledger
+        self.cfg = config_mod.load(ROOT / pool.config)
+        cpu = time.process_time()
+        state = run(self.cfg, work / "run", until="weights")
+        spent = time.process_time() - cpu
+        if "pipeline_cpu_s" not in ledger.data and spent > 60:  # the run did the work now
+            ledger.data["pipeline_cpu_s"] = round(spent, 1)
+            ledger.data["pipeline"] = {"stages": {
+                s: json.loads((state.run_dir / "stages.json").read_text())[s].get("seconds")
+                for s in ("experts", "signals", "relations", "weights")}}
+            ledger.save()
+        self.root = state.root
+        self.relations = open_relations(Path(json.loads(
+            (state.run_dir / "stages.json").read_text())["relations"]["path"]))
+        self.tasks = load_tasks(self.cfg)
+        self.names = list(self.tasks)
+        self.families = family_of(pool, self.names) if pool.families else None
+        self.base = Base(self.cfg.base.model, trust_remote_code=self.cfg.base.trust_remote_code,
+                         threads=self.cfg.base.threads, device=self.cfg.base.device)
+        self.mean_tokens = mean_train_tokens(self.base.load().tokenizer, self.tasks,
+                                             self.cfg.experts.max_length)
+        full = eval_set(self.cfg, self.tasks, {}, {})
+        self.sets = {split: EvalSet({k: v for k, v in full.groups.items() if k[0] == split})
+                     for split in ("dev", "test")}
+        self.ledger.data.setdefault("tasks", self.names)
+        self.ledger.data.setdefault("families", self.families)
+        self.ledger.data.setdefault("per_task", {s: len(self.sets[s].groups[(s, self.names[0])])
+                                                 for s in ("dev", "test")})
+        here = machine()
+        if here not in self.ledger.data.setdefault("machines", []):
+            self.ledger.data["machines"].append(here)
+
+    def methods_at(self, budget: int) -> dict[str, Any]:
+        """methods.json of the pipeline at this budget (caps depend on it)."""
+        cfg = self.cfg.model_copy(update={"mixture": self.cfg.mixture.model_copy(
+            update={"token_budget": budget})})
+        run_dir = self.work / f"run-b{budget}"
+        run(cfg, run_dir, until="weights")
+        return dict(json.loads((run_dir / "methods.json").read_text()))
+
+    def caps(self, budget: int) -> np.ndarray:
+        return np.asarray(self.methods_at(budget)["caps"], dtype=np.float64)
+
+    def as_dict(self, w: Any) -> dict[str, float]:
+        return {t: float(v) for t, v in zip(self.names, w, strict=True)}
+
+    def train(self, phase: str, budget: int, method: str, weights: dict[str, float],
+              seed: int) -> list[dict[str, Any]]:
+        """The (method, seed) training's rows on the phase's split, from the ledger or now."""
+        got = self.ledger.rows(phase, budget, method, seed)
+        if got is not None:
+            return got
+        split = "test" if phase == "test" else "dev"
+        cpu, wall = time.process_time(), time.monotonic()
+        rows = ensure_evaluation(
+            self.base, {method: weights}, {t: self.tasks[t].train for t in self.names},
+            self.mean_tokens, self.sets[split], seeds=[seed], token_budget=budget,
+            max_repeat=self.cfg.mrf.max_repeat, experts_cfg=self.cfg.experts,
+            scoring=eval_scoring(self.cfg), normalization=self.cfg.relations.normalization,
+            root=self.root)
+        cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - wall
+        ours = [r for r in rows if r["method"] == method]
+        base = [r for r in rows if r["method"] == "base"]
+        self.ledger.data.setdefault("base", {})[split] = base
+        self.ledger.data["trainings"][Ledger.key(phase, budget, method, seed)] = {
+            "phase": phase, "budget": budget, "method": method, "seed": seed,
+            "weights": weights, "rows": ours, "cpu_s": round(cpu_s, 1),
+            "wall_s": round(wall_s, 1), "fresh": wall_s > 5.0}
+        self.ledger.save()
+        m = metric(ours, split, families=self.families)
+        print(f"[{self.pool.name}] {phase} b={budget} {method} s{seed}: {m:.3f} "
+              f"({wall_s:.0f} s)", flush=True)
+        return ours
+
+    def score(self, phase: str, budget: int, method: str, weights: dict[str, float],
+              seed: int, field_: str = "accuracy") -> float:
+        split = "test" if phase == "test" else "dev"
+        return metric(self.train(phase, budget, method, weights, seed), split, field_,
+                      self.families)
+
+    def family_uniform(self) -> dict[str, float]:
+        assert self.families is not None
+        fams = sorted(set(self.families.values()))
+        size = {f: sum(1 for t in self.names if self.families[t] == f) for f in fams}
+        return {t: 1.0 / len(fams) / size[self.families[t]] for t in self.names}
+
+
+# ------------------------------------------------------------------------------ phases
+def swarm_phase(pr: PoolRun, budget: int, n: int) -> dict[str, Any]:
+    caps = pr.caps(budget)
+    draws = np.array([apply_caps(w, caps) for w in
+                      draw_mixtures(len(pr.names), n, concentration=CONCENTRATION,
+                                    seed=pr.cfg.mixture.seed)])
+    acc, logp = [], []
+    for i, w in enumerate(draws):
+        acc.append(pr.score("swarm", budget, f"swarm-{i:03d}", pr.as_dict(w), DEV_SEEDS[0]))
+        logp.append(pr.score("swarm", budget, f"swarm-{i:03d}", pr.as_dict(w), DEV_SEEDS[0],
+                             "logprob"))
+    return {"budget": budget, "draws": draws.tolist(), "acc": acc, "logprob": logp}
+
+
+def choose_budget(pr: PoolRun, good: dict[str, float]) -> tuple[int, list[dict[str, Any]]]:
+    uniform = pr.as_dict(np.full(len(pr.names), 1.0 / len(pr.names)))
+    sweep = []
+    for b in pr.pool.budgets:
+        u = pr.score("dev", b, "uniform", uniform, DEV_SEEDS[0])
+        g = pr.score("dev", b, "good", good, DEV_SEEDS[0])
+        sweep.append({"budget": b, "uniform": u, "good": g, "gap": g - u})
+    best = max(sweep, key=lambda s: (round(s["gap"], 9), -s["budget"]))
+    return int(best["budget"]), sweep
+
+
+def dev_phase(pr: PoolRun, n_swarm: int) -> dict[str, Any]:
+    led = pr.ledger.data
+    names, t = pr.names, len(pr.names)
+    uniform = pr.as_dict(np.full(t, 1.0 / t))
+    if pr.pool.good == "family-uniform":
+        good = pr.family_uniform()
+        budget, sweep = choose_budget(pr, good)
+        swarm = swarm_phase(pr, budget, n_swarm)
+    else:  # the swarm's best is the good mixture: the swarm first, at the config's budget
+        swarm = swarm_phase(pr, pr.cfg.mixture.token_budget, n_swarm)
+        good = pr.as_dict(swarm["draws"][int(np.argmax(swarm["acc"]))])
+        budget, sweep = choose_budget(pr, good)
+    # the power pilot at the chosen budget
+    diffs, lp_diffs = [], []
+    for s in DEV_SEEDS:
+        diffs.append(pr.score("dev", budget, "good", good, s)
+                     - pr.score("dev", budget, "uniform", uniform, s))
+        lp_diffs.append(pr.score("dev", budget, "good", good, s, "logprob")
+                        - pr.score("dev", budget, "uniform", uniform, s, "logprob"))
+    sd = float(np.std(diffs, ddof=1))
+    pilot = {"seeds": list(DEV_SEEDS), "diff": diffs, "sd": sd,
+             "needed_seeds": seeds_for_power(sd), "logprob_diff": lp_diffs,
+             "logprob_sd": float(np.std(lp_diffs, ddof=1))}
+    # fidelity of every energy over the swarm
+    draws = np.asarray(swarm["draws"])
+    fid = {}
+    for label, energy, rho_spec in FIDELITY:
+        rho = 1.0 / t if rho_spec == "1/T" else float(rho_spec)
+        quad, lin = energy_terms(pr.relations, energy, "representativeness")(np.arange(t))
+        neg = np.array([-(0.5 * w @ quad @ w - rho * lin @ w) for w in draws])
+        fid[label] = {"acc": fidelity(neg, swarm["acc"]), "logprob": fidelity(neg, swarm["logprob"])}
+    # RegMix: the fit with the better leave-one-out Spearman
+    caps = pr.caps(budget)
+    regmix = {}
+    for kind in ("linear", "lightgbm"):
+        y = np.asarray(swarm["acc"])
+        loo = [float(fit_regmix(np.delete(draws, i, 0), np.delete(y, i), kind)(draws[i:i + 1])[0])
+               for i in range(len(y))]
+        w, predicted = regmix_weights(fit_regmix(draws, y, kind), t, seed=pr.cfg.mixture.seed + 1)
+        regmix[kind] = {"loo_spearman": spearman(loo, y), "predicted": predicted,
+                        "weights": pr.as_dict(apply_caps(w, caps))}
+    regmix_kind = max(regmix, key=lambda k: np.nan_to_num(regmix[k]["loo_spearman"], nan=-2))
+    # TaskPGM candidates at the chosen budget, seeds 100 and 101
+    cands = {}
+    for name, energy, rho, policy in CANDIDATES:
+        label = {"affinity": "affinity rho=0", "reference": "reference"}.get(
+            energy, f"split rho={rho:g}")
+        hi = fid[label]["acc"][2]
+        if np.isfinite(hi) and hi < 0:
+            cands[name] = {"dropped": f"fidelity interval below zero (upper {hi:+.2f})"}
+            continue
+        if energy == "reference":  # the product's preset, as methods.json holds it
+            w = pr.methods_at(budget)["methods"]["reference"]["weights"]
+        else:
+            w = solve(pr.relations, rho, budget=None, utility_kind="representativeness",
+                      caps=caps, untrusted=policy, energy=energy)["weights"]
+        scores = [pr.score("dev", budget, name, w, s) for s in DEV_SEEDS[:2]]
+        lps = [pr.score("dev", budget, name, w, s, "logprob") for s in DEV_SEEDS[:2]]
+        base = [pr.score("dev", budget, "uniform", uniform, s) for s in DEV_SEEDS[:2]]
+        cands[name] = {"energy": energy, "rho": rho, "untrusted": policy, "weights": w,
+                       "dev": float(np.mean(scores)), "dev_logprob": float(np.mean(lps)),
+                       "minus_uniform": float(np.mean(scores) - np.mean(base))}
+    trained = {k: v for k, v in cands.items() if "dev" in v}
+    splits = {k: v for k, v in trained.items() if v["energy"] == "split"}
+    split_pick = max(splits, key=lambda k: splits[k]["dev"]) if splits else None
+    order = np.argsort(-np.asarray(swarm["acc"]), kind="stable")[:3]
+    methods_json = pr.methods_at(budget)["methods"]
+    final = {"uniform": uniform,
+             "size": methods_json["size"]["weights"],
+             "temperature": methods_json["temperature"]["weights"]}
+    if pr.families is not None:
+        final["family-uniform"] = pr.family_uniform()
+    for rank, i in enumerate(order, 1):
+        final[f"swarm-top{rank}"] = pr.as_dict(draws[i])
+    final["regmix"] = regmix[regmix_kind]["weights"]
+    for name in ("taskpgm", "reference"):
+        if "weights" in cands.get(name, {}):
+            final[name] = cands[name]["weights"]
+    if split_pick is not None:
+        final["split"] = splits[split_pick]["weights"]
+    decisions = {"budget": budget, "sweep": sweep, "good": good, "pilot": pilot,
+                 "swarm": {"budget": swarm["budget"], "mixtures": len(swarm["acc"]),
+                           "concentration": CONCENTRATION, "acc": swarm["acc"],
+                           "logprob": swarm["logprob"], "top3": [int(i) for i in order],
+                           "uniform": pr.score("dev", swarm["budget"], "uniform", uniform,
+                                               DEV_SEEDS[0])},
+                 "fidelity": fid, "regmix": regmix, "regmix_kind": regmix_kind,
+                 "candidates": cands, "split_pick": split_pick, "final_methods": final}
+    led["decisions"] = decisions
+    pr.ledger.save()
+    return decisions
+
+
+def test_phase(pr: PoolRun, seeds: int) -> None:
+    dec = pr.ledger.data["decisions"]
+    for s in range(TEST_SEED0, TEST_SEED0 + seeds):  # seed-major: stopped runs stay paired
+        for method, w in dec["final_methods"].items():
+            pr.train("test", dec["budget"], method, w, s)
+
+
+# ------------------------------------------------------------------------------ render
+def compute_of(led: dict[str, Any]) -> dict[str, float]:
+    """CPU-seconds each method spent deciding its mixture (the final trainings excluded)."""
+    tr = led["trainings"].values()
+    swarm = sum(e["cpu_s"] for e in tr if e["phase"] == "swarm")
+    pipe = float(led.get("pipeline_cpu_s", float("nan")))
+    cands = sum(e["cpu_s"] for e in tr if e["phase"] == "dev" and e["method"].startswith("split"))
+    out = {"uniform": 0.0, "size": 0.0, "temperature": 0.0, "family-uniform": 0.0,
+           "swarm-top1": swarm, "swarm-top2": swarm, "swarm-top3": swarm, "regmix": swarm,
+           "taskpgm": pipe, "reference": pipe, "split": pipe + cands}
+    return out
+
+
+def test_table(led: dict[str, Any]) -> dict[str, Any]:
+    fam = led.get("families")
+    by: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for e in led["trainings"].values():
+        if e["phase"] == "test":
+            by.setdefault(e["method"], {})[e["seed"]] = e["rows"]
+    if not by:
+        return {}
+    methods = list(led["decisions"]["final_methods"])
+    complete = sorted(set.intersection(*(set(by.get(m, {})) for m in methods)))
+    out: dict[str, Any] = {"seeds": complete, "methods": {}}
+    if len(complete) < 2:
+        out["seeds_partial"] = {m: len(by.get(m, {})) for m in methods}
+        return out
+    def per_seed(m: str, field_: str, families: Any) -> list[float]:
+        return [metric(by[m][s], "test", field_, families) for s in complete]
+    ref = {f: per_seed("uniform", f, fam) for f in ("accuracy", "logprob")}
+    best = {f: per_seed("swarm-top1", f, fam) for f in ("accuracy", "logprob")}
+    tasks = led["tasks"]
+    for m in methods:
+        row: dict[str, Any] = {}
+        for f in ("accuracy", "logprob"):
+            v = per_seed(m, f, fam)
+            row[f] = list(mean_interval(v))
+            row[f + "_minus_uniform"] = list(paired_difference(v, ref[f]))
+            row[f + "_minus_swarm"] = list(paired_difference(v, best[f]))
+        if fam:
+            v = per_seed(m, "accuracy", None)
+            row["task_macro"] = list(mean_interval(v))
+            row["task_macro_minus_uniform"] = list(paired_difference(v, per_seed(
+                "uniform", "accuracy", None)))
+        # per task against uniform: Holm-adjusted p-values, Bonferroni intervals
+        diffs = {t: [next(r["accuracy"] for r in by[m][s] if r["task"] == t)
+                     - next(r["accuracy"] for r in by["uniform"][s] if r["task"] == t)
+                     for s in complete] for t in tasks}
+        pv = [float(sps.ttest_1samp(diffs[t], 0.0).pvalue) if np.std(diffs[t]) > 0 else 1.0
+              for t in tasks]
+        adj = holm(pv)
+        level = 1 - 0.05 / len(tasks)
+        row["per_task"] = {t: {"diff": float(np.mean(diffs[t])),
+                               "ci": list(mean_interval(diffs[t], level)[1:]),
+                               "holm_p": adj[i]} for i, t in enumerate(tasks)}
+        row["win_rate"] = float(np.mean([np.mean(diffs[t]) > 0 for t in tasks]))
+        out["methods"][m] = row
+    return out
+
+
+def led_seeds(led: dict[str, Any]) -> set[int]:
+    return {e["seed"] for e in led["trainings"].values() if e["phase"] == "test"}
+
+
+def fmt3(v: Any) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:+.3f}" if v < 0 else f"{v:.3f}"
+
+
+def ci(tri: list[float], signed: bool = False) -> str:
+    m, lo, hi = tri
+    f = (lambda x: "–" if not np.isfinite(x) else f"{x:+.3f}") if signed else fmt3
+    return f"{f(m)} [{f(lo)}, {f(hi)}]"
+
+
+def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[str, Any]]:
+    md: list[str] = [f"Generated by `{command}` from the ledgers in "
+                     "`benchmarks/results/mixture_quality/`."]
+    js: dict[str, Any] = {"pools": {}}
+    for name, led in ledgers.items():
+        dec = led.get("decisions", {})
+        m = (led.get("machines") or [{}])[0]
+        md += ["", f"### Pool `{name}`", "",
+               f"Tasks: {', '.join(led.get('tasks', []))}. Families: "
+               f"{led.get('families') and sorted(set(led['families'].values())) or 'none'}. "
+               f"Items a task: dev {led.get('per_task', {}).get('dev')}, test "
+               f"{led.get('per_task', {}).get('test')}. Machine: {m.get('Model name')}, "
+               f"{m.get('CPU(s)')} CPUs, {' '.join(m.get('flags', []))}, torch {m.get('torch')}."]
+        if not dec:
+            md += ["", "Dev phase not finished."]
+            continue
+        fam = led.get("families")
+        primary = ("macro accuracy over families" if fam else "macro accuracy over tasks")
+        md += ["", "**Budget sweep (dev, seed 100).**", "",
+               "| budget | uniform | good mixture | gap |", "|---|---|---|---|",
+               *(f"| {s['budget']:,} | {s['uniform']:.3f} | {s['good']:.3f} | {s['gap']:+.3f} |"
+                 for s in dec["sweep"]),
+               "", f"Chosen: {dec['budget']:,} tokens (largest gap, ties to the smaller).", ""]
+        p = dec["pilot"]
+        md += [f"**Power pilot (dev, seeds {p['seeds'][0]}–{p['seeds'][-1]}).** good − uniform "
+               f"per seed: {', '.join(f'{d:+.3f}' for d in p['diff'])}; paired sd "
+               f"{p['sd']:.3f}; seeds for 80% power at {POWER_DIFF}: {p['needed_seeds']}. "
+               f"Log-probability differences: {', '.join(f'{d:+.3f}' for d in p['logprob_diff'])} "
+               f"(sd {p['logprob_sd']:.3f}). With {max(len(led_seeds(led)), 10)} seeds the paired "
+               f"difference found with 80% power is {detectable(p['sd'], max(len(led_seeds(led)), 10)):.3f}.", ""]
+        sw = dec["swarm"]
+        acc = np.asarray(sw["acc"])
+        md += [f"**Swarm (dev, seed 100, {sw['mixtures']} mixtures from Dirichlet("
+               f"{sw['concentration']:g}·1) at {sw['budget']:,} tokens).** Uniform {sw['uniform']:.3f}; "
+               f"swarm median {np.median(acc):.3f}, best {acc.max():.3f}, "
+               f"{int((acc > sw['uniform']).sum())} of {acc.size} above uniform. Top 3: "
+               f"{', '.join(f'#{i} ({acc[i]:.3f})' for i in sw['top3'])}.", "",
+               "**Fidelity: Spearman(−E(p), dev metric) over the swarm, 5–95% bootstrap.**", "",
+               f"| energy | vs {primary} | vs gold log-probability |", "|---|---|---|",
+               *(f"| {k} | {ci(list(v['acc']), True)} | {ci(list(v['logprob']), True)} |"
+                 for k, v in dec["fidelity"].items()), ""]
+        rg = dec["regmix"]
+        md += ["**RegMix.** " + "; ".join(
+            f"{k}: leave-one-out Spearman {fmt3(v['loo_spearman'])}, predicted {v['predicted']:.3f}"
+            for k, v in rg.items()) + f". Used: {dec['regmix_kind']}.", "",
+               "**TaskPGM candidates (dev, seeds 100–101).**", "",
+               "| candidate | dev | minus uniform | gold log-prob |", "|---|---|---|---|"]
+        for k, v in dec["candidates"].items():
+            md.append(f"| {k} | {v['dev']:.3f} | {v['minus_uniform']:+.3f} | "
+                      f"{v['dev_logprob']:.3f} |" if "dev" in v else f"| {k} | {v['dropped']} | | |")
+        md += ["", f"Split energy chosen on dev: `{dec['split_pick']}`.", ""]
+        tt = test_table(led)
+        compute = compute_of(led)
+        pj: dict[str, Any] = {
+            "primary_metric": primary, "seeds": len(tt.get("seeds", [])),
+            "dev_per_task": led["per_task"]["dev"], "test_per_task": led["per_task"]["test"],
+            "budget_tokens": dec["budget"],
+            "swarm": {"mixtures": sw["mixtures"], "best_minus_uniform_test": None},
+            "fidelity": {k: list(v["acc"]) for k, v in dec["fidelity"].items()},
+            "methods": {}}
+        if not tt.get("methods"):
+            md += [f"Test phase: {len(tt.get('seeds', []))} complete seeds so far "
+                   f"({tt.get('seeds_partial', {})})."]
+            js["pools"][name] = pj
+            continue
+        md += [f"**Test ({len(tt['seeds'])} paired seeds, {led['per_task']['test']} items a "
+               f"task).** Primary: {primary}; 95% t-intervals over seeds; differences paired "
+               "by seed. Compute: CPU-seconds spent choosing the mixture (the final training, "
+               "the same for every method, excluded).", "",
+               "| method | primary | minus uniform | minus swarm-top1 | gold log-prob | "
+               "minus uniform | win rate | compute (CPU-s) |", "|---|---|---|---|---|---|---|---|"]
+        for meth, row in tt["methods"].items():
+            md.append(f"| {meth} | {ci(row['accuracy'])} | {ci(row['accuracy_minus_uniform'], True)} "
+                      f"| {ci(row['accuracy_minus_swarm'], True)} | {ci(row['logprob'])} | "
+                      f"{ci(row['logprob_minus_uniform'], True)} | {row['win_rate']:.2f} | "
+                      f"{compute.get(meth, float('nan')):,.0f} |")
+            pj["methods"][meth] = {"test": row["accuracy"],
+                                   "minus_uniform": row["accuracy_minus_uniform"],
+                                   "compute_cpu_s": compute.get(meth)}
+        pj["swarm"]["best_minus_uniform_test"] = tt["methods"]["swarm-top1"][
+            "accuracy_minus_uniform"]
+        md += ["", "Per task, method − uniform on test accuracy (Holm-adjusted p; intervals "
+               "Bonferroni-corrected over tasks); only tasks with Holm p < 0.05 are listed:", ""]
+        for meth, row in tt["methods"].items():
+            sig = [f"{t} {v['diff']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] p={v['holm_p']:.3f}"
+                   for t, v in row["per_task"].items() if v["holm_p"] < 0.05]
+            if meth != "uniform":
+                md.append(f"* {meth}: " + ("; ".join(sig) if sig else "none"))
+        js["pools"][name] = pj
+    return "\n".join(md) + "\n", js
+
+
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+
+def write_docs(ledgers: dict[str, dict[str, Any]], doc: Path, out_json: Path,
+               command: str) -> None:
+    text, data = render(ledgers, command)
+    old = doc.read_text() if doc.is_file() else f"{START}\n{END}\n"
+    a, b = old.index(START) + len(START), old.index(END)
+    atomic.write_text(doc, old[:a] + "\n" + text + old[b:])
+    atomic.write_json(out_json, data)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("runs/mixture-quality"))
-    parser.add_argument("--doc", type=Path, default=None, help="write the results as Markdown")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[8000, 24000, 72000])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS))
+    parser.add_argument("--phase", choices=["dev", "test", "all"], default="all")
+    parser.add_argument("--swarm", type=int, default=32)
+    parser.add_argument("--test-seeds", type=int, default=10)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "mixture-quality")
+    parser.add_argument("--ledgers", type=Path, default=LEDGERS)
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results.json")
+    parser.add_argument("--render", action="store_true", help="only write the docs")
     args = parser.parse_args(argv)
-    t0 = time.monotonic()
-    cfg = config_mod.load(args.config)
-    state = run(cfg, args.out, until="weights")  # this script runs the evaluation itself
-    weights = json.loads((args.out / "methods.json").read_text())
-    stage_info = json.loads((args.out / "stages.json").read_text())
-    mean_tokens: dict[str, float] = stage_info["tasks"]["mean_tokens"]
-    tasks, heldout, mmlu = load_all_tasks(cfg)
-    names = list(tasks)
-    from taskpgm.models import Base
-
-    base = Base(cfg.base.model, trust_remote_code=cfg.base.trust_remote_code,
-                device=cfg.base.device)
-    evalset = eval_set(cfg, tasks, heldout, mmlu)
-    train = {t: tasks[t].train for t in names}
-    common = dict(train=train, mean_tokens=mean_tokens, max_repeat=cfg.mrf.max_repeat,
-                  experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
-                  normalization=cfg.relations.normalization, root=state.root)
-    uniform = weights["methods"]["uniform"]["weights"]
-
-    # 1. the budget sweep (uniform mixture, seed 0)
-    sweep = []
-    sweep_set = eval_set(cfg, tasks, {}, {})  # the eval splits only: the sweep picks a budget
-    for budget in args.budgets:
-        rows = ensure_evaluation(base, {"uniform": uniform}, seeds=[0], token_budget=budget,
-                                 evalset=sweep_set, **common)  # type: ignore[arg-type]
-        acc = [r["accuracy"] for r in rows if r["method"] == "uniform" and r["split"] == "eval"]
-        base_acc = [r["accuracy"] for r in rows if r["method"] == "base" and r["split"] == "eval"]
-        per_task = {r["task"]: r["accuracy"] for r in rows
-                    if r["method"] == "uniform" and r["split"] == "eval"}
-        sweep.append({"budget": budget, "uniform": float(np.mean(acc)),
-                      "base": float(np.mean(base_acc)), "per_task": per_task})
-        print(f"sweep: budget {budget}: uniform {np.mean(acc):.3f} (base {np.mean(base_acc):.3f})",
-              flush=True)
-    target = sweep[0]["base"] + 0.5 * (sweep[-1]["uniform"] - sweep[0]["base"])
-    chosen = next(s for s in sweep if s["uniform"] >= target)
-    budget = int(chosen["budget"])
-
-    # 2. the positive control: half the budget to the task with the most headroom
-    relations = json.loads((args.out / "stages.json").read_text())["relations"]
-    from taskpgm.readers import open_relations
-    from taskpgm.weights import solve
-
-    rel = open_relations(Path(relations["path"]))
-    expert_acc = {t: float(rel.arrays["accuracy"][i + 1, i]) for i, t in enumerate(rel.tasks)}
-    headroom = {t: expert_acc[t] - chosen["per_task"][t] for t in names}
-    focus = max(headroom, key=lambda t: headroom[t])
-    skew = {t: (0.5 if t == focus else 0.5 / (len(names) - 1)) for t in names}
-    methods = {m: d["weights"] for m, d in weights["methods"].items()}
-    caps = np.asarray(weights["caps"], dtype=np.float64)
-    for policy in ("uniform", "exclude", "keep"):
-        if policy != cfg.mrf.untrusted:
-            methods[f"taskpgm({policy})"] = solve(
-                rel, cfg.mrf.rho, budget=None, utility_kind=cfg.mrf.utility, caps=caps,
-                untrusted=policy)["weights"]
-    methods[f"skewed({focus})"] = skew
-
-    # 3. every method, paired seeds
-    seeds = list(range(args.seeds))
-    rows = ensure_evaluation(base, methods, seeds=seeds, token_budget=budget, evalset=evalset,
-                             **common)  # type: ignore[arg-type]
-    summary = summarize(rows)
-    variants = [m for m in methods if m.startswith("taskpgm(")]
-    result = {"budget": budget, "sweep": sweep, "focus": focus, "headroom": headroom,
-              "seeds": seeds, "summary": summary, "rows": rows,
-              "policies": paired_against(rows, "taskpgm", variants),
-              "weights": {m: methods[m] for m in methods},
-              "minutes": round((time.monotonic() - t0) / 60, 1)}
-    (args.out / "mixture_quality.json").write_text(json.dumps(result, indent=1))
-    text = render(result, args)
-    print(text)
-    if args.doc is not None:
-        args.doc.write_text(text + kept_reading(args.doc))
+    command = "python benchmarks/mixture_quality.py --render"
+    ledgers = {p: Ledger(args.ledgers / f"{p}.json", p) for p in args.pools}
+    if not args.render:
+        runs = {}
+        if args.phase in ("dev", "all"):
+            for p in args.pools:
+                runs[p] = PoolRun(POOLS[p], args.work / p, ledgers[p])
+                dev_phase(runs[p], args.swarm)
+                write_docs({k: v.data for k, v in ledgers.items()}, args.doc, args.json, command)
+        if args.phase in ("test", "all"):
+            for p in args.pools:
+                pr = runs.get(p) or PoolRun(POOLS[p], args.work / p, ledgers[p])
+                test_phase(pr, args.test_seeds)
+                write_docs({k: v.data for k, v in ledgers.items()}, args.doc, args.json, command)
+    write_docs({k: v.data for k, v in ledgers.items()}, args.doc, args.json, command)
     return 0
-
-
-READING = "## What came out"
-
-
-def kept_reading(doc: Path) -> str:
-    """The hand-written reading of an earlier run (from ``READING`` on), kept on rewrite."""
-    old = doc.read_text() if doc.is_file() else ""
-    at = old.find(READING)
-    return "\n" + old[at:] if at >= 0 else ""
-
-
-def paired_against(rows: list[dict[str, Any]], reference: str, others: list[str]
-                   ) -> list[dict[str, Any]]:
-    """Per split, the reference minus each other method, paired by seed, with its interval."""
-    out = []
-    for other in others:
-        out += [{"split": e["split"], "other": other, "diff": e["diff"], "lo": e["diff_lo"],
-                 "hi": e["diff_hi"]}
-                for e in summarize(rows, reference=other) if e["method"] == reference]
-    return sorted(out, key=lambda d: (d["split"], others.index(d["other"])))
-
-
-def render(result: dict[str, Any], args: argparse.Namespace) -> str:
-    lines = ["# Mixture quality: TaskPGM against the usual mixtures", "",
-             "Produced by:", "", "```",
-             f".venv/bin/python benchmarks/mixture_quality.py {args.config} --out {args.out} "
-             f"--doc {args.doc} --budgets {' '.join(map(str, args.budgets))} "
-             f"--seeds {args.seeds}", "```", "",
-             f"Wall time of the run that finished it: {result['minutes']} min (resumed runs "
-             "count only their own time).", "", "## Budget sweep (uniform mixture, seed 0)", "",
-             "| token budget | uniform: mean eval accuracy | base model |", "|---|---|---|"]
-    for s in result["sweep"]:
-        lines.append(f"| {s['budget']:,} | {s['uniform']:.3f} | {s['base']:.3f} |")
-    lines += ["", f"Chosen budget: {result['budget']:,} tokens (the smallest whose uniform "
-              "accuracy is at least halfway from the base model to the largest budget's).", "",
-              f"Positive control: half the budget to `{result['focus']}`, the task with the most "
-              "headroom (its expert's probe accuracy minus the uniform mixture's eval accuracy).",
-              "", "## Results", "", markdown_table(result["summary"]), "",
-              "## The configured TaskPGM against its other `mrf.untrusted` policies", "",
-              "Paired by seed: the configured method minus the other, 95% interval over seeds.",
-              "", "| split | other policy | taskpgm minus other | 95% CI |", "|---|---|---|---|",
-              *(f"| {d['split']} | {d['other']} | {d['diff']:+.3f} | [{d['lo']:+.3f}, "
-                f"{d['hi']:+.3f}] |" for d in result["policies"]), "",
-              "## Weights", "", "| method | " + " | ".join(next(iter(result["weights"].values())))
-              + " |", "|---|" + "---|" * len(next(iter(result["weights"].values())))]
-    for method, w in result["weights"].items():
-        lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in w.values()) + " |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
