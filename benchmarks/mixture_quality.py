@@ -59,7 +59,7 @@ from taskpgm.mixture import apply_caps
 from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, run
 from taskpgm.readers import open_relations
 from taskpgm.stats import mean_interval, paired_difference
-from taskpgm.swarm import draw_mixtures, fit_regmix, fidelity, regmix_weights, spearman
+from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
 from taskpgm.weights import energy_terms, solve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,7 +313,7 @@ def choose_budget(pr: PoolRun, good: dict[str, float]) -> tuple[int, list[dict[s
 
 def dev_phase(pr: PoolRun, n_swarm: int) -> dict[str, Any]:
     led = pr.ledger.data
-    names, t = pr.names, len(pr.names)
+    t = len(pr.names)
     uniform = pr.as_dict(np.full(t, 1.0 / t))
     if pr.pool.good == "family-uniform":
         good = pr.family_uniform()
@@ -341,7 +341,8 @@ def dev_phase(pr: PoolRun, n_swarm: int) -> dict[str, Any]:
         rho = 1.0 / t if rho_spec == "1/T" else float(rho_spec)
         quad, lin = energy_terms(pr.relations, energy, "representativeness")(np.arange(t))
         neg = np.array([-(0.5 * w @ quad @ w - rho * lin @ w) for w in draws])
-        fid[label] = {"acc": fidelity(neg, swarm["acc"]), "logprob": fidelity(neg, swarm["logprob"])}
+        fid[label] = {"acc": fidelity(neg, swarm["acc"]),
+                      "logprob": fidelity(neg, swarm["logprob"])}
     # RegMix: the fit with the better leave-one-out Spearman
     caps = pr.caps(budget)
     regmix = {}
@@ -494,7 +495,7 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
         m = (led.get("machines") or [{}])[0]
         md += ["", f"### Pool `{name}`", "",
                f"Tasks: {', '.join(led.get('tasks', []))}. Families: "
-               f"{led.get('families') and sorted(set(led['families'].values())) or 'none'}. "
+               f"{(led.get('families') and sorted(set(led['families'].values()))) or 'none'}. "
                f"Items a task: dev {led.get('per_task', {}).get('dev')}, test "
                f"{led.get('per_task', {}).get('test')}. Machine: {m.get('Model name')}, "
                f"{m.get('CPU(s)')} CPUs, {' '.join(m.get('flags', []))}, torch {m.get('torch')}."]
@@ -509,16 +510,18 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                  for s in dec["sweep"]),
                "", f"Chosen: {dec['budget']:,} tokens (largest gap, ties to the smaller).", ""]
         p = dec["pilot"]
+        n_test = max(len(led_seeds(led)), 10)
         md += [f"**Power pilot (dev, seeds {p['seeds'][0]}–{p['seeds'][-1]}).** good − uniform "
                f"per seed: {', '.join(f'{d:+.3f}' for d in p['diff'])}; paired sd "
                f"{p['sd']:.3f}; seeds for 80% power at {POWER_DIFF}: {p['needed_seeds']}. "
                f"Log-probability differences: {', '.join(f'{d:+.3f}' for d in p['logprob_diff'])} "
-               f"(sd {p['logprob_sd']:.3f}). With {max(len(led_seeds(led)), 10)} seeds the paired "
-               f"difference found with 80% power is {detectable(p['sd'], max(len(led_seeds(led)), 10)):.3f}.", ""]
+               f"(sd {p['logprob_sd']:.3f}). With {n_test} seeds the paired difference found "
+               f"with 80% power is {detectable(p['sd'], n_test):.3f}.", ""]
         sw = dec["swarm"]
         acc = np.asarray(sw["acc"])
         md += [f"**Swarm (dev, seed 100, {sw['mixtures']} mixtures from Dirichlet("
-               f"{sw['concentration']:g}·1) at {sw['budget']:,} tokens).** Uniform {sw['uniform']:.3f}; "
+               f"{sw['concentration']:g}·1) at {sw['budget']:,} tokens).** "
+               f"Uniform {sw['uniform']:.3f}; "
                f"swarm median {np.median(acc):.3f}, best {acc.max():.3f}, "
                f"{int((acc > sw['uniform']).sum())} of {acc.size} above uniform. Top 3: "
                f"{', '.join(f'#{i} ({acc[i]:.3f})' for i in sw['top3'])}.", "",
@@ -534,7 +537,8 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                "| candidate | dev | minus uniform | gold log-prob |", "|---|---|---|---|"]
         for k, v in dec["candidates"].items():
             md.append(f"| {k} | {v['dev']:.3f} | {v['minus_uniform']:+.3f} | "
-                      f"{v['dev_logprob']:.3f} |" if "dev" in v else f"| {k} | {v['dropped']} | | |")
+                      f"{v['dev_logprob']:.3f} |" if "dev" in v
+                      else f"| {k} | {v['dropped']} | | |")
         md += ["", f"Split energy chosen on dev: `{dec['split_pick']}`.", ""]
         tt = test_table(led)
         compute = compute_of(led)
@@ -557,7 +561,8 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                "| method | primary | minus uniform | minus swarm-top1 | gold log-prob | "
                "minus uniform | win rate | compute (CPU-s) |", "|---|---|---|---|---|---|---|---|"]
         for meth, row in tt["methods"].items():
-            md.append(f"| {meth} | {ci(row['accuracy'])} | {ci(row['accuracy_minus_uniform'], True)} "
+            md.append(f"| {meth} | {ci(row['accuracy'])} | "
+                      f"{ci(row['accuracy_minus_uniform'], True)} "
                       f"| {ci(row['accuracy_minus_swarm'], True)} | {ci(row['logprob'])} | "
                       f"{ci(row['logprob_minus_uniform'], True)} | {row['win_rate']:.2f} | "
                       f"{compute.get(meth, float('nan')):,.0f} |")
@@ -569,7 +574,8 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
         md += ["", "Per task, method − uniform on test accuracy (Holm-adjusted p; intervals "
                "Bonferroni-corrected over tasks); only tasks with Holm p < 0.05 are listed:", ""]
         for meth, row in tt["methods"].items():
-            sig = [f"{t} {v['diff']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] p={v['holm_p']:.3f}"
+            sig = [f"{t} {v['diff']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] "
+                   f"p={v['holm_p']:.3f}"
                    for t, v in row["per_task"].items() if v["holm_p"] < 0.05]
             if meth != "uniform":
                 md.append(f"* {meth}: " + ("; ".join(sig) if sig else "none"))

@@ -1,0 +1,83 @@
+"""The decision benchmark's statistics and its ledger-driven rendering (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mq():
+    spec = importlib.util.spec_from_file_location(
+        "mixture_quality", ROOT / "benchmarks" / "mixture_quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mixture_quality"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_holm_by_hand(mq):
+    # p = (0.01, 0.04, 0.03, 0.20), m = 4. Sorted: 0.01·4 = 0.04, 0.03·3 = 0.09,
+    # 0.04·2 = 0.08 -> raised to 0.09 (monotone), 0.20·1 = 0.20.
+    assert mq.holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert mq.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_seeds_for_power_matches_the_t_test_it_promises(mq):
+    from scipy import stats
+
+    sd, diff = 0.025, 0.02
+    n = mq.seeds_for_power(sd, diff)
+    # the noncentral-t power of a paired two-sided 5% test at n seeds is at least 0.8
+    def power(k: int) -> float:
+        nc = diff / (sd / np.sqrt(k))
+        crit = stats.t.ppf(0.975, k - 1)
+        return float(1 - stats.nct.cdf(crit, k - 1, nc) + stats.nct.cdf(-crit, k - 1, nc))
+    assert power(n) >= 0.79
+    assert power(n - 2) < 0.8
+    # and the detectable difference at n seeds is (about) the one asked for
+    assert mq.detectable(sd, n) == pytest.approx(diff, rel=0.1)
+
+
+def test_metric_macro_over_tasks_and_over_families(mq):
+    rows = [{"task": "a1", "split": "dev", "accuracy": 1.0},
+            {"task": "a2", "split": "dev", "accuracy": 0.0},
+            {"task": "b", "split": "dev", "accuracy": 0.5},
+            {"task": "b", "split": "test", "accuracy": 0.9}]
+    assert mq.metric(rows, "dev") == pytest.approx(0.5)
+    fam = {"a1": "a", "a2": "a", "b": "b"}
+    assert mq.metric(rows, "dev", families=fam) == pytest.approx((0.5 + 0.5) / 2)
+    assert mq.metric(rows, "test") == pytest.approx(0.9)
+
+
+def _rows(values: dict[str, float]) -> list[dict[str, object]]:
+    return [{"task": t, "split": "test", "accuracy": v, "logprob": -v} for t, v in values.items()]
+
+
+def test_test_table_pairs_only_seeds_every_method_has(mq):
+    methods = {"uniform": {}, "swarm-top1": {}, "taskpgm": {}}
+    led = {"tasks": ["x", "y"], "families": None,
+           "decisions": {"final_methods": methods}, "trainings": {}}
+    add = {"uniform": 0.5, "swarm-top1": 0.6, "taskpgm": 0.55}
+    for seed in (1000, 1001, 1002):
+        for m, base in add.items():
+            if m == "taskpgm" and seed == 1002:
+                continue  # stopped before taskpgm's third seed
+            noise = 0.01 * (seed - 1000)
+            led["trainings"][f"test|1|{m}|{seed}"] = {
+                "phase": "test", "method": m, "seed": seed,
+                "rows": _rows({"x": base + noise, "y": base - noise})}
+    table = mq.test_table(json.loads(json.dumps(led)))
+    assert table["seeds"] == [1000, 1001]
+    row = table["methods"]["taskpgm"]
+    assert row["accuracy_minus_uniform"][0] == pytest.approx(0.05)
+    assert row["accuracy_minus_swarm"][0] == pytest.approx(-0.05)
+    assert row["win_rate"] == 1.0
