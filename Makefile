@@ -4,9 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.taskpgm-installed
 TSTAMP := $(VENV)/.taskpgm-test-installed
+CVENV  ?= .venv-consumers
+CSTAMP := $(CVENV)/.taskpgm-consumers-installed
 PYTHON ?= python3
 
-.PHONY: setup setup-test demo test lint bench browser clean
+.PHONY: setup setup-test demo test test-consumers lint bench browser clean
 
 setup: $(STAMP)
 setup-test: $(TSTAMP)
@@ -24,6 +26,16 @@ $(TSTAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(TSTAMP)
 
+# The trainers whose own readers check our exports (tests/consumers): a second venv that
+# sees the main one's packages and adds LLaMA-Factory, axolotl and megatron-core --no-deps.
+$(CSTAMP): $(TSTAMP) tests/consumers/requirements.txt
+	test -x $(CVENV)/bin/python || $(PYTHON) -m venv $(CVENV)
+	main=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	own=$$($(CVENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	echo "import site; site.addsitedir('$$main')" > "$$own/taskpgm-main.pth"
+	$(CVENV)/bin/python -m pip install --quiet --no-deps -r tests/consumers/requirements.txt
+	touch $(CSTAMP)
+
 demo: setup
 	$(VENV)/bin/taskpgm demo
 
@@ -37,11 +49,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-test: lint browser
+test-consumers: $(CSTAMP)
+	PYTHONPATH=tests/consumers/stubs $(CVENV)/bin/python -m pytest -q -p no:cacheprovider tests/consumers
+
+test: lint browser test-consumers
 	$(PY) -m pytest -q
 
 bench: setup-test
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -89,7 +89,9 @@ def test_run_writes_the_run_directory_contract(first_run):
     assert "[stage 8/8: report]" in first_run.stderr
     for rel in ("config.yaml", "weights.json", "counts.json", "mixture/train.jsonl",
                 "mixture/hf", "exports/interleave.json", "exports/llamafactory/dataset_info.json",
-                "exports/llamafactory/mix.yaml", "exports/megatron.txt", "exports/axolotl.yaml",
+                "exports/llamafactory/data.yaml", "exports/megatron/mixture.txt",
+                "exports/megatron/mixture_text_document.idx", "exports/axolotl.yaml",
+                "exports/README.md", "exports/mixture.json",
                 "evaluation.csv", "evaluation.md", "stages.json"):
         assert (out / rel).exists(), rel
     weights = json.loads((out / "weights.json").read_text())

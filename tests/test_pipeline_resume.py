@@ -17,7 +17,7 @@ from test_pipeline import tiny_config, tiny_tasks
 from tiny_model import tiny_dir
 
 RESULT_FILES = ("weights.json", "counts.json", "mixture/train.jsonl", "evaluation.csv",
-                "exports/interleave.json", "exports/megatron.txt")
+                "exports/interleave.json", "exports/megatron/mixture_text_document.bin")
 
 
 def make_config(root: Path, model: Path, tasks: list[Path], artifacts: Path) -> Path:

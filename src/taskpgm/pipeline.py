@@ -188,7 +188,7 @@ def run(
     stage(5, "weights", do_weights)
 
     def do_mixture() -> dict[str, Any]:
-        return write_mixture(state, tasks, mean_tokens, holder["weights"])
+        return write_mixture(state, tasks, mean_tokens, holder["weights"], tokenizer)
 
     stage(6, "mixture", do_mixture)
 
@@ -316,7 +316,7 @@ def preflight(config: RunConfig, tasks: dict[str, Any], mean_tokens: dict[str, f
 
 
 def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str, float],
-                  weights: dict[str, Any]) -> dict[str, Any]:
+                  weights: dict[str, Any], tokenizer: Any = None) -> dict[str, Any]:
     """The chosen method's counts, mixed set and exports, into the run directory."""
     from taskpgm.exports import write_exports
     from taskpgm.mixture import example_counts, sample_mixture
@@ -332,7 +332,9 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
     train = {t: tasks[t].train for t in names}
     mixed = sample_mixture(train, count_map, cfg.mixture.seed)
     paths = write_exports(state.run_dir, tasks=names, weights=list(w / w.sum()),
-                          mean_tokens=[mean_tokens[t] for t in names], train=train, mixed=mixed)
+                          mean_tokens=[mean_tokens[t] for t in names], train=train, mixed=mixed,
+                          tokenizer=tokenizer, tokenizer_name=str(cfg.base.model),
+                          max_length=cfg.experts.max_length, seed=cfg.mixture.seed)
     write_json(state.run_dir / "counts.json", count_map)
     state.say(f"mixture: {len(mixed)} examples, "
               f"{sum(count_map[t] * mean_tokens[t] for t in names):,.0f} tokens")
