@@ -75,7 +75,7 @@ def write_jsonl(path: Path, examples: Sequence[Example]) -> None:
             f.write(json.dumps(record(ex), ensure_ascii=False) + "\n")
 
 
-def shares(values: Sequence[float]) -> list[float]:
+def shares(values: Sequence[float] | np.ndarray) -> list[float]:
     """``values`` normalized in float64, the last one set to 1 minus the others, so they
     sum to 1 within float64 rounding (``datasets`` rejects sums off by more than ~1e-8)."""
     q = np.asarray(values, dtype=np.float64)
