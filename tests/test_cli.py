@@ -27,3 +27,19 @@ def test_demo_bad_budget_is_a_clean_error(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: budget k=9 is larger than the number of tasks (6)")
     assert "Traceback" not in err
+
+
+def test_every_argument_has_help_and_options_show_their_defaults():
+    import argparse
+
+    from taskpgm.cli import all_parsers, build_parser
+
+    parsers = all_parsers(build_parser())
+    assert len(parsers) > 12
+    for p in parsers:
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{p.prog}: {action.dest} has no help"
+    swarm = next(p for p in parsers if p.prog.endswith(" swarm"))
+    assert "(default: 32)" in swarm.format_help()

@@ -186,3 +186,55 @@ def test_another_bigbench_task_set_runs_end_to_end(tmp_path, capsys):
     splits = {line.split(",")[3] for line in (out / "evaluation.csv").read_text().splitlines()[1:]}
     assert splits == {"eval", "heldout"}
     assert (out / "report.html").is_file()
+
+
+def readme_api_example() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## The pipeline in Python"):]
+    start = section.index("```python") + len("```python")
+    return section[start : section.index("```", start)]
+
+
+def test_the_readme_python_api_example_runs(first_run, tmp_path, monkeypatch, capsys):
+    """The README's example, executed on the tiny run (a copy: everything is reused)."""
+    out = tmp_path / "run"
+    shutil.copytree(first_run.out, out)
+    code = readme_api_example().replace('"configs/demo.yaml"', repr(str(first_run.config)))
+    code = code.replace('"runs/demo"', repr(str(out)))
+    assert str(first_run.config) in code and str(out) in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    weights = json.loads((out / "weights.json").read_text())["weights"]
+    counts = json.loads((out / "counts.json").read_text())
+    for task, share in weights.items():
+        assert f"{share:.3f}" in printed and f"{counts[task]} examples" in printed
+
+
+def test_load_run_and_json_outputs_match_the_run_directory(first_run, tmp_path, capsys):
+    import taskpgm
+
+    out = first_run.out
+    result = taskpgm.load_run(out)
+    assert result.weights == json.loads((out / "weights.json").read_text())["weights"]
+    assert result.counts == json.loads((out / "counts.json").read_text())
+    assert set(result.intervals) == set(result.weights)
+    assert all(lo <= hi for lo, hi in result.intervals.values())
+    assert {"train", "readme", "llamafactory_data", "axolotl", "megatron"} <= set(result.exports)
+    assert all(p.exists() for p in result.exports.values())
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert all(status["stages"][s]["done"] for s in ("experts", "signals", "weights"))
+    assert main(["solve", str(out), "--json"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    assert solved["weights"] == pytest.approx(result.weights, abs=1e-9)
+    assert main(["solve", str(out), "--rho-path", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["rho_path"]) == 9
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    assert main(["run", str(first_run.config), "--out", str(copy), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(taskpgm.load_run(copy).as_dict()))
+    assert printed["weights"] == result.weights
+    with pytest.raises(taskpgm.TaskPGMError, match="not a run directory"):
+        taskpgm.load_run(tmp_path / "nowhere")

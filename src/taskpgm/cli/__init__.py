@@ -24,6 +24,32 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default appended to its help, unless the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The same, with the description kept as written."""
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser below it."""
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out += all_parsers(sub)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskpgm",
@@ -33,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for p in all_parsers(parser):
+        fmt = p.formatter_class
+        raw = isinstance(fmt, type) and issubclass(fmt, argparse.RawDescriptionHelpFormatter)
+        p.formatter_class = RawHelpFormatter if raw else HelpFormatter
     return parser
 
 

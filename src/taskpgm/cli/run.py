@@ -19,6 +19,8 @@ from taskpgm import config as config_mod
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.pipeline import STAGES, default_run_dir, read_stages, run
 
+RUN_HELP = "run directory that `taskpgm run` wrote"
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("run", help="run every stage: experts to mixture, evaluation, report",
@@ -26,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("config", type=Path, help="run config (YAML)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
     _overrides(p)
+    _json(p, "print the final summary as JSON (weights, intervals, counts, export paths) "
+             "instead of tables")
     p.set_defaults(handler=cmd_run)
 
     for name, text in (
@@ -49,36 +53,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "uniform, RegMix's predicted best mixture (linear and LightGBM) and the "
                     "Spearman correlation of each energy with the scores.")
     p.add_argument("config", type=Path, help="run config (YAML)")
-    p.add_argument("--mixtures", type=int, default=32, help="swarm size (default 32)")
+    p.add_argument("--mixtures", type=int, default=32, help="swarm size")
     p.add_argument("--concentration", type=float, default=1.0,
-                   help="Dirichlet concentration a (default 1: uniform over the simplex)")
+                   help="Dirichlet concentration a (1: uniform over the simplex)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
     _overrides(p)
     p.set_defaults(handler=cmd_swarm)
 
     p = subparsers.add_parser("status", help="list a run's stages, done or not, with fingerprints")
-    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help=RUN_HELP)
+    _json(p, "print the stages as JSON")
     p.set_defaults(handler=cmd_status)
 
     p = subparsers.add_parser("solve", help="re-solve the weights from a run's relations",
                               description="Re-solve from existing relations in seconds.")
-    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help=RUN_HELP)
     p.add_argument("--rho", type=float, default=None, help="rho (default: the run's)")
-    p.add_argument("--budget", type=int, default=None, help="at most K tasks")
+    p.add_argument("--budget", type=int, default=None,
+                   help="at most K tasks (default: the run's mrf.budget)")
     p.add_argument("--rho-path", action="store_true",
                    help="print the weights along rho from 0 to 2/T instead")
+    _json(p, "print the solution (or the rho path) as JSON")
     p.set_defaults(handler=cmd_solve)
 
     p = subparsers.add_parser("report", help="render RUN/report.html again from the artifacts")
-    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help=RUN_HELP)
     p.set_defaults(handler=cmd_report)
 
     for name, until, text in (("mix", "mixture", "rewrite the mixture and exports of a run"),
                               ("evaluate", "evaluation", "train on every mixture and score")):
         p = subparsers.add_parser(name, help=text, description=text.capitalize() + ".")
-        p.add_argument("run_dir", type=Path, metavar="RUN")
+        p.add_argument("run_dir", type=Path, metavar="RUN", help=RUN_HELP)
         _overrides(p)
         p.set_defaults(handler=cmd_stage, until=until)
+
+
+def _json(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--json", action="store_true", help=text)
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
@@ -118,6 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, args.overrides)
     out = args.out or default_run_dir(args.config)
     run(cfg, out)
+    if args.json:
+        from taskpgm.api import load_run
+
+        print(json.dumps(load_run(out).as_dict(), indent=1))
+        return 0
     print_weights(out)
     print_evaluation(out)
     print_paths(out)
@@ -193,6 +209,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     _run_config(args.run_dir, [])
     stages = read_stages(args.run_dir)
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run_dir), "stages": {
+            name: {"done": bool(stages.get(name, {}).get("done", False)),
+                   **{k: v for k, v in stages.get(name, {}).items()
+                      if k in ("seconds", "fingerprint", "fingerprints", "skipped", "path")}}
+            for name in STAGES}}, indent=1))
+        return 0
     print(f"run {args.run_dir}")
     for name in STAGES:
         info: dict[str, Any] = stages.get(name, {})
@@ -226,6 +249,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         grid = np.linspace(0.0, 2.0 / len(tasks), 9)
         fits = [solve(relations, float(r), budget=None, utility_kind=cfg.mrf.utility, caps=caps,
                       untrusted=cfg.mrf.untrusted, energy=cfg.mrf.energy)["weights"] for r in grid]
+        if args.json:
+            print(json.dumps({"rho_path": [{"rho": float(r), "weights": f}
+                                           for r, f in zip(grid, fits, strict=True)]}, indent=1))
+            return 0
         print(" " * (width + 2) + "".join(f"{r:8.4f}" for r in grid) + "   <- rho")
         for task in tasks:
             print(f"  {task:<{width}}" + "".join(f"{f[task]:8.4f}" for f in fits))
@@ -234,6 +261,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.mrf.utility, "caps": caps,
                                 "untrusted": cfg.mrf.untrusted, "energy": cfg.mrf.energy}
     result = with_intervals(relations, solve(relations, rho, **settings), rho, **settings)
+    if args.json:
+        print(json.dumps(result, indent=1, default=float))
+        return 0
     print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
           f"KKT residual {result['kkt_residual']:.1e}")
     if result["untrusted_tasks"]:

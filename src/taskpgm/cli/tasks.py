@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("list", help="the task names of a built-in source, with kind and size")
-    p.add_argument("source", choices=["bigbench", "mmlu"])
+    p.add_argument("source", choices=["bigbench", "mmlu"], help="the built-in source to list")
     p.add_argument("--json", action="store_true", help="one JSON object per task")
     p.set_defaults(handler=_list)
 
@@ -45,7 +45,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_show)
 
     p = sub.add_parser("validate", help="check that tasks load; list every problem found")
-    p.add_argument("specs", nargs="+", metavar="PATH_OR_SPEC")
+    p.add_argument("specs", nargs="+", metavar="PATH_OR_SPEC",
+                   help="task files, collection YAMLs or source specs (bigbench:NAME, hf:ID)")
     _split_arguments(p)
     p.set_defaults(handler=_validate)
 
