@@ -191,7 +191,9 @@ def test_hub_id_loads_through_the_hub_cache(tiny: Path, tmp_path: Path) -> None:
     assert out.startswith("ok "), out
     _, path, fingerprint = out.split()
     assert Path(path).parent.parent.name == "models--acme--tiny-llama"
-    assert fingerprint == models.checkpoint_fingerprint(tiny)
+    # the same files as the local copy, plus the commit the snapshot holds
+    assert fingerprint == models.checkpoint_fingerprint(Path(path))
+    assert fingerprint != models.checkpoint_fingerprint(tiny)
 
 
 def test_hub_id_that_cannot_be_fetched_says_what_to_do(tiny: Path, tmp_path: Path) -> None:

@@ -75,11 +75,14 @@ def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _is_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+    """``org/name`` or ``org/name@revision``."""
+    repo, _, revision = spec.partition("@")
+    parts = repo.split("/")
+    return (len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+            and ("@" not in spec or bool(revision)))
 
 
-def resolve(spec: str) -> Path:
+def resolve(spec: str, *, trust_remote_code: bool = False) -> Path:
     """Turn a model spec into a local checkpoint directory, converting or downloading once.
 
     Args:
@@ -112,24 +115,31 @@ def resolve(spec: str) -> Path:
             + ", ".join(KNOWN_MODELS)
         )
     if _is_hub_id(spec):
-        return _hub_snapshot(spec)
+        repo, _, revision = spec.partition("@")
+        return _hub_snapshot(repo, revision or None, trust_remote_code)
     raise NotFoundError(
         f"unknown model {spec!r}: use one of the known names ({', '.join(KNOWN_MODELS)}), "
         "a local checkpoint directory, a .gguf file, or a Hugging Face id like 'org/name'"
     )
 
 
-def _hub_snapshot(repo_id: str) -> Path:
+def _hub_snapshot(repo_id: str, revision: str | None, trust_remote_code: bool) -> Path:
+    """The hub checkpoint at ``revision`` (a branch, tag or commit; None: the default
+    branch). Only configs, tokenizers and safetensors are fetched, and the model's own
+    Python files as well when ``trust_remote_code`` lets them run."""
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    if trust_remote_code:
+        patterns.append("*.py")
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(
-            repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
-        )
-    except Exception as err:  # network errors, missing repos, gated repos
+        local = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+    except Exception as err:  # network errors, missing repos or revisions, gated repos
+        at = f" at revision {revision!r}" if revision else ""
         raise NotFoundError(
-            f"could not fetch model {repo_id!r} from the Hugging Face hub ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); download it elsewhere and point "
+            f"could not fetch model {repo_id!r}{at} from the Hugging Face hub "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check "
+            "the id and revision (org/name@REVISION), or download it elsewhere and point "
             f"base.model at the local directory, or use one of: {', '.join(KNOWN_MODELS)}"
         ) from err
     return Path(local)
@@ -216,6 +226,8 @@ def checkpoint_fingerprint(path: Path) -> str:
     if stored.is_file():
         return stored.read_text().strip()
     digest = hashlib.sha256()
+    if path.parent.name == "snapshots":  # a hub snapshot: its folder is the commit it holds
+        digest.update(f"commit:{path.name}".encode())
     for file in sorted(path.iterdir()):
         if not file.is_file():
             continue
@@ -249,7 +261,7 @@ def load(
     if threads:
         torch.set_num_threads(threads)
     t0 = time.monotonic()
-    path = resolve(spec)
+    path = resolve(spec, trust_remote_code=trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise ModelError(
             f"{path} has no .safetensors weights; taskpgm never unpickles .bin checkpoints — "
@@ -345,7 +357,7 @@ class Base:
         self.trust_remote_code = trust_remote_code
         self.threads = threads
         self.device = device  # base.device: where stages run it (taskpgm.device.resolve)
-        self.path = resolve(spec)
+        self.path = resolve(spec, trust_remote_code=trust_remote_code)
         self.fingerprint = checkpoint_fingerprint(self.path)
         self._loaded: LoadedModel | None = None
 

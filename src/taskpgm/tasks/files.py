@@ -56,8 +56,10 @@ def task_name_for(spec: str) -> str:
 
     Characters outside ``[A-Za-z0-9_.-]`` become ``_`` (names end up in paths).
     """
-    if spec.startswith("hf:"):
-        name = spec[3:].split("@")[0].replace("/", "__").replace(":", "__")
+    if spec.startswith("hf:"):  # id, config and a split other than train; not the revision
+        ident, config, _, split = hf_spec(spec)
+        name = "__".join([ident.replace("/", "__"), *([config] if config else []),
+                          *([split] if split != "train" else [])])
     else:
         path = Path(spec.rstrip("/"))
         name = path.stem if path.suffix.lower() in SUFFIXES else path.name
@@ -354,19 +356,42 @@ def _dataset_dir_batches(path: Path) -> Iterator[pa.RecordBatch]:
     yield from ds.data.to_batches(max_chunksize=8 * BATCH)
 
 
+def hf_spec(spec: str) -> tuple[str, str | None, str | None, str]:
+    """``hf:ID[:CONFIG][@REVISION][?split=SPLIT]`` as (id, config, revision, split).
+
+    The revision (a branch, tag or commit) pins what is downloaded; the split defaults
+    to ``train``.
+    """
+    rest, _, query = spec[3:].partition("?")
+    split = "train"
+    if query:
+        key, _, value = query.partition("=")
+        if key != "split" or not value:
+            raise NotFoundError(f"{spec}: after '?' only split=NAME is understood "
+                                "(hf:ID[:CONFIG][@REVISION][?split=SPLIT])")
+        split = value
+    rest, _, revision = rest.partition("@")
+    ident, _, config = rest.partition(":")
+    if not ident:
+        raise NotFoundError(f"{spec}: no dataset id (hf:ID[:CONFIG][@REVISION][?split=SPLIT])")
+    return ident, config or None, revision or None, split
+
+
 def _hf_batches(spec: str) -> Iterator[pa.RecordBatch]:
-    """``hf:ID[:CONFIG][@SPLIT]`` from the Hugging Face hub (needs the network)."""
+    """``hf:ID[:CONFIG][@REVISION][?split=SPLIT]`` from the Hugging Face hub (needs the
+    network)."""
     import datasets
 
-    rest, _, split = spec[3:].partition("@")
-    ident, _, config = rest.partition(":")
+    ident, config, revision, split = hf_spec(spec)
     try:
-        ds = datasets.load_dataset(ident, config or None, split=split or "train")
+        ds = datasets.load_dataset(ident, config, split=split, revision=revision)
     except Exception as err:  # the hub raises many kinds; all mean "cannot get it"
         raise NotFoundError(
             f"cannot load {spec} from the Hugging Face hub ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); check the id, config and split, "
-            "and the network, or download the data and give its path instead"
+            f"{str(err).splitlines()[0] if str(err) else ''}); check the id, config, revision "
+            "and split (hf:ID[:CONFIG][@REVISION][?split=SPLIT]: '@' names a revision, the "
+            "split is written ?split=NAME), and the network, or download the data and give "
+            "its path instead"
         ) from err
     yield from ds.data.to_batches(max_chunksize=8 * BATCH)
 

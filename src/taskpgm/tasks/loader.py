@@ -166,7 +166,7 @@ def load_task(
 
     Args:
         spec: ``bigbench:NAME[/SUBTASK]``, ``mmlu:SUBJECT``, a file path or
-            ``hf:ID[:CONFIG][@SPLIT]``.
+            ``hf:ID[:CONFIG][@REVISION][?split=SPLIT]``.
         probe: probe examples (count, or fraction below 1).
         eval: eval examples (count, or fraction below 1).
         max_train: cap on train examples (``None``: all the rest).
