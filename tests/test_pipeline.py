@@ -238,3 +238,45 @@ def test_load_run_and_json_outputs_match_the_run_directory(first_run, tmp_path, 
     assert printed["weights"] == result.weights
     with pytest.raises(taskpgm.TaskPGMError, match="not a run directory"):
         taskpgm.load_run(tmp_path / "nowhere")
+
+
+def read_events(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of a TensorBoard event folder, read from the record framing by hand."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for file in sorted(folder.glob("events.out.tfevents.*")):
+        raw, at = file.read_bytes(), 0
+        while at < len(raw):
+            (length,) = struct.unpack("<Q", raw[at:at + 8])
+            event = event_pb2.Event.FromString(raw[at + 12: at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_tensorboard_tracking_logs_every_training_and_the_weights(first_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(first_run.out, out)
+    assert main(["run", str(first_run.config), "--out", str(out), "--set",
+                 "tracking.report_to=tensorboard"]) == 0
+    capsys.readouterr()
+    track = out / "tracking"
+    experts = sorted(p.name for p in (track / "experts").iterdir())
+    assert experts == ["alpha", "beta", "gamma"]
+    alpha = read_events(track / "experts" / "alpha")
+    log = json.loads((Path(json.loads((out / "stages.json").read_text())["experts"]["paths"][
+        "alpha"]) / "training_log.json").read_text())["steps_log"]
+    assert [v for _, v in alpha["loss"]] == pytest.approx([e["loss"] for e in log], rel=1e-6)
+    assert {"lr", "tokens_per_second"} <= set(alpha)
+    trainings = list((track / "evaluation").iterdir())
+    assert len(trainings) >= 4  # uniform, size and taskpgm at seeds 0 and 1 (some coincide)
+    assert all("loss" in read_events(p) for p in trainings)
+    weights = read_events(track / "weights")
+    chosen = json.loads((out / "weights.json").read_text())["weights"]
+    assert {t: v[0][1] for t, v in weights.items()} == pytest.approx(
+        {f"weight/{t}": w for t, w in chosen.items()}, rel=1e-6)

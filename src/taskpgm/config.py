@@ -245,6 +245,16 @@ class ReportConfig(Section):
     rho_path_points: int = Field(default=25, ge=2)
 
 
+class TrackingConfig(Section):
+    """Experiment tracking (taskpgm.tracking): curves and weights for TensorBoard."""
+
+    # none, or tensorboard (event files through tensorboardX: pip install taskpgm[tracking]).
+    report_to: Literal["none", "tensorboard"] = "none"
+    # Where the event files go; None = RUN/tracking. Relative paths are relative to the
+    # config file.
+    log_dir: str | None = None
+
+
 class RunConfig(Section):
     """A whole run: one section per stage."""
 
@@ -257,6 +267,7 @@ class RunConfig(Section):
     mixture: MixtureConfig = MixtureConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
+    tracking: TrackingConfig = TrackingConfig()
     # Where stage artifacts go; None = $TASKPGM_HOME/artifacts. Relative paths are
     # relative to the config file.
     output_dir: str | None = None
@@ -397,6 +408,9 @@ def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
         update["mrf"] = config.mrf.model_copy(update={"target": target})
     if config.output_dir is not None:
         update["output_dir"] = fix(config.output_dir)
+    if config.tracking.log_dir is not None:
+        update["tracking"] = config.tracking.model_copy(
+            update={"log_dir": fix(config.tracking.log_dir)})
     if config.experts.import_:
         update["experts"] = config.experts.model_copy(
             update={"import_": {task: fix(path) for task, path in config.experts.import_.items()}})

@@ -142,6 +142,7 @@ def ensure_evaluation(
     stream: TextIO | None = None,
     training: Placement | None = None,
     scoring_placement: Placement | None = None,
+    tracker: Any = None,
 ) -> list[dict[str, Any]]:
     """Train on every (method, seed) mixture and score; reuse finished pairs.
 
@@ -153,6 +154,7 @@ def ensure_evaluation(
         training, scoring_placement: device and precision of the training and of the
             scoring (default: ``experts_cfg.precision`` and ``scoring.precision``
             resolved on the base's device). Both precisions enter the fingerprints.
+        tracker: a :class:`taskpgm.tracking.Tracker` that gets each training's curve.
 
     Returns:
         Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
@@ -216,6 +218,8 @@ def ensure_evaluation(
                                      normalization, scoring, root, out, training,
                                      scoring_placement)
             progress.update(1, note=f"{name} done")
+        if tracker is not None:
+            tracker.training_file("evaluation", name, found / "training_log.json")
         rows.extend({**row, "method": method}
                     for row in json.loads((found / "scores.json").read_text()))
     return rows
@@ -264,6 +268,7 @@ def _train_and_score(
                            label=name, stream=out, placement=training)
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
+        (tmp / "training_log.json").write_text(json.dumps(log, indent=1))
         loaded.model.to(scoring_placement.torch_device)
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:

@@ -133,6 +133,12 @@ def run(
                  probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens,
                  workload=work.as_dict())
 
+    from taskpgm.tracking import Tracker
+
+    track = config.tracking
+    tracker = Tracker(track.report_to, Path(track.log_dir) if track.log_dir
+                      else state.run_dir / "tracking")
+
     # 2-3. experts and signals (the expensive part; resumable)
     experts: dict[str, Any] = {}
 
@@ -140,6 +146,8 @@ def run(
         experts.update(ensure_experts(base, {t: s.train for t, s in tasks.items()},
                                       config.experts, root=state.root, stream=out,
                                       placement=compute["experts"]))
+        for t, e in experts.items():
+            tracker.training_file("experts", t, Path(e.path) / "training_log.json")
         return {"compute": compute["experts"].as_dict(),
                 "fingerprints": {t: e.fingerprint for t, e in experts.items()},
                 "paths": {t: str(e.path) for t, e in experts.items()}}
@@ -183,6 +191,7 @@ def run(
                              "weights": data["fingerprint"]},
             "weights": chosen["weights"]})
         write_json(state.run_dir / "methods.json", data)
+        tracker.weights(data["chosen"], chosen["weights"])
         return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
 
     stage(5, "weights", do_weights)
@@ -196,7 +205,7 @@ def run(
         if not config.evaluation.enabled:
             return {"skipped": True}
         info = evaluate(state, base, tasks, heldout, mmlu, mean_tokens, holder["weights"],
-                        compute)
+                        compute, tracker)
         return {"compute": {**compute["evaluation"].as_dict(),
                             "training": compute["experts"].as_dict()}, **info}
 
@@ -387,7 +396,7 @@ def eval_scoring(config: RunConfig) -> Any:
 
 def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
              mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any],
-             compute: dict[str, Any]) -> dict[str, Any]:
+             compute: dict[str, Any], tracker: Any = None) -> dict[str, Any]:
     from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
 
     cfg = state.config
@@ -398,7 +407,7 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
         max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
-        training=compute["experts"], scoring_placement=compute["evaluation"])
+        training=compute["experts"], scoring_placement=compute["evaluation"], tracker=tracker)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy",
                                              "logprob"],
