@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,12 +33,17 @@ from pydantic import (
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.collection import TaskEntry
 from taskpgm.tasks.splits import SplitOptions
+from taskpgm.yamlio import read_yaml
+
+#: A task given by its spec alone: not empty, no NUL byte.
+TaskSpec = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]*$")]
 
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors (a typo fails loudly)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              allow_inf_nan=False)  # .inf or .nan: "should be a finite number"
 
 
 class BaseModelConfig(Section):
@@ -48,7 +55,7 @@ class BaseModelConfig(Section):
     model: str = "smollm2-135m"
     # Run Python code shipped with the checkpoint. Needed by some architectures; it
     # executes the checkpoint author's code, so it is off unless you trust them.
-    trust_remote_code: bool = False
+    trust_remote_code: StrictBool = False
     # torch CPU threads; None = torch's default (all cores). Lower it to share a machine.
     threads: int | None = Field(default=None, ge=1)
     # Where every model runs: auto (the first CUDA GPU if torch sees one, else the CPU),
@@ -63,7 +70,7 @@ class TasksConfig(Section):
     # Task specs ("bigbench:hyperbaton", "bigbench:arithmetic/2_digit_addition", a file
     # path) or entries {spec, name, mapping, template, max_examples}. Each gets an expert:
     # cost grows linearly with their number, the relations quadratically.
-    names: list[TaskEntry | str] = Field(default_factory=list)
+    names: list[TaskEntry | TaskSpec] = Field(default_factory=list)
     # Probe / eval / train sizes and the split seed. Every model is scored on every probe
     # example: more probe examples tighten the relations but cost (tasks + 1) × tasks × probe
     # scoring passes. max_train caps what an expert can see (it sees steps × batch_size).
@@ -182,7 +189,7 @@ class MrfConfig(Section):
     # tasks.names). Every model also scores their probe examples; the linear term becomes
     # each expert's transfer onto them (in units of the mean self-gain) while the quadratic
     # term stays. A target must not be a pool task and must have probe examples.
-    target: list[TaskEntry | str] = Field(default_factory=list)
+    target: list[TaskEntry | TaskSpec] = Field(default_factory=list)
     # At most this many tasks get weight (greedy selection, exact weights); None = no limit.
     budget: int | None = Field(default=None, ge=1)
     # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
@@ -210,7 +217,7 @@ class EvaluationConfig(Section):
     """Train on each mixture with the same budget and score held-out data."""
 
     # Run the evaluation stage at all (it trains one adapter per method and seed).
-    enabled: bool = True
+    enabled: StrictBool = True
     # Baselines beside TaskPGM: uniform, size (proportional to train size), temperature
     # (p ~ n^(1/tau)) and reference (the paper's setting at its rho 0.2, solved exactly).
     # All are brought under the same caps.
@@ -221,7 +228,7 @@ class EvaluationConfig(Section):
     # methods and are the unit of replication for intervals. 5+ for a comparison.
     seeds: list[int] = Field(default_factory=lambda: [0])
     # Tasks scored but never in the mixture (task specs, like tasks.names).
-    heldout: list[TaskEntry | str] = Field(default_factory=list)
+    heldout: list[TaskEntry | TaskSpec] = Field(default_factory=list)
     # MMLU subjects scored too ("mmlu:anatomy", ...); knowledge a small model mostly lacks.
     mmlu: list[str] = Field(default_factory=list)
     # At most this many eval examples per task (eval splits and held-out tasks).
@@ -240,7 +247,7 @@ class ReportConfig(Section):
     """The HTML report."""
 
     # Render report.html at the end of the run.
-    enabled: bool = True
+    enabled: StrictBool = True
     # Points on the rho path (weights along rho from 0 to 2/T) drawn in the report.
     rho_path_points: int = Field(default=25, ge=2)
 
@@ -277,6 +284,8 @@ class RunConfig(Section):
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must be a directory path or omitted")
+        if value is not None and "\x00" in value:
+            raise ValueError("contains a NUL byte, which no path can hold")
         return value
 
     @model_validator(mode="after")
@@ -344,11 +353,7 @@ def parse(text: str, *, source: str = "<config>", base_dir: Path | None = None,
     Raises:
         ConfigError: YAML syntax error, unknown key, wrong type or impossible value.
     """
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML ({err})") from err
+    data, node = read_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -390,7 +395,7 @@ def _relative_to(config: RunConfig, base_dir: Path) -> RunConfig:
         p = Path(path).expanduser()
         return path if p.is_absolute() else str(base_dir / p)
 
-    names: list[TaskEntry | str] = []
+    names: list[TaskEntry | TaskSpec] = []
     for entry in config.tasks.names:
         if isinstance(entry, str):
             names.append(fix(entry) if is_file_spec(entry) else entry)
@@ -438,8 +443,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     file = Path(path).expanduser()
     if not file.is_file():
         raise NotFoundError(f"config file {file} does not exist; pass the path of a YAML file")
-    return parse(file.read_text(), source=str(file), base_dir=file.parent.resolve(),
-                 overrides=overrides)
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{file} line {line}: bytes that are not UTF-8 (byte offset "
+                          f"{err.start}); save the config as UTF-8") from err
+    return parse(text, source=str(file), base_dir=file.parent.resolve(), overrides=overrides)
 
 
 def dump(config: RunConfig) -> dict[str, Any]:

@@ -253,6 +253,7 @@ def _train_and_score(
     from peft import PeftModel
 
     from taskpgm import device as device_mod
+    from taskpgm.models import check_adapter_dir
     from taskpgm.trainer import train_adapter
 
     loaded = base.load()
@@ -270,6 +271,7 @@ def _train_and_score(
                         steps=log["steps"])
         (tmp / "training_log.json").write_text(json.dumps(log, indent=1))
         loaded.model.to(scoring_placement.torch_device)
+        check_adapter_dir(tmp / "adapter")
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
             acc = scores_by_group(loaded, wrapped, evalset, normalization, scoring,

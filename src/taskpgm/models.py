@@ -345,6 +345,24 @@ def encode(
     return prompt_ids, answer_ids
 
 
+def check_adapter_dir(path: Path) -> None:
+    """Refuse a LoRA adapter folder unless its weights are safetensors and nothing pickled
+    lies beside them (PEFT would fall back to ``torch.load`` on ``adapter_model.bin``).
+
+    Raises:
+        ModelError: a pickled weights file is present, or no ``adapter_model.safetensors``.
+    """
+    path = Path(path)
+    pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(
+        p.name for p in path.glob("*.pt")) + sorted(p.name for p in path.glob("*.pth"))
+    if pickled:
+        raise ModelError(f"{path} holds pickled weights ({', '.join(pickled)}); taskpgm never "
+                         "unpickles — remove them and keep adapter_model.safetensors")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise ModelError(f"{path} has no adapter_model.safetensors; save the adapter with "
+                         "save_pretrained(safe_serialization=True)")
+
+
 class Base:
     """A base model that is resolved at once (for its fingerprint) but loaded only when used.
 

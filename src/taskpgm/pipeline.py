@@ -89,8 +89,6 @@ def run(
 
     out = stream or sys.stderr
     state = RunState(config, Path(run_dir), out)
-    write_text(state.run_dir / "config.yaml",
-               yaml.safe_dump(config_mod.dump(config), sort_keys=False))
     t_run = time.monotonic()
 
     last = STAGES.index(until) + 1
@@ -123,6 +121,9 @@ def run(
     tokenizer = base.load().tokenizer
     mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
     caps = preflight(config, tasks, mean_tokens)
+    # nothing is written into the run directory before the checks above pass
+    write_text(state.run_dir / "config.yaml",
+               yaml.safe_dump(config_mod.dump(config), sort_keys=False))
     work = plan_of(config, tasks, heldout, mmlu, mean_tokens)
     state.say(f"work: {work.experts} experts, {work.expert_steps} steps "
               f"({work.expert_tokens:,.0f} tokens); {work.probe_scorings:,} probe scorings; "

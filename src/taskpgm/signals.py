@@ -44,7 +44,7 @@ from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.device import Placement
 from taskpgm.errors import DataError, ModelError
 from taskpgm.experts import Expert
-from taskpgm.models import Base, encode, load
+from taskpgm.models import Base, check_adapter_dir, encode, load
 from taskpgm.progress import Progress, say
 from taskpgm.readers import BASE_KEY, Signals, open_signals
 from taskpgm.tasks.schema import Example, probe_fingerprint
@@ -356,6 +356,7 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
                 device_mod.free_memory(placement.device)
                 continue
             name = f"expert{len(previous)}"  # PEFT adapter names cannot hold dots
+            check_adapter_dir(Path(expert.path))  # before PEFT could torch.load a .bin
             try:
                 if wrapped is None:
                     wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),

@@ -119,7 +119,7 @@ def test_too_few_examples(tmp_path: Path, home: Path, capsys):
     assert "lower --probe/--eval" in err
     tiny = write_jsonl(tmp_path / "tiny.jsonl", mc_records(2))
     code, _, err = run(capsys, "tasks", "show", str(tiny))
-    assert code == 1 and "has 2 examples" in err
+    assert code == 1 and "has only 2 distinct example(s)" in err and "lower" not in err
 
 
 def test_unknown_bigbench_and_mmlu_names(fake_sources: Path, capsys):

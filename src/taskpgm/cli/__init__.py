@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from taskpgm import __version__
@@ -66,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's preemption, ``kill``) arrived: stop like Ctrl-C does."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes included) shown as ``\\xNN``;
+    newlines and tabs stay. File names and values in messages come from users' files."""
+    return "".join(c if c in "\n\t" or (c.isprintable() and c != "\x7f")
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (also used by the console script)."""
     parser = build_parser()
@@ -74,14 +91,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    resume = "finished work is kept; run the same command to resume"
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(handler(args))
     except TaskPGMError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command to resume", file=sys.stderr)
+        print(f"interrupted: {resume}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"terminated (SIGTERM): {resume}", file=sys.stderr)
+        return 143
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

