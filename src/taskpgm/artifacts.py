@@ -20,6 +20,19 @@ after writing ``manifest.json`` last; a directory without ``manifest.json`` is
 never read. Work that must survive a kill before the
 artifact is finished (training checkpoints, per-model shards) goes to a
 persistent ``.<n>-<fingerprint>.work`` directory, removed once the artifact exists.
+
+The manifest holds the sha256 and size of every file of the artifact. :func:`find`
+checks them: a damaged artifact (truncated, replaced, garbage) is removed with a
+one-line note and its stage computes it again.
+
+Several processes may share a cache, on one machine or on a filesystem that several
+machines mount: :func:`claim` takes a per-artifact lock file
+(``.<n>-<fingerprint>.lock``, created with O_EXCL) around "find, else compute and
+write", so a second process waits and then reuses the first one's work. The holder
+touches the lock every ``HEARTBEAT`` seconds. A lock is stale when its holder is a
+dead process of this machine, or when its modification time has not moved for
+``STALE`` seconds of the waiter's own clock (so clocks of different machines need not
+agree); a stale lock is taken over.
 """
 
 from __future__ import annotations
@@ -28,7 +41,10 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +54,11 @@ from taskpgm import atomic, cache
 from taskpgm.errors import DataError
 
 MANIFEST = "manifest.json"
+HEARTBEAT = 10.0  # seconds between a lock holder's touches
+STALE = 120.0  # seconds without a touch after which another machine's lock is dead
+POLL = 0.5  # seconds between a waiter's looks
+_held: set[Path] = set()  # artifacts this process holds the claim of
+_verified: dict[Path, tuple[int, int]] = {}  # manifest (mtime_ns, size) last found intact
 
 
 def default_root() -> Path:
@@ -85,9 +106,82 @@ def path_of(stage: str, name: str, fp: str, *, root: Path | None = None) -> Path
 
 
 def find(stage: str, name: str, fp: str, *, root: Path | None = None) -> Path | None:
-    """The artifact's directory if it is complete (has ``manifest.json``), else ``None``."""
-    path = path_of(stage, name, fp, root=root)
-    return path if (path / MANIFEST).is_file() else None
+    """The artifact's directory if it is complete and intact, else ``None``.
+
+    A damaged one (:func:`verify`) is removed, with a note on stderr, so that its stage
+    computes it again.
+    """
+    return intact(path_of(stage, name, fp, root=root))
+
+
+def intact(path: Path) -> Path | None:
+    """``path`` if it is a finished artifact whose files match its manifest; a damaged
+    one is removed (with a note) and ``None`` returned."""
+    if not (path / MANIFEST).is_file():
+        return None
+    problem = verify(path)
+    if problem is None:
+        return path
+    print(f"artifacts: {path} is damaged ({problem}); computing it again", file=sys.stderr,
+          flush=True)
+    aside = path.parent / f".{path.name}.damaged-{os.getpid()}.{atomic.host_tag()}"
+    try:
+        os.replace(path, aside)  # atomic: a concurrent reader sees it whole or not at all
+    except OSError:
+        return None
+    shutil.rmtree(aside, ignore_errors=True)
+    return None
+
+
+def digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under ``folder`` but the manifest, by relative path."""
+    out = {}
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and file.name != MANIFEST:
+            h = hashlib.sha256()
+            with open(file, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            out[file.relative_to(folder).as_posix()] = {"sha256": h.hexdigest(),
+                                                        "bytes": file.stat().st_size}
+    return out
+
+
+def verify(path: Path) -> str | None:
+    """What is wrong with a finished artifact, or ``None`` when its files match its manifest.
+
+    Artifacts written before manifests held checksums (no ``files``) are taken as they are.
+    """
+    manifest_path = path / MANIFEST
+    try:
+        stat = manifest_path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        if _verified.get(path) == key:
+            return None
+        data = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"unreadable {MANIFEST}: {type(err).__name__}"
+    if not isinstance(data, dict):
+        return f"{MANIFEST} is not a JSON object"
+    files = data.get("files")
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        return f"{MANIFEST} has no valid file list"
+    for rel, want in files.items():
+        file = path / rel
+        if not file.is_file():
+            return f"{rel} is missing"
+        if file.stat().st_size != want.get("bytes"):
+            return f"{rel} has {file.stat().st_size} bytes, the manifest says {want.get('bytes')}"
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        if h.hexdigest() != want.get("sha256"):
+            return f"{rel} does not match its checksum"
+    _verified[path] = key
+    return None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -127,6 +221,7 @@ def write(
         manifest.setdefault("stage", stage)
         manifest.setdefault("name", name)
         manifest.setdefault("fingerprint", fp)
+        manifest["files"] = digests(tmp)
         (tmp / MANIFEST).write_text(json.dumps(_canonical(manifest), indent=1, default=str))
         if final.exists():  # an unfinished leftover (no manifest) or a concurrent winner
             if (final / MANIFEST).is_file():
@@ -139,11 +234,110 @@ def write(
 
 
 def _sweep(final: Path) -> None:
-    """Remove temporary directories left by killed writers of this artifact (dead pids only)."""
+    """Remove temporary directories left by killed writers of this artifact.
+
+    Without the artifact's claim, only those of dead processes of this machine (another
+    machine's process cannot be asked whether it lives); with it, every one: a writer
+    holds the claim while it writes, so the others' leftovers are dead writers'.
+    """
+    here = atomic.host_tag()
+    held = final in _held
     for leftover in final.parent.glob(f".{final.name}.partial-*"):
-        pid = leftover.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        owner = leftover.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        pid, _, host = owner.partition(".")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if held or ((host or here) == here and not _alive(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _lock_of(final: Path) -> Path:
+    return final.parent / f".{final.name}.lock"
+
+
+@contextmanager
+def claim(stage: str, name: str, fp: str, *, root: Path | None = None,
+          stream: Any = None) -> Iterator[None]:
+    """Hold the artifact's lock for the block: "find it, else compute and write it".
+
+    Blocks while another live process holds it (printing one line when the wait
+    starts), takes over a stale lock (see the module docstring), and re-enters freely
+    when this process already holds it.
+    """
+    final = path_of(stage, name, fp, root=root)
+    if final in _held:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_of(final)
+    me = json.dumps({"host": atomic.host_tag(), "pid": os.getpid(), "since": time.time()})
+    seen: tuple[str, float, float] | None = None  # (holder, its mtime, when we saw it move)
+    told = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder, mtime = lock.read_text(), lock.stat().st_mtime
+            except (FileNotFoundError, UnicodeDecodeError):
+                continue  # released (or half-written) between our two looks: try again
+            now = time.monotonic()
+            if seen is None or seen[0] != holder or seen[1] != mtime:
+                seen = (holder, mtime, now)
+            if _stale_holder(holder) or now - seen[2] > STALE:
+                if lock.read_text() == holder:  # still the one judged stale
+                    lock.unlink(missing_ok=True)
+                continue
+            if not told:
+                print(f"artifacts: waiting for {_describe(holder)}, which is computing "
+                      f"{final.name}", file=stream or sys.stderr, flush=True)
+                told = True
+            time.sleep(POLL)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    _held.add(final)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                os.utime(lock)
+            except FileNotFoundError:
+                return
+
+    heart = threading.Thread(target=beat, daemon=True)
+    heart.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        heart.join()
+        _held.discard(final)
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _stale_holder(holder: str) -> bool:
+    """A lock of a dead process on this machine (another machine's: by its heartbeat)."""
+    try:
+        info = json.loads(holder)
+        host, pid = str(info["host"]), int(info["pid"])
+    except (ValueError, KeyError, TypeError):
+        return False  # half-written: its writer is alive a moment ago
+    return host == atomic.host_tag() and pid != os.getpid() and not _alive(pid)
+
+
+def _describe(holder: str) -> str:
+    try:
+        info = json.loads(holder)
+        return f"process {info['pid']} on {info['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def _alive(pid: int) -> bool:

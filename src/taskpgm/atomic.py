@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import Any
 
 
+def host_tag() -> str:
+    """This machine's name, letters and digits only (it goes into file names)."""
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
+
+
 def partial_prefix(path: Path) -> str:
-    """The name prefix of this process's temporary siblings of ``path``."""
-    return f".{path.name}.partial-{os.getpid()}-"
+    """The name prefix of this process's temporary siblings of ``path``:
+    ``.<name>.partial-<pid>.<host>-`` (the host: a cache may be shared by machines)."""
+    return f".{path.name}.partial-{os.getpid()}.{host_tag()}-"
 
 
 @contextlib.contextmanager

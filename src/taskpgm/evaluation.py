@@ -197,15 +197,16 @@ def ensure_evaluation(
           f"{done} done already; {len(evalset.examples())} examples "
           "scored after each", file=out, flush=True)
     rows: list[dict[str, Any]] = []
-    found = artifacts.find(STAGE, "base", base_fp, root=root)
-    if found is None:
-        loaded = base.load()
-        loaded.model.to(scoring_placement.torch_device)
-        acc = scores_by_group(loaded, loaded.model, evalset, normalization, scoring,
-                                _scoring_progress("base", evalset, out), scoring_placement)
-        with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
-            (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
+    with artifacts.claim(STAGE, "base", base_fp, root=root, stream=out):
         found = artifacts.find(STAGE, "base", base_fp, root=root)
+        if found is None:
+            loaded = base.load()
+            loaded.model.to(scoring_placement.torch_device)
+            acc = scores_by_group(loaded, loaded.model, evalset, normalization, scoring,
+                                    _scoring_progress("base", evalset, out), scoring_placement)
+            with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
+                (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
+            found = artifacts.find(STAGE, "base", base_fp, root=root)
     assert found is not None
     rows.extend(json.loads((found / "scores.json").read_text()))
     progress = Progress("evaluation", len(first), unit="training", every=0.0, stream=out,
@@ -214,9 +215,12 @@ def ensure_evaluation(
         name = f"{method}-s{seed}"
         found = _find(name, fp, root)
         if found is None:
-            found = _train_and_score(base, name, method, seed, mixed, cfg, fp, evalset,
-                                     normalization, scoring, root, out, training,
-                                     scoring_placement)
+            with artifacts.claim(STAGE, name, fp, root=root, stream=out):
+                found = _find(name, fp, root)  # another process may have trained it
+                if found is None:
+                    found = _train_and_score(base, name, method, seed, mixed, cfg, fp,
+                                             evalset, normalization, scoring, root, out,
+                                             training, scoring_placement)
             progress.update(1, note=f"{name} done")
         if tracker is not None:
             tracker.training_file("evaluation", name, found / "training_log.json")
@@ -236,8 +240,10 @@ def _find(name: str, fp: str, root: Path | None) -> Path | None:
     if found is not None:
         return found
     stage_dir = (root or artifacts.default_root()) / STAGE
-    done = [p for p in sorted(stage_dir.glob(f"*-{fp}")) if (p / artifacts.MANIFEST).is_file()]
-    return done[0] if done else None
+    for path in sorted(stage_dir.glob(f"*-{fp}")):
+        if artifacts.intact(path) is not None:
+            return path
+    return None
 
 
 def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:

@@ -260,33 +260,49 @@ def ensure_experts(
     say(f"experts: {len(done)} of {len(plans)} finished already, "
         f"{len(todo)} to do ({total_steps} steps)", stream)
     for n, (task, fp, ipath) in enumerate(todo, start=len(done) + 1):
-        label = f"expert {n}/{len(plans)} {task}"
-        manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
-                                    "base_name": base.name}
-        with artifacts.write(STAGE, task, fp, manifest, root=root) as tmp:
-            if ipath is not None and _is_checkpoint(ipath):
-                check_checkpoint(base.load(), ipath)
-                manifest.update(source="checkpoint", checkpoint=str(ipath.resolve()))
-                say(f"{label}: fine-tuned checkpoint {ipath}", stream)
-            elif ipath is not None:
-                config = check_adapter(base.load(), ipath)
-                shutil.copyfile(ipath / ADAPTER_FILE, tmp / ADAPTER_FILE)
-                (tmp / "adapter_config.json").write_text(json.dumps(config, indent=1))
-                manifest.update(source="imported", imported_from=str(ipath))
-                say(f"{label}: imported from {ipath}", stream)
-            else:
-                work = artifacts.work_dir(STAGE, task, fp, root=root)
-                log = train_adapter(base.load(), task, train_sets[task], cfg, work, tmp,
-                                   progress=progress, label=label, stream=stream,
-                                   placement=placement)
-                manifest.update(source="trained", examples=examples_fingerprint(train_sets[task]),
-                                config=cfg.model_dump(exclude={"import_"}),
-                                compute=placement.as_dict(),
-                                final_loss=log["final_loss"], seconds=log["seconds"])
-        artifacts.remove_work_dir(STAGE, task, fp, root=root)
-        done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
-                            manifest["source"])
+        with artifacts.claim(STAGE, task, fp, root=root, stream=stream):
+            found = artifacts.find(STAGE, task, fp, root=root)  # another process's
+            if found is not None:
+                source = str(artifacts.read_manifest(found).get("source", "trained"))
+                done[task] = Expert(task, found, fp, source)
+                say(f"expert {n}/{len(plans)} {task}: finished by another process",
+                    stream)
+                continue
+            _make_expert(base, task, fp, ipath, train_sets, cfg, root, stream, progress,
+                         placement, f"expert {n}/{len(plans)} {task}", done)
     return {task: done[task] for task, _, _ in plans}
+
+
+def _make_expert(base: Base, task: str, fp: str, ipath: Path | None,
+                 train_sets: Mapping[str, Sequence[Example]], cfg: ExpertsConfig,
+                 root: Path | None, stream: TextIO | None, progress: Progress,
+                 placement: Placement, label: str, done: dict[str, Expert]) -> None:
+    """Train (or import) one expert into its artifact; the caller holds its claim."""
+    manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
+                                "base_name": base.name}
+    with artifacts.write(STAGE, task, fp, manifest, root=root) as tmp:
+        if ipath is not None and _is_checkpoint(ipath):
+            check_checkpoint(base.load(), ipath)
+            manifest.update(source="checkpoint", checkpoint=str(ipath.resolve()))
+            say(f"{label}: fine-tuned checkpoint {ipath}", stream)
+        elif ipath is not None:
+            config = check_adapter(base.load(), ipath)
+            shutil.copyfile(ipath / ADAPTER_FILE, tmp / ADAPTER_FILE)
+            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=1))
+            manifest.update(source="imported", imported_from=str(ipath))
+            say(f"{label}: imported from {ipath}", stream)
+        else:
+            work = artifacts.work_dir(STAGE, task, fp, root=root)
+            log = train_adapter(base.load(), task, train_sets[task], cfg, work, tmp,
+                               progress=progress, label=label, stream=stream,
+                               placement=placement)
+            manifest.update(source="trained", examples=examples_fingerprint(train_sets[task]),
+                            config=cfg.model_dump(exclude={"import_"}),
+                            compute=placement.as_dict(),
+                            final_loss=log["final_loss"], seconds=log["seconds"])
+    artifacts.remove_work_dir(STAGE, task, fp, root=root)
+    done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
+                        manifest["source"])
 
 
 def load_tasks(config: RunConfig) -> dict[str, TaskSplits]:

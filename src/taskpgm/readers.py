@@ -46,9 +46,22 @@ class Signals:
         return load_file(str(self.path / entry["shard"]))
 
 
+def checked(path: Path) -> Path:
+    """``path``, a finished artifact whose files match its manifest's checksums.
+
+    Raises:
+        DataError: it is damaged; rerunning its stage computes it again.
+    """
+    problem = artifacts.verify(path)
+    if problem is not None:
+        raise DataError(f"{path} is damaged ({problem}); run `taskpgm run CONFIG` again: it "
+                        "notices the damage and computes the artifact again")
+    return path
+
+
 def open_signals(path: Path) -> Signals:
     """Read a finished signals artifact (no model is loaded)."""
-    return Signals(path, artifacts.read_manifest(path))
+    return Signals(path, artifacts.read_manifest(checked(path)))
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ WEIGHTS_FILE = "weights.json"
 
 def open_relations(path: Path) -> Relations:
     """Read a finished relations artifact."""
-    manifest = artifacts.read_manifest(path)
+    manifest = artifacts.read_manifest(checked(path))
     arrays = load_file(str(path / RELATIONS_FILE))
     return Relations(path, str(manifest["fingerprint"]), list(manifest["tasks"]), arrays,
                      manifest)
@@ -80,7 +93,7 @@ def open_relations(path: Path) -> Relations:
 
 def open_weights(path: Path) -> dict[str, Any]:
     """Read a finished weights artifact: ``weights.json`` with its ``fingerprint`` added."""
-    manifest = artifacts.read_manifest(path)
+    manifest = artifacts.read_manifest(checked(path))
     data: dict[str, Any] = json.loads((path / WEIGHTS_FILE).read_text())
     data["fingerprint"] = str(manifest["fingerprint"])
     return data

@@ -70,45 +70,46 @@ def ensure_relations(
     """
     signals_fp = str(signals.manifest.get("fingerprint", signals.path.name))
     fp = fingerprint_of(signals_fp, tasks, cfg, targets)
-    found = artifacts.find(STAGE, STAGE, fp, root=root)
-    if found is not None:
-        say(f"relations: reusing {found}", stream)
-        return open_relations(found)
-    say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
-    pred = from_signals(signals, tasks, normalization=cfg.normalization,
-                        correct_sets=correct_sets, targets=targets)
-    extra: dict[str, np.ndarray] = {}
-    if targets:
-        extra["target_pmi"] = target_transfer(pred, len(tasks))
-        pred = pred.only_tasks(len(tasks))
-    jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
-    pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
-    s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
-                       names=list(tasks), return_info=True)
-    assert isinstance(info, AffinityInfo)
-    accuracy = pred.accuracy()
-    arrays = {
-        "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
-        "pmi": pmi, "affinity": s, "accuracy": accuracy,
-        "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
-        # the paper's setting works on sequence log-likelihoods: n(x) = 1
-        "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
-    }
-    arrays.update(extra)
-    if cfg.bootstrap:
-        arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
-                                          pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
-    manifest: dict[str, Any] = {
-        "tasks": list(tasks), "targets": list(targets), "models": pred.models,
-        "signals": signals_fp, "config": cfg.model_dump(),
-        "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
-                "correction_norm": info.correction_norm, "pmi_scale": info.pmi_scale,
-                "jsd_scale": info.jsd_scale},
-        "probe_examples": int(pred.task_of.size),
-    }
-    with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
-                  str(tmp / RELATIONS_FILE))
-    found = artifacts.find(STAGE, STAGE, fp, root=root)
-    assert found is not None
+    with artifacts.claim(STAGE, STAGE, fp, root=root, stream=stream):
+        found = artifacts.find(STAGE, STAGE, fp, root=root)
+        if found is not None:
+            say(f"relations: reusing {found}", stream)
+            return open_relations(found)
+        say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
+        pred = from_signals(signals, tasks, normalization=cfg.normalization,
+                            correct_sets=correct_sets, targets=targets)
+        extra: dict[str, np.ndarray] = {}
+        if targets:
+            extra["target_pmi"] = target_transfer(pred, len(tasks))
+            pred = pred.only_tasks(len(tasks))
+        jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
+        pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
+        s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
+                           names=list(tasks), return_info=True)
+        assert isinstance(info, AffinityInfo)
+        accuracy = pred.accuracy()
+        arrays = {
+            "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
+            "pmi": pmi, "affinity": s, "accuracy": accuracy,
+            "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
+            # the paper's setting works on sequence log-likelihoods: n(x) = 1
+            "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
+        }
+        arrays.update(extra)
+        if cfg.bootstrap:
+            arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
+                                              pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
+        manifest: dict[str, Any] = {
+            "tasks": list(tasks), "targets": list(targets), "models": pred.models,
+            "signals": signals_fp, "config": cfg.model_dump(),
+            "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
+                    "correction_norm": info.correction_norm, "pmi_scale": info.pmi_scale,
+                    "jsd_scale": info.jsd_scale},
+            "probe_examples": int(pred.task_of.size),
+        }
+        with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
+                      str(tmp / RELATIONS_FILE))
+        found = artifacts.find(STAGE, STAGE, fp, root=root)
+        assert found is not None
     return open_relations(found)

@@ -290,35 +290,37 @@ def ensure_signals(
         placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
     fp = fingerprint_of(parents, cfg, placement)
     name = "probe"
-    found = artifacts.find(STAGE, name, fp, root=root)
-    out = stream or sys.stderr
-    if found is not None:
-        print(f"signals: reusing {found}", file=out, flush=True)
-        return open_signals(found)
-    keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
-    fps = {BASE_KEY: base.fingerprint, **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
-    work = artifacts.work_dir(STAGE, name, fp, root=root)
-    todo = [k for k in keys if not (work / _shard_name(k)).is_file()]
-    print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
-          f"{len(keys) - len(todo)} already scored", file=out, flush=True)
-    if todo:
-        _score_models(base, experts, examples, cfg, todo, work, out, placement)
-    manifest: dict[str, Any] = {
-        "base": {"name": base.name, "fingerprint": base.fingerprint},
-        "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
-                  "kinds": [ex.kind for ex in examples],
-                  "gold": [_gold(ex) for ex in examples]},
-        "models": {k: {"fingerprint": fps[k], "shard": _shard_name(k)} for k in keys},
-        "config": cfg.model_dump(),
-        "compute": placement.as_dict(),
-    }
-    with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
-        for k in keys:
-            os.link(work / _shard_name(k), tmp / _shard_name(k))
-    artifacts.remove_work_dir(STAGE, name, fp, root=root)
-    path = artifacts.find(STAGE, name, fp, root=root)
-    assert path is not None
-    return open_signals(path)
+    with artifacts.claim(STAGE, name, fp, root=root, stream=stream):
+        found = artifacts.find(STAGE, name, fp, root=root)
+        out = stream or sys.stderr
+        if found is not None:
+            print(f"signals: reusing {found}", file=out, flush=True)
+            return open_signals(found)
+        keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
+        fps = {BASE_KEY: base.fingerprint,
+               **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
+        work = artifacts.work_dir(STAGE, name, fp, root=root)
+        todo = [k for k in keys if not (work / _shard_name(k)).is_file()]
+        print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
+              f"{len(keys) - len(todo)} already scored", file=out, flush=True)
+        if todo:
+            _score_models(base, experts, examples, cfg, todo, work, out, placement)
+        manifest: dict[str, Any] = {
+            "base": {"name": base.name, "fingerprint": base.fingerprint},
+            "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
+                      "kinds": [ex.kind for ex in examples],
+                      "gold": [_gold(ex) for ex in examples]},
+            "models": {k: {"fingerprint": fps[k], "shard": _shard_name(k)} for k in keys},
+            "config": cfg.model_dump(),
+            "compute": placement.as_dict(),
+        }
+        with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
+            for k in keys:
+                os.link(work / _shard_name(k), tmp / _shard_name(k))
+        artifacts.remove_work_dir(STAGE, name, fp, root=root)
+        path = artifacts.find(STAGE, name, fp, root=root)
+        assert path is not None
+        return open_signals(path)
 
 
 def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],

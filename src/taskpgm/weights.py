@@ -180,44 +180,45 @@ def ensure_weights(
               "sizes": list(map(int, train_sizes)), "baselines": list(baselines),
               "temperature": temperature, "path": rho_path_points}
     fp = artifacts.fingerprint(STAGE, VERSION, [relations.fingerprint], params, {})
-    found = artifacts.find(STAGE, STAGE, fp, root=root)
-    if found is not None:
-        say(f"weights: reusing {found}", stream)
+    with artifacts.claim(STAGE, STAGE, fp, root=root, stream=stream):
+        found = artifacts.find(STAGE, STAGE, fp, root=root)
+        if found is not None:
+            say(f"weights: reusing {found}", stream)
+            return open_weights(found)
+        tasks = relations.tasks
+        t = len(tasks)
+        methods: dict[str, dict[str, Any]] = {}
+        for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
+            settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
+                                        "untrusted": cfg.untrusted, "energy": cfg.energy}
+            fit = solve(relations, cfg.rho, **settings)
+            methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
+        main = methods["taskpgm"]
+        ref = reference_rows(relations, caps)
+        for kind in baselines:
+            if kind == "reference":
+                methods[kind] = {**ref["exact"], "method": kind}
+                continue
+            w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
+            methods[kind] = {"method": kind,
+                             "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
+        top = max(2.0 / t, 2.0 * cfg.rho)
+        path = []
+        for rho in np.linspace(0.0, top, rho_path_points):
+            fit = solve(relations, float(rho), budget=None, utility_kind=cfg.utility, caps=caps,
+                        untrusted=cfg.untrusted, energy=cfg.energy)
+            path.append({"rho": float(rho), "weights": list(fit["weights"].values())})
+        data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
+                "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
+                "relations": relations.fingerprint}
+        manifest = {"relations": relations.fingerprint, "params": params}
+        with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
+            (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
+        say(f"weights: rho={cfg.rho:g} energy {main['energy']:.5f}, "
+            f"KKT residual {main['kkt_residual']:.1e}", stream)
+        found = artifacts.find(STAGE, STAGE, fp, root=root)
+        assert found is not None
         return open_weights(found)
-    tasks = relations.tasks
-    t = len(tasks)
-    methods: dict[str, dict[str, Any]] = {}
-    for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
-        settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
-                                    "untrusted": cfg.untrusted, "energy": cfg.energy}
-        fit = solve(relations, cfg.rho, **settings)
-        methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
-    main = methods["taskpgm"]
-    ref = reference_rows(relations, caps)
-    for kind in baselines:
-        if kind == "reference":
-            methods[kind] = {**ref["exact"], "method": kind}
-            continue
-        w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
-        methods[kind] = {"method": kind,
-                         "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
-    top = max(2.0 / t, 2.0 * cfg.rho)
-    path = []
-    for rho in np.linspace(0.0, top, rho_path_points):
-        fit = solve(relations, float(rho), budget=None, utility_kind=cfg.utility, caps=caps,
-                    untrusted=cfg.untrusted, energy=cfg.energy)
-        path.append({"rho": float(rho), "weights": list(fit["weights"].values())})
-    data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
-            "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
-            "relations": relations.fingerprint}
-    manifest = {"relations": relations.fingerprint, "params": params}
-    with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
-        (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
-    say(f"weights: rho={cfg.rho:g} energy {main['energy']:.5f}, "
-        f"KKT residual {main['kkt_residual']:.1e}", stream)
-    found = artifacts.find(STAGE, STAGE, fp, root=root)
-    assert found is not None
-    return open_weights(found)
 
 
 def bootstrap_draws(relations: Relations) -> list[Relations]:
