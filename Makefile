@@ -8,7 +8,7 @@ CVENV  ?= .venv-consumers
 CSTAMP := $(CVENV)/.taskpgm-consumers-installed
 PYTHON ?= python3
 
-.PHONY: setup setup-test demo test test-consumers lint bench browser clean
+.PHONY: setup setup-test demo test test-consumers lint bench fuzz browser clean
 
 setup: $(STAMP)
 setup-test: $(TSTAMP)
@@ -54,6 +54,10 @@ test-consumers: $(CSTAMP)
 
 test: lint browser test-consumers
 	$(PY) -m pytest -q
+
+# The long fuzzing campaign (a few minutes): 10,000 task files and 3,000 run configs.
+fuzz: setup-test
+	$(PY) tests/fuzz/campaign.py --tasks 10000 --configs 3000
 
 bench: setup-test
 	$(PY) benchmarks/run_all.py

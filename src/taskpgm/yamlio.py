@@ -31,9 +31,24 @@ def read_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
                           "); fix the syntax") from err
     except RecursionError as err:
         raise ConfigError(f"{source}: YAML nested too deeply to be a config") from err
-    stack = [node] if node is not None else []
+    # Depth-first over the node graph (aliases share nodes): a node met again on its own
+    # path is a cycle; one met again elsewhere was checked already.
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)] if node is not None else []
+    path: set[int] = set()
+    done: set[int] = set()
     while stack:
-        current = stack.pop()
+        current, leaving = stack.pop()
+        if leaving:
+            path.discard(id(current))
+            done.add(id(current))
+            continue
+        if id(current) in path:
+            raise ConfigError(f"{source} line {current.start_mark.line + 1}: an alias refers "
+                              "to a mapping or list that contains it; remove it")
+        if id(current) in done:
+            continue
+        path.add(id(current))
+        stack.append((current, True))
         if isinstance(current, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in current.value:
@@ -44,7 +59,7 @@ def read_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
                         f"(first on line {seen[name]}); YAML would silently keep only the "
                         "last one — merge them into one")
                 seen[name] = key.start_mark.line + 1
-                stack.append(value)
+                stack.append((value, False))
         elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
+            stack.extend((child, False) for child in current.value)
     return data, node

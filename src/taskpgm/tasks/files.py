@@ -139,7 +139,12 @@ def load_file(
         _arrow(reader, _hf_batches(spec), lambda i: f"row {i}")
         return reader.finish()
     path = Path(spec)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as err:  # a name too long, a component that is a file, ...
+        raise NotFoundError(f"task file {spec} cannot be opened ({err.strerror}); check "
+                            "the path") from err
+    if not exists:
         raise NotFoundError(f"task file {spec} does not exist; check the path "
                             f"(supported: {', '.join(SUFFIXES)}, a datasets directory, hf:ID)")
     if path.is_dir():
@@ -407,6 +412,9 @@ def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
     try:
         yield from pq.ParquetFile(path).iter_batches(batch_size=8 * BATCH)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: the Parquet file holds names or strings that are not "
+                        "UTF-8; write it again with text columns as UTF-8") from err
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"{path}: cannot read the Parquet file ({err}); fix the file") from err
 

@@ -48,6 +48,7 @@ def add_record(
     """Validate one record against ``mapping`` and add it to ``builder`` (or note a problem)."""
     from taskpgm.tasks.formatting import format_checked
 
+
     prompt = record.get(mapping.prompt)
     if prompt is None:
         problems.add(where, f"missing field {mapping.prompt!r} (the prompt); the record has "
@@ -75,11 +76,26 @@ def add_record(
         correct = _answer(record, mapping, len(choices), where, problems)
         if correct is None:
             return
-        builder.add(text, prompt, choices, correct)
+        if _is_text(text, prompt, *choices, where=where, problems=problems):
+            builder.add(text, prompt, choices, correct)
     else:
         targets = _targets(record, mapping, where, problems)
-        if targets is not None:
+        if targets is not None and _is_text(text, prompt, *targets, where=where,
+                                            problems=problems):
             builder.add(text, prompt, None, (), targets)
+
+
+def _is_text(*strings: str, where: str, problems: Problems) -> bool:
+    """Whether every string has a UTF-8 form (one decoded from an escape such as \\ud800,
+    a lone surrogate, has none); notes the problem when not."""
+    try:
+        for value in strings:
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.add(where, "a lone surrogate escape (e.g. \\ud800) that is no character; "
+                            "fix the string or remove it")
+        return False
+    return True
 
 
 def _detect_kind(record: dict[str, Any], mapping: FieldMapping) -> str | None:
