@@ -32,9 +32,12 @@ class Problems:
         self.source = source
         self.items: list[str] = []
         self.count = 0
+        self.messages: set[str] = set()  # distinct messages, up to two (one: say it once)
 
     def add(self, where: str, message: str) -> None:
         self.count += 1
+        if len(self.messages) < 2:
+            self.messages.add(message)
         if len(self.items) < MAX_LISTED:
             self.items.append(f"{where}: {message}")
 
@@ -47,6 +50,10 @@ class Problems:
             return
         if self.count == 1:
             raise DataError(f"{self.source} {self.items[0]}")
+        if len(self.messages) == 1:  # the same problem everywhere: one line
+            first = self.items[0].split(": ", 1)[0]
+            raise DataError(f"{self.source}: {self.count} records (from {first}): "
+                            f"{next(iter(self.messages))}")
         left = self.count - len(self.items)
         more = f"\n  ... and {left} more" if left else ""
         listed = "\n  ".join(self.items)
