@@ -264,7 +264,13 @@ def claim(stage: str, name: str, fp: str, *, root: Path | None = None,
     starts), takes over a stale lock (see the module docstring), and re-enters freely
     when this process already holds it.
     """
-    final = path_of(stage, name, fp, root=root)
+    with locked(path_of(stage, name, fp, root=root), stream=stream):
+        yield
+
+
+@contextmanager
+def locked(final: Path, *, stream: Any = None) -> Iterator[None]:
+    """:func:`claim` for any path (a shard inside a work directory, say)."""
     if final in _held:
         yield
         return

@@ -210,8 +210,12 @@ def ensure_experts(
     stream: TextIO | None = None,
     progress_every: float = 10.0,
     placement: Placement | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Expert]:
     """Train (or import) every missing expert; reuse finished ones. Returns them by task.
+
+    ``only``: just these tasks' experts (``taskpgm experts --only``: one scheduler job
+    per task sharing the cache); the result then holds only them.
 
     Each expert is its own artifact whose fingerprint covers the base model, the
     task's training data, the stage version, the non-default ``experts`` settings and
@@ -245,6 +249,12 @@ def ensure_experts(
                 f"experts.import names task {task!r}, which is not in tasks: "
                 f"({', '.join(train_sets)}); fix the name or add the task"
             )
+    if only is not None:
+        unknown = sorted(set(only) - set(train_sets))
+        if unknown:
+            raise NotFoundError(f"--only names {unknown}, which are not tasks of the config "
+                                f"({', '.join(train_sets)})")
+        plans = [plan for plan in plans if plan[0] in set(only)]
     done: dict[str, Expert] = {}
     todo = []
     for task, fp, ipath in plans:
@@ -316,7 +326,7 @@ def load_tasks(config: RunConfig) -> dict[str, TaskSplits]:
     return {splits.name: splits for splits in loaded}
 
 
-def run(config: RunConfig, *, stream: TextIO | None = None
+def run(config: RunConfig, *, stream: TextIO | None = None, only: Sequence[str] | None = None
         ) -> tuple[Base, dict[str, TaskSplits], dict[str, Expert]]:
     """The experts stage of a run: resolve the base, load the tasks, ensure every expert."""
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
@@ -326,5 +336,5 @@ def run(config: RunConfig, *, stream: TextIO | None = None
     placement = device_mod.resolve(config.base.device, config.experts.precision, stream=stream)
     say(device_mod.summary_line({"experts": placement}), stream)
     found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
-                           root=root, stream=stream, placement=placement)
+                           root=root, stream=stream, placement=placement, only=only)
     return base, tasks, found

@@ -124,11 +124,13 @@ def run(
     # nothing is written into the run directory before the checks above pass
     write_text(state.run_dir / "config.yaml",
                yaml.safe_dump(config_mod.dump(config), sort_keys=False))
+    from taskpgm.workload import plan_run
+
+    planned = plan_run(config, loaded={"base": base, "tasks": tasks, "heldout": heldout,
+                                       "mmlu": mmlu, "mean_tokens": mean_tokens,
+                                       "placements": compute})
+    state.say(planned["summary"])  # what `taskpgm plan` prints
     work = plan_of(config, tasks, heldout, mmlu, mean_tokens)
-    state.say(f"work: {work.experts} experts, {work.expert_steps} steps "
-              f"({work.expert_tokens:,.0f} tokens); {work.probe_scorings:,} probe scorings; "
-              f"{work.evaluation_trainings} evaluation trainings of "
-              f"{config.mixture.token_budget:,} tokens, {work.evaluation_scorings:,} scorings")
     state.record("tasks", seconds=round(time.monotonic() - t_tasks, 2), tasks=names,
                  train={t: len(s.train) for t, s in tasks.items()},
                  probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens,

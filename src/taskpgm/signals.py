@@ -27,6 +27,7 @@ in order and every model's fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -42,7 +43,7 @@ from taskpgm import artifacts, atomic
 from taskpgm import device as device_mod
 from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.device import Placement
-from taskpgm.errors import DataError, ModelError
+from taskpgm.errors import DataError, ModelError, NotFoundError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, check_adapter_dir, encode, load
 from taskpgm.progress import Progress, say
@@ -279,16 +280,7 @@ def ensure_signals(
     written to the work directory as soon as it is done, so a killed run rescoring
     resumes at the next model.
     """
-    examples = probe_set(probes)
-    ids = [ex.id for ex in examples]
-    if len(set(zip([ex.task for ex in examples], ids, strict=True))) != len(ids):
-        raise DataError("the probe set holds the same (task, example id) twice; "
-                        "check the task loaders' ids")
-    probe_fp = probe_fingerprint(examples)
-    parents = [base.fingerprint, probe_fp, *(f"{t}={e.fingerprint}" for t, e in experts.items())]
-    if placement is None:
-        placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
-    fp = fingerprint_of(parents, cfg, placement)
+    examples, ids, probe_fp, placement, fp = _plan(base, experts, probes, cfg, placement, stream)
     name = "probe"
     with artifacts.claim(STAGE, name, fp, root=root, stream=stream):
         found = artifacts.find(STAGE, name, fp, root=root)
@@ -323,10 +315,54 @@ def ensure_signals(
         return open_signals(path)
 
 
+def _plan(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, Sequence[Example]],
+          cfg: SignalsConfig, placement: Placement | None, stream: TextIO | None
+          ) -> tuple[list[Example], list[str], str, Placement, str]:
+    """(probe examples, their ids, probe fingerprint, placement, artifact fingerprint)."""
+    examples = probe_set(probes)
+    ids = [ex.id for ex in examples]
+    if len(set(zip([ex.task for ex in examples], ids, strict=True))) != len(ids):
+        raise DataError("the probe set holds the same (task, example id) twice; "
+                        "check the task loaders' ids")
+    probe_fp = probe_fingerprint(examples)
+    parents = [base.fingerprint, probe_fp, *(f"{t}={e.fingerprint}" for t, e in experts.items())]
+    if placement is None:
+        placement = device_mod.resolve(base.device, cfg.precision, stream=stream)
+    return examples, ids, probe_fp, placement, fingerprint_of(parents, cfg, placement)
+
+
+def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, Sequence[Example]],
+               cfg: SignalsConfig, models: Sequence[str], *, root: Path | None = None,
+               stream: TextIO | None = None, placement: Placement | None = None
+               ) -> Signals | None:
+    """Score just ``models`` (``base`` or task names) into the signals' work directory.
+
+    ``taskpgm signals --only``: one scheduler job per model, all sharing the cache; each
+    shard has its own lock, so jobs never score one model twice. Once every model's
+    shard is there the artifact is assembled (by whichever job finishes last) and
+    returned; until then ``None``.
+    """
+    examples, _, _, placement, fp = _plan(base, experts, probes, cfg, placement, stream)
+    found = artifacts.find(STAGE, "probe", fp, root=root)
+    if found is not None:
+        return open_signals(found)
+    keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
+    wanted = [BASE_KEY if m == "base" else f"expert:{m}" for m in models]
+    unknown = sorted(set(wanted) - set(keys))
+    if unknown:
+        raise NotFoundError(f"--only names {[u.removeprefix('expert:') for u in unknown]}: "
+                            f"neither base nor a task of the config ({', '.join(experts)})")
+    work = artifacts.work_dir(STAGE, "probe", fp, root=root)
+    _score_models(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement)
+    if all((work / _shard_name(k)).is_file() for k in keys):
+        return ensure_signals(base, experts, probes, cfg, root=root, stream=stream,
+                              placement=placement)
+    return None
+
+
 def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
                   cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO,
                   placement: Placement) -> None:
-    from peft import PeftModel
 
     loaded = base.load()
     loaded.model.to(placement.torch_device)
@@ -336,10 +372,16 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
         with atomic.replacing(work / _shard_name(key)) as tmp:
             save_file(arrays, str(tmp), metadata={"model": key})
 
+    def claimed(key: str) -> contextlib.AbstractContextManager[None]:
+        """The shard's lock: another process (``signals --only``) may be scoring it."""
+        return artifacts.locked(work / _shard_name(key), stream=out)
+
     if BASE_KEY in todo:
-        print("signals: scoring base", file=out, flush=True)
-        save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg, progress=progress,
-                             placement=placement))
+        with claimed(BASE_KEY):
+            if not (work / _shard_name(BASE_KEY)).is_file():
+                print("signals: scoring base", file=out, flush=True)
+                save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg,
+                                     progress=progress, placement=placement))
     wrapped: Any = None
     previous: list[str] = []
     try:
@@ -347,37 +389,53 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
             key = f"expert:{task}"
             if key not in todo:
                 continue
-            print(f"signals: scoring {key}", file=out, flush=True)
-            if expert.source == "checkpoint":
-                path = artifacts.read_manifest(expert.path)["checkpoint"]
-                full = load(str(path))
-                full.model.to(placement.torch_device)
-                save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress,
-                                placement=placement))
-                del full
-                device_mod.free_memory(placement.device)
-                continue
-            name = f"expert{len(previous)}"  # PEFT adapter names cannot hold dots
-            check_adapter_dir(Path(expert.path))  # before PEFT could torch.load a .bin
-            try:
-                if wrapped is None:
-                    wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),
-                                                        adapter_name=name)
-                else:
-                    wrapped.load_adapter(str(expert.path), adapter_name=name)
-                    wrapped.set_adapter(name)
-                    wrapped.delete_adapter(previous[-1])  # one adapter loaded at a time
-                previous.append(name)
-            except Exception as err:
-                raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
-                                 f"to base {base.name} ({err}); delete it and rerun "
-                                 "`taskpgm experts`") from err
-            save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress,
-                            placement=placement))
-            device_mod.free_memory(placement.device)
+            with claimed(key):
+                if (work / _shard_name(key)).is_file():  # another process scored it
+                    continue
+                wrapped, previous = _score_expert(base, loaded, task, expert, key, examples,
+                                                  cfg, progress, placement, save, wrapped,
+                                                  previous, out)
     finally:
         if wrapped is not None:
             wrapped.unload()
+
+
+def _score_expert(base: Base, loaded: Any, task: str, expert: Expert, key: str,
+                  examples: Sequence[Example], cfg: SignalsConfig, progress: Progress,
+                  placement: Placement, save: Any, wrapped: Any, previous: list[str],
+                  out: TextIO) -> tuple[Any, list[str]]:
+    """Score one expert (a full checkpoint, or an adapter swapped into ``wrapped``)."""
+    from peft import PeftModel
+
+    print(f"signals: scoring {key}", file=out, flush=True)
+    if expert.source == "checkpoint":
+        path = artifacts.read_manifest(expert.path)["checkpoint"]
+        full = load(str(path))
+        full.model.to(placement.torch_device)
+        save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress,
+                        placement=placement))
+        del full
+        device_mod.free_memory(placement.device)
+        return wrapped, previous
+    name = f"expert{len(previous)}"  # PEFT adapter names cannot hold dots
+    check_adapter_dir(Path(expert.path))  # before PEFT could torch.load a .bin
+    try:
+        if wrapped is None:
+            wrapped = PeftModel.from_pretrained(loaded.model, str(expert.path),
+                                                adapter_name=name)
+        else:
+            wrapped.load_adapter(str(expert.path), adapter_name=name)
+            wrapped.set_adapter(name)
+            wrapped.delete_adapter(previous[-1])  # one adapter loaded at a time
+        previous.append(name)
+    except Exception as err:
+        raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
+                         f"to base {base.name} ({err}); delete it and rerun "
+                         "`taskpgm experts`") from err
+    save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress,
+                    placement=placement))
+    device_mod.free_memory(placement.device)
+    return wrapped, previous
 
 
 def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:

@@ -41,8 +41,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("config", type=Path, help="run config (YAML)")
         p.add_argument("--out", type=Path, default=None,
                        help="run directory (default runs/<config>)")
+        p.add_argument("--only", action="append", default=None, metavar="TASK" if
+                       name == "experts" else "MODEL",
+                       help="just this task's expert (repeatable): one scheduler job per task, "
+                            "all sharing the cache" if name == "experts" else
+                            "just this model: base or a task's expert (repeatable): one "
+                            "scheduler job per model, all sharing the cache")
         _overrides(p)
         p.set_defaults(handler=cmd_until, until=name)
+
+    p = subparsers.add_parser(
+        "plan", help="what a run will do and about how long, before any work",
+        description="Load the tasks and print the run's work: experts to train (and which "
+                    "are cached), probe scorings, evaluation trainings, with a time estimate "
+                    "from this machine's measured matmul rate.")
+    p.add_argument("config", type=Path, help="run config (YAML)")
+    _overrides(p)
+    _json(p, "print the plan as JSON")
+    p.set_defaults(handler=cmd_plan)
 
     p = subparsers.add_parser(
         "swarm", help="train and score random mixtures: headroom above uniform, RegMix, and "
@@ -168,6 +184,8 @@ def cmd_until(args: argparse.Namespace) -> int:
     from taskpgm import artifacts
 
     cfg = config_mod.load(args.config, args.overrides)
+    if args.only:
+        return _only(cfg, args.until, args.only)
     out = args.out or default_run_dir(args.config)
     state = run(cfg, out, until=args.until)
     info = state.stages[args.until]
@@ -177,6 +195,40 @@ def cmd_until(args: argparse.Namespace) -> int:
             print(f"{task}\t{source}\t{path}")
     else:
         print(info["path"])
+    return 0
+
+
+def _only(cfg: config_mod.RunConfig, until: str, only: list[str]) -> int:
+    """``experts --only TASK`` / ``signals --only MODEL``: one job's share, into the cache."""
+    from taskpgm import device as device_mod
+    from taskpgm import experts as experts_stage
+    from taskpgm.signals import score_only
+
+    if until == "experts":
+        _, _, found = experts_stage.run(cfg, only=only)
+        for task, expert in found.items():
+            print(f"{task}\t{expert.source}\t{expert.path}")
+        return 0
+    base, tasks, found = experts_stage.run(cfg)
+    root = Path(cfg.output_dir) if cfg.output_dir else None
+    placement = device_mod.resolve(cfg.base.device, cfg.signals.precision)
+    signals = score_only(base, found, {t: s.probe for t, s in tasks.items()}, cfg.signals, only,
+                         root=root, placement=placement)
+    print(signals.path if signals is not None else
+          f"scored {', '.join(only)}; the signals are assembled when every model is scored")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``taskpgm plan CONFIG``: the work and an estimate of its time, before any work."""
+    from taskpgm.workload import plan_run
+
+    cfg = config_mod.load(args.config, args.overrides)
+    info = plan_run(cfg)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(info["summary"])
     return 0
 
 
