@@ -142,6 +142,12 @@ class SignalsConfig(Section):
     # signals are exact float32 numbers: bf16 autocast scored 1.66x faster on an avx512_bf16
     # CPU with the same best choice, but moved log-likelihoods by up to 0.22 nats.
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    # Score a stratified sample of this many probe examples in all, so scoring costs
+    # (T + 1) · probe_total instead of (T + 1) · Σ_t P_t; None: every task's whole probe
+    # split. Each task keeps at least probe_floor (or all it has); the rest is shared in
+    # proportion to the probe splits. See docs/design.md for the rule for large T.
+    probe_total: int | None = Field(default=None, ge=1)
+    probe_floor: int = Field(default=8, ge=1)
 
 
 BaselineName = Literal["uniform", "size", "temperature", "reference"]

@@ -84,7 +84,7 @@ def run(
     from taskpgm.experts import ensure_experts
     from taskpgm.models import Base
     from taskpgm.relations_stage import ensure_relations
-    from taskpgm.signals import ensure_signals, probe_set
+    from taskpgm.signals import ensure_signals, probe_set, probes_of
     from taskpgm.weights import ensure_weights
 
     out = stream or sys.stderr
@@ -142,6 +142,8 @@ def run(
     tracker = Tracker(track.report_to, Path(track.log_dir) if track.log_dir
                       else state.run_dir / "tracking")
 
+    probes = probes_of(config, {**tasks, **targets})  # all, or signals.probe_total of them
+
     # 2-3. experts and signals (the expensive part; resumable)
     experts: dict[str, Any] = {}
 
@@ -159,9 +161,8 @@ def run(
     holder: dict[str, Any] = {}
 
     def do_signals() -> dict[str, Any]:
-        sig = ensure_signals(base, experts, {t: s.probe for t, s in {**tasks, **targets}.items()},
-                             config.signals, root=state.root, stream=out,
-                             placement=compute["signals"])
+        sig = ensure_signals(base, experts, probes, config.signals, root=state.root,
+                             stream=out, placement=compute["signals"])
         holder["signals"] = sig
         return {"compute": compute["signals"].as_dict(),
                 "fingerprint": str(sig.manifest.get("fingerprint")), "path": str(sig.path)}
@@ -169,7 +170,7 @@ def run(
     stage(3, "signals", do_signals)
 
     def do_relations() -> dict[str, Any]:
-        probe = probe_set({t: s.probe for t, s in {**tasks, **targets}.items()})
+        probe = probe_set(probes)
         rel = ensure_relations(holder["signals"], names, config.relations,
                                correct_sets=[ex.correct for ex in probe], targets=list(targets),
                                root=state.root, stream=out)
@@ -240,11 +241,13 @@ def mean_train_tokens(tokenizer: Any, tasks: dict[str, Any], max_length: int
 def plan_of(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
             mmlu: dict[str, Any], mean_tokens: dict[str, float]) -> Any:
     """The run's :class:`taskpgm.workload.Workload`."""
+    from taskpgm.signals import probes_of
     from taskpgm.workload import plan
 
     evaluated = len(eval_set(config, tasks, heldout, mmlu).examples())
     return plan(config, {t: len(s.train) for t, s in tasks.items()},
-                {t: len(s.probe) for t, s in tasks.items()}, mean_tokens, evaluated)
+                {t: len(v) for t, v in probes_of(config, tasks).items()}, mean_tokens,
+                evaluated)
 
 
 def read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:

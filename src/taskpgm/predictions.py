@@ -67,12 +67,18 @@ class ProbePredictions:
     def only_tasks(self, n: int) -> ProbePredictions:
         """The predictions on the examples of the first ``n`` tasks only (the pool, when
         target tasks follow it), rows and row weights renormalized to those examples."""
-        keep = self.task_of < n
+        return self.only_examples(self.task_of < n, n_tasks=n)
+
+    def only_examples(self, keep: NDArray[np.bool_], n_tasks: int | None = None
+                      ) -> ProbePredictions:
+        """The predictions on the examples where ``keep`` holds (the first ``n_tasks``
+        tasks kept), rows and row weights renormalized to those examples."""
         new_index = np.cumsum(keep) - 1
         assert self.row_example is not None
         rows = keep[self.row_example]
         w = self.row_weights[rows]
-        return ProbePredictions(self.models, self.tasks[:n], self.task_of[keep],
+        tasks = self.tasks if n_tasks is None else self.tasks[:n_tasks]
+        return ProbePredictions(self.models, tasks, self.task_of[keep],
                                 self.loglik[:, keep], self.tokens[keep], self.correct[:, keep],
                                 self.rows[:, rows], w / w.sum(),
                                 new_index[self.row_example[rows]].astype(np.int64))

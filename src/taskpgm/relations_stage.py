@@ -52,6 +52,24 @@ def target_transfer(pred: ProbePredictions, n_pool: int) -> np.ndarray:
                     axis=1)
 
 
+def relation_arrays(pred: Any, tasks: list[str], cfg: RelationsConfig
+                    ) -> tuple[dict[str, np.ndarray], AffinityInfo]:
+    """Every relation matrix of the pool from its probe predictions (no bootstrap)."""
+    jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
+    pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
+    s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
+                       names=tasks, return_info=True)
+    assert isinstance(info, AffinityInfo)
+    arrays = {
+        "jsd": jsd, "displacement": displacement_cosine(jsd, names=tasks),
+        "pmi": pmi, "affinity": s, "accuracy": pred.accuracy(),
+        "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
+        # the paper's setting works on sequence log-likelihoods: n(x) = 1
+        "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
+    }
+    return arrays, info
+
+
 def ensure_relations(
     signals: Signals,
     tasks: Sequence[str],
@@ -82,19 +100,7 @@ def ensure_relations(
         if targets:
             extra["target_pmi"] = target_transfer(pred, len(tasks))
             pred = pred.only_tasks(len(tasks))
-        jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
-        pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
-        s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
-                           names=list(tasks), return_info=True)
-        assert isinstance(info, AffinityInfo)
-        accuracy = pred.accuracy()
-        arrays = {
-            "jsd": jsd, "displacement": displacement_cosine(jsd, names=list(tasks)),
-            "pmi": pmi, "affinity": s, "accuracy": accuracy,
-            "probe_n": np.bincount(pred.task_of, minlength=len(tasks)).astype(np.float64),
-            # the paper's setting works on sequence log-likelihoods: n(x) = 1
-            "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
-        }
+        arrays, info = relation_arrays(pred, list(tasks), cfg)
         arrays.update(extra)
         if cfg.bootstrap:
             arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,

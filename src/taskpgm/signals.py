@@ -84,7 +84,9 @@ def fingerprint_settings(cfg: SignalsConfig, placement: Placement) -> dict[str, 
     """The scoring settings that define the numbers: ``precision`` resolved, written as
     ``bf16`` (its key before ``precision`` existed) so old artifacts keep their
     fingerprints."""
-    return {**cfg.model_dump(exclude={"precision"}), "bf16": placement.bf16}
+    # probe_total/probe_floor choose the probe set, which the fingerprint covers itself
+    return {**cfg.model_dump(exclude={"precision", "probe_total", "probe_floor"}),
+            "bf16": placement.bf16}
 
 
 def fingerprint_of(parents: Sequence[str], cfg: SignalsConfig, placement: Placement) -> str:
@@ -360,6 +362,49 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
     return None
 
 
+def sample_probes(probes: Mapping[str, Sequence[Example]], total: int | None, floor: int,
+                  seed: int = 0) -> dict[str, list[Example]]:
+    """A stratified sample of the probe set: ``total`` examples in all, at least
+    ``min(floor, P_t)`` of each task t, the rest shared in proportion to P_t − that floor
+    (largest remainders, ties to the earlier task). Within a task the examples with the
+    smallest sha256 of (seed, id) are kept, in their order, so the sample depends only on
+    the examples and the seed; a task's sample grows with ``total`` (nested samples).
+
+    ``total`` None, or at least the whole probe set: every example.
+    """
+    import hashlib
+
+    sizes = {t: len(v) for t, v in probes.items()}
+    if total is None or total >= sum(sizes.values()):
+        return {t: list(v) for t, v in probes.items()}
+    base = {t: min(floor, n) for t, n in sizes.items()}
+    left = max(0, total - sum(base.values()))
+    room = {t: sizes[t] - base[t] for t in sizes}
+    spare = sum(room.values())
+    extra = {t: 0 for t in sizes}
+    if left and spare:
+        quota = {t: left * room[t] / spare for t in sizes}
+        extra = {t: int(q) for t, q in quota.items()}
+        order = sorted(sizes, key=lambda t: -(quota[t] - extra[t]))
+        for t in order[: left - sum(extra.values())]:
+            extra[t] += 1
+    out = {}
+    for t, examples in probes.items():
+        keep = base[t] + min(extra[t], room[t])
+        ranked = sorted(range(len(examples)), key=lambda i: hashlib.sha256(
+            f"{seed}:{examples[i].id}".encode()).hexdigest())[:keep]
+        out[t] = [examples[i] for i in sorted(ranked)]
+    return out
+
+
+def probes_of(config: RunConfig, tasks: Mapping[str, Any]) -> dict[str, list[Example]]:
+    """The probe examples a run scores: every task's probe split, or its stratified sample
+    (``signals.probe_total``)."""
+    sig = config.signals
+    return sample_probes({t: s.probe for t, s in tasks.items()}, sig.probe_total,
+                         sig.probe_floor, config.tasks.splits.seed)
+
+
 def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
                   cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO,
                   placement: Placement) -> None:
@@ -446,5 +491,5 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
     root = Path(config.output_dir) if config.output_dir else None
     placement = device_mod.resolve(config.base.device, config.signals.precision, stream=stream)
     say(device_mod.summary_line({"signals": placement}), stream)
-    return ensure_signals(base, found, {t: s.probe for t, s in tasks.items()}, config.signals,
+    return ensure_signals(base, found, probes_of(config, tasks), config.signals,
                           root=root, stream=stream, placement=placement)

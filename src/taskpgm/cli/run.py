@@ -202,7 +202,7 @@ def _only(cfg: config_mod.RunConfig, until: str, only: list[str]) -> int:
     """``experts --only TASK`` / ``signals --only MODEL``: one job's share, into the cache."""
     from taskpgm import device as device_mod
     from taskpgm import experts as experts_stage
-    from taskpgm.signals import score_only
+    from taskpgm.signals import probes_of, score_only
 
     if until == "experts":
         _, _, found = experts_stage.run(cfg, only=only)
@@ -212,8 +212,8 @@ def _only(cfg: config_mod.RunConfig, until: str, only: list[str]) -> int:
     base, tasks, found = experts_stage.run(cfg)
     root = Path(cfg.output_dir) if cfg.output_dir else None
     placement = device_mod.resolve(cfg.base.device, cfg.signals.precision)
-    signals = score_only(base, found, {t: s.probe for t, s in tasks.items()}, cfg.signals, only,
-                         root=root, placement=placement)
+    signals = score_only(base, found, probes_of(cfg, tasks), cfg.signals, only, root=root,
+                         placement=placement)
     print(signals.path if signals is not None else
           f"scored {', '.join(only)}; the signals are assembled when every model is scored")
     return 0
