@@ -49,3 +49,36 @@ def test_only_names_a_task_that_is_not_there(tmp_path, capsys):
                       tmp_path / "cache", steps=3, seeds=[0], baselines=["uniform"])
     assert main(["experts", str(cfg), "--only", "delta"]) == 1
     assert "delta" in capsys.readouterr().err
+
+
+def test_adding_a_task_scores_only_what_is_new_and_equals_a_cold_run(tmp_path, capsys):
+    from test_pipeline import write_task
+
+    model = tiny_dir(str(tmp_path))
+    three = tiny_tasks(tmp_path)
+    delta = write_task(tmp_path / "delta.jsonl", 60, 4, True)
+    # prompts of its own: a prompt shared with another task would move that task's splits
+    delta.write_text(delta.read_text().replace('"Q', '"Delta question '))
+    four = [*three, delta]
+
+    def config(name: str, tasks: list[Path], cache: Path) -> Path:
+        return tiny_config(tmp_path / f"{name}.yaml", model, tasks, cache, steps=3, seeds=[0],
+                           baselines=["uniform"])
+
+    shared = tmp_path / "shared"
+    assert main(["run", str(config("three", three, shared)), "--out",
+                 str(tmp_path / "r3")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(config("four", four, shared)), "--out", str(tmp_path / "r4")]) == 0
+    err = capsys.readouterr().err
+    assert "experts: 3 of 4 finished already, 1 to do" in err
+    # the new expert on all 4 tasks' 8 probe examples, and the base and the 3 old experts
+    # on the new task's 8: 32 + 32 scorings, where a cold run does 5 x 32 = 160
+    assert "signals: 64 example scorings now, 96 reused from earlier runs" in err, err
+    assert main(["run", str(config("cold", four, tmp_path / "cold")), "--out",
+                 str(tmp_path / "rc")]) == 0
+    assert "signals: 160 example scorings now, 0 reused" in capsys.readouterr().err
+    for name in ("weights.json", "methods.json", "counts.json"):
+        a = json.loads((tmp_path / "r4" / name).read_text())
+        b = json.loads((tmp_path / "rc" / name).read_text())
+        assert a == b, name

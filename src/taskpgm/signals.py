@@ -37,7 +37,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from taskpgm import artifacts, atomic
 from taskpgm import device as device_mod
@@ -51,7 +51,10 @@ from taskpgm.readers import BASE_KEY, Signals, open_signals
 from taskpgm.tasks.schema import Example, probe_fingerprint
 
 STAGE = "signals"
-VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
+PARTS = "scores"  # one model on one task's probe examples: the unit that is reused
+# 2: trailing prompt spaces move onto the answer (models.encode); 3: each model is scored
+# task by task (batches never mix tasks), so adding a task rescores only what is new
+VERSION = 3
 #: The ``signals`` defaults of VERSION, frozen (with ``bf16`` for the scoring precision):
 #: a setting equal to its entry here stays out of the fingerprint. When a default in
 #: config.SignalsConfig changes, bump VERSION and refresh this snapshot
@@ -298,7 +301,10 @@ def ensure_signals(
         print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
               f"{len(keys) - len(todo)} already scored", file=out, flush=True)
         if todo:
-            _score_models(base, experts, examples, cfg, todo, work, out, placement)
+            stats = _score_models(base, experts, examples, cfg, todo, work, out, placement,
+                                  root)
+            print(f"signals: {stats['scored']:,} example scorings now, {stats['reused']:,} "
+                  "reused from earlier runs", file=out, flush=True)
         manifest: dict[str, Any] = {
             "base": {"name": base.name, "fingerprint": base.fingerprint},
             "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
@@ -355,7 +361,8 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
         raise NotFoundError(f"--only names {[u.removeprefix('expert:') for u in unknown]}: "
                             f"neither base nor a task of the config ({', '.join(experts)})")
     work = artifacts.work_dir(STAGE, "probe", fp, root=root)
-    _score_models(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement)
+    _score_models(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement,
+                  root)
     if all((work / _shard_name(k)).is_file() for k in keys):
         return ensure_signals(base, experts, probes, cfg, root=root, stream=stream,
                               placement=placement)
@@ -405,13 +412,86 @@ def probes_of(config: RunConfig, tasks: Mapping[str, Any]) -> dict[str, list[Exa
                          sig.probe_floor, config.tasks.splits.seed)
 
 
+def concat_shards(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One shard from shards of consecutive example ranges (offsets shifted)."""
+    out: dict[str, np.ndarray] = {}
+    for key in ("gold_ll", "gold_tokens", "choice_ll", "choice_tokens", "topk_ids",
+                "topk_logprobs", "tail_mass", "target_logprobs"):
+        out[key] = np.concatenate([p[key] for p in parts])
+    for key, of in (("choice_offsets", "choice_ll"), ("position_offsets", "tail_mass")):
+        shifted, start = [np.zeros(1, dtype=np.int64)], 0
+        for p in parts:
+            shifted.append(p[key][1:] + start)
+            start += len(p[of])
+        out[key] = np.concatenate(shifted).astype(np.int64)
+    return out
+
+
+def part_fingerprint(model_fp: str, examples: Sequence[Example], cfg: SignalsConfig,
+                     placement: Placement) -> str:
+    """One model's scores on one task's probe examples: model, examples, settings."""
+    return artifacts.fingerprint(PARTS, VERSION, [model_fp, probe_fingerprint(examples)],
+                                 fingerprint_settings(cfg, placement), DEFAULTS)
+
+
 def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
                   cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO,
-                  placement: Placement) -> None:
+                  placement: Placement, root: Path | None = None) -> dict[str, int]:
+    """Each model's shard over the probe set into ``work``, from per-(model, task) parts:
+    a part scored by an earlier run (another task set, say) is reused, the others are
+    scored and kept. Returns the example scorings done now and those reused."""
+    by_task: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.task, []).append(ex)
+    model_fp = {BASE_KEY: base.fingerprint,
+                **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
+    stats = {"scored": 0, "reused": 0}
 
+    def part_paths(key: str) -> dict[str, tuple[str, str]]:
+        name = key.replace(":", "_")
+        return {t: (f"{name}.{t}", part_fingerprint(model_fp[key], exs, cfg, placement))
+                for t, exs in by_task.items()}
+
+    def cached(key: str) -> bool:
+        return all(artifacts.find(PARTS, n, fp, root=root) is not None
+                   for n, fp in part_paths(key).values())
+
+    def scored(model: Any, key: str, tokenizer: Any, progress: Progress, **_: Any
+               ) -> dict[str, np.ndarray]:
+        parts = []
+        for task, (name, fp) in part_paths(key).items():
+            with artifacts.claim(PARTS, name, fp, root=root, stream=out):
+                found = artifacts.find(PARTS, name, fp, root=root)
+                if found is None:
+                    arrays = score(model, tokenizer, by_task[task], cfg, progress=progress,
+                                   placement=placement)
+                    with artifacts.write(PARTS, name, fp, {"model": key, "task": task,
+                                                           "examples": len(by_task[task])},
+                                         root=root) as tmp:
+                        save_file(arrays, str(tmp / "shard.safetensors"))
+                    found = artifacts.find(PARTS, name, fp, root=root)
+                    stats["scored"] += len(by_task[task])
+                else:
+                    stats["reused"] += len(by_task[task])
+                assert found is not None
+                parts.append(load_file(str(found / "shard.safetensors")))
+        return concat_shards(parts)
+
+    needed = [k for k in todo if not cached(k)]
+    progress = Progress("signals", max(1, sum(len(examples) for _ in needed)), unit="ex",
+                        every=10.0, stream=out)
+    for key in todo:
+        if key not in needed:  # every part scored before: assemble without loading a model
+            folders = [artifacts.path_of(PARTS, n, fp, root=root)
+                       for n, fp in part_paths(key).values()]
+            assembled = concat_shards([load_file(str(f / "shard.safetensors")) for f in folders])
+            with atomic.replacing(work / _shard_name(key)) as tmp:
+                save_file(assembled, str(tmp), metadata={"model": key})
+            stats["reused"] += len(examples)
+    if not needed:
+        return stats
     loaded = base.load()
     loaded.model.to(placement.torch_device)
-    progress = Progress("signals", len(todo) * len(examples), unit="ex", every=10.0, stream=out)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic.replacing(work / _shard_name(key)) as tmp:
@@ -421,34 +501,33 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
         """The shard's lock: another process (``signals --only``) may be scoring it."""
         return artifacts.locked(work / _shard_name(key), stream=out)
 
-    if BASE_KEY in todo:
+    if BASE_KEY in needed:
         with claimed(BASE_KEY):
             if not (work / _shard_name(BASE_KEY)).is_file():
                 print("signals: scoring base", file=out, flush=True)
-                save(BASE_KEY, score(loaded.model, loaded.tokenizer, examples, cfg,
-                                     progress=progress, placement=placement))
+                save(BASE_KEY, scored(loaded.model, BASE_KEY, loaded.tokenizer, progress))
     wrapped: Any = None
     previous: list[str] = []
     try:
         for task, expert in experts.items():
             key = f"expert:{task}"
-            if key not in todo:
+            if key not in needed:
                 continue
             with claimed(key):
                 if (work / _shard_name(key)).is_file():  # another process scored it
                     continue
-                wrapped, previous = _score_expert(base, loaded, task, expert, key, examples,
-                                                  cfg, progress, placement, save, wrapped,
+                wrapped, previous = _score_expert(base, loaded, task, expert, key, scored,
+                                                  progress, placement, save, wrapped,
                                                   previous, out)
     finally:
         if wrapped is not None:
             wrapped.unload()
+    return stats
 
 
 def _score_expert(base: Base, loaded: Any, task: str, expert: Expert, key: str,
-                  examples: Sequence[Example], cfg: SignalsConfig, progress: Progress,
-                  placement: Placement, save: Any, wrapped: Any, previous: list[str],
-                  out: TextIO) -> tuple[Any, list[str]]:
+                  scored: Any, progress: Progress, placement: Placement, save: Any,
+                  wrapped: Any, previous: list[str], out: TextIO) -> tuple[Any, list[str]]:
     """Score one expert (a full checkpoint, or an adapter swapped into ``wrapped``)."""
     from peft import PeftModel
 
@@ -457,8 +536,7 @@ def _score_expert(base: Base, loaded: Any, task: str, expert: Expert, key: str,
         path = artifacts.read_manifest(expert.path)["checkpoint"]
         full = load(str(path))
         full.model.to(placement.torch_device)
-        save(key, score(full.model, loaded.tokenizer, examples, cfg, progress=progress,
-                        placement=placement))
+        save(key, scored(full.model, key, loaded.tokenizer, progress))
         del full
         device_mod.free_memory(placement.device)
         return wrapped, previous
@@ -477,8 +555,7 @@ def _score_expert(base: Base, loaded: Any, task: str, expert: Expert, key: str,
         raise ModelError(f"cannot apply the adapter of expert {task!r} at {expert.path} "
                          f"to base {base.name} ({err}); delete it and rerun "
                          "`taskpgm experts`") from err
-    save(key, score(wrapped, loaded.tokenizer, examples, cfg, progress=progress,
-                    placement=placement))
+    save(key, scored(wrapped, key, loaded.tokenizer, progress))
     device_mod.free_memory(placement.device)
     return wrapped, previous
 
