@@ -500,7 +500,14 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                f"{led.get('per_task', {}).get('test')}. Machine: {m.get('Model name')}, "
                f"{m.get('CPU(s)')} CPUs, {' '.join(m.get('flags', []))}, torch {m.get('torch')}."]
         if not dec:
-            md += ["", "Dev phase not finished."]
+            md += ["", "Dev phase not finished. Trainings recorded so far (dev metric: "
+                   f"{'macro over families' if led.get('families') else 'macro over tasks'}"
+                   "):", "", "| phase | budget | method | seed | dev | CPU-s |",
+                   "|---|---|---|---|---|---|"]
+            for e in led["trainings"].values():
+                md.append(f"| {e['phase']} | {e['budget']:,} | {e['method']} | {e['seed']} | "
+                          f"{metric(e['rows'], 'dev', families=led.get('families')):.3f} | "
+                          f"{e['cpu_s']:,.0f} |")
             continue
         fam = led.get("families")
         primary = ("macro accuracy over families" if fam else "macro accuracy over tasks")
