@@ -67,7 +67,7 @@ def read_megatron(prefix):
     """Documents of a .bin/.idx pair, read by hand from Megatron's documented layout."""
     import struct
 
-    raw = prefix.with_suffix(".idx").read_bytes()
+    raw = Path(f"{prefix}.idx").read_bytes()
     assert raw[:9] == b"MMIDIDX\x00\x00" and struct.unpack("<Q", raw[9:17])[0] == 1
     code = raw[17]
     n, docs = struct.unpack("<QQ", raw[18:34])
@@ -75,22 +75,23 @@ def read_megatron(prefix):
     pointers = np.frombuffer(raw, np.int64, n, 34 + 4 * n)
     assert list(np.frombuffer(raw, np.int64, docs, 34 + 12 * n)) == list(range(n + 1))
     dtype = {8: np.uint16, 4: np.int32}[code]
-    data = np.fromfile(prefix.with_suffix(".bin"), dtype)
+    data = np.fromfile(f"{prefix}.bin", dtype)
     size = np.dtype(dtype).itemsize
     return [list(data[p // size : p // size + k]) for p, k in zip(pointers, lengths, strict=True)]
 
 
 def test_every_export_holds_the_counted_mixture(tmp_path):
-    tasks = ["a", "b/c", "unused"]
-    train = {"a": pool("a", 30, 3), "b/c": pool("b/c", 20, 5), "unused": pool("unused", 5, 2)}
-    counts = {"a": 40, "b/c": 10, "unused": 0}
+    tasks = ["a", "b.c/d", "unused"]  # a dotted stem, as arithmetic.2_digit_addition has
+    train = {"a": pool("a", 30, 3), "b.c/d": pool("b.c/d", 20, 5),
+             "unused": pool("unused", 5, 2)}
+    counts = {"a": 40, "b.c/d": 10, "unused": 0}
     mixed = sample_mixture(train, counts, seed=1)
     tok = WordTokenizer()
     paths = write_exports(tmp_path, tasks=tasks, weights=[0.7, 0.3, 0.0],
                           mean_tokens=[4.0, 6.0, 3.0], train=train, mixed=mixed,
                           tokenizer=tok, tokenizer_name="word")
     lines = [json.loads(x) for x in paths["train"].read_text().splitlines()]
-    assert len(lines) == 50 and {r["task"] for r in lines} == {"a", "b/c"}
+    assert len(lines) == 50 and {r["task"] for r in lines} == {"a", "b.c/d"}
     # the training form: no trailing space on the prompt, the space on the answer
     for r, ex in zip(lines, mixed, strict=True):
         assert r["instruction"] == ex.prompt.rstrip() and r["output"] == " " + ex.answer_text
@@ -99,10 +100,10 @@ def test_every_export_holds_the_counted_mixture(tmp_path):
     assert hf.num_rows == 50 and set(hf.column_names) >= {"task", "instruction", "output", "text"}
     # LLaMA-Factory: concat of files that hold exactly the counted examples
     info = json.loads(paths["llamafactory"].read_text())
-    assert set(info) == {"a", "b_c"}
+    assert set(info) == {"a", "b.c_d"}
     data = yaml.safe_load(paths["llamafactory_data"].read_text())
     assert data["mix_strategy"] == "concat" and Path(data["dataset_dir"]).is_absolute()
-    for stem, task in (("a", "a"), ("b_c", "b/c")):
+    for stem, task in (("a", "a"), ("b.c_d", "b.c/d")):
         rows = (Path(data["dataset_dir"]) / info[stem]["file_name"]).read_text().splitlines()
         assert len(rows) == counts[task]
     # interleave: exact probabilities, a stopping rule, a seed and a length
@@ -116,6 +117,7 @@ def test_every_export_holds_the_counted_mixture(tmp_path):
         lines[0]["output"], add_special_tokens=False).input_ids + [2]
     assert docs[0] == first
     assert len(read_megatron(tmp_path / "exports/megatron/a_text_document")) == 40
+    assert len(read_megatron(tmp_path / "exports/megatron/b.c_d_text_document")) == 10
     blend = paths["megatron_blend"].read_text().split()
     assert len(blend) == 4 and abs(float(blend[0]) + float(blend[2]) - 1) < 1e-12
     axolotl = yaml.safe_load(paths["axolotl"].read_text())

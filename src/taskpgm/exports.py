@@ -97,10 +97,11 @@ def write_megatron(prefix: Path, documents: Sequence[Sequence[int]], vocab_size:
     dtype = np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
     lengths = np.array([len(d) for d in documents], dtype=np.int32)
     pointers = np.concatenate([[0], np.cumsum(lengths.astype(np.int64))[:-1]]) * dtype.itemsize
-    with open(prefix.with_suffix(".bin"), "wb") as f:
+    # prefix + suffix, not with_suffix: task stems hold dots (arithmetic.2_digit_addition)
+    with open(f"{prefix}.bin", "wb") as f:
         for doc in documents:
             f.write(np.asarray(doc, dtype=dtype).tobytes(order="C"))
-    with open(prefix.with_suffix(".idx"), "wb") as f:
+    with open(f"{prefix}.idx", "wb") as f:
         f.write(MEGATRON_HEADER)
         f.write(struct.pack("<Q", 1))
         f.write(struct.pack("<B", MEGATRON_DTYPES[dtype]))

@@ -52,7 +52,7 @@ def run(request, tmp_path_factory):
     seed = request.param
     root = tmp_path_factory.mktemp(f"consumers-{seed}")
     rng = np.random.default_rng(seed)
-    tasks = [f"suite:task/{i:02d}" for i in range(12)]
+    tasks = [f"suite:task.{i:02d}/x" for i in range(12)]  # dotted stems, as BIG-bench's
     train = {t: task_pool(t, int(rng.integers(20, 120)), int(rng.integers(3, 30)), i)
              for i, t in enumerate(tasks)}
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir(str(root)))
@@ -155,6 +155,7 @@ def test_megatron_reads_the_built_token_files(run, monkeypatch, tmp_path):
     for p, w, part in zip(prefixes, weights, parts, strict=True):
         stem = Path(p).name.removesuffix("_text_document")
         task = next(t for t in run["counts"] if t.replace(":", "_").replace("/", "_") == stem)
+        assert Path(p + ".bin").is_file()
         assert len(part) == run["counts"][task]
         assert abs(w - int(part.sequence_lengths.sum()) / total) < 1e-9
 
