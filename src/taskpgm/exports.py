@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -147,6 +148,8 @@ def write_exports(
     stems = {task: file_stem(task, taken) for task in tasks}
     counted = {t: [ex for ex in mixed if ex.task == t] for t in tasks}
     counts = {t: len(counted[t]) for t in tasks}
+    for stale in (mixture_dir / "counted", mixture_dir / "tasks", exports_dir / "megatron"):
+        shutil.rmtree(stale, ignore_errors=True)  # a rewrite leaves no file of another mix
     for task in tasks:
         write_jsonl(mixture_dir / "tasks" / f"{stems[task]}.jsonl", train[task])
         write_jsonl(mixture_dir / "counted" / f"{stems[task]}.jsonl", counted[task])
