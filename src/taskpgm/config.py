@@ -33,7 +33,7 @@ from pydantic import (
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.collection import TaskEntry
 from taskpgm.tasks.splits import SplitOptions
-from taskpgm.yamlio import read_yaml
+from taskpgm.yamlio import read_utf8, read_yaml
 
 #: A task given by its spec alone: not empty, no NUL byte.
 TaskSpec = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]*$")]
@@ -449,14 +449,8 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     file = Path(path).expanduser()
     if not file.is_file():
         raise NotFoundError(f"config file {file} does not exist; pass the path of a YAML file")
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{file} line {line}: bytes that are not UTF-8 (byte offset "
-                          f"{err.start}); save the config as UTF-8") from err
-    return parse(text, source=str(file), base_dir=file.parent.resolve(), overrides=overrides)
+    return parse(read_utf8(file), source=str(file), base_dir=file.parent.resolve(),
+                 overrides=overrides)
 
 
 def dump(config: RunConfig) -> dict[str, Any]:

@@ -83,16 +83,9 @@ def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"collection file {path} does not exist; check the path")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path} line {line}: bytes that are not UTF-8 at byte offset "
-                          f"{err.start}; re-encode the file as UTF-8") from err
-    from taskpgm.yamlio import read_yaml
+    from taskpgm.yamlio import read_utf8, read_yaml
 
-    data, node = read_yaml(text, str(path))
+    data, node = read_yaml(read_utf8(path), str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a collection file is a mapping with a 'tasks:' list; "
                           "see docs/tasks.md")
