@@ -8,7 +8,7 @@ CVENV  ?= .venv-consumers
 CSTAMP := $(CVENV)/.taskpgm-consumers-installed
 PYTHON ?= python3
 
-.PHONY: setup setup-test demo test test-consumers lint bench fuzz browser clean
+.PHONY: setup setup-test demo test test-consumers test-cluster lint bench fuzz browser clean
 
 setup: $(STAMP)
 setup-test: $(TSTAMP)
@@ -52,7 +52,12 @@ browser:
 test-consumers: $(CSTAMP)
 	PYTHONPATH=tests/consumers/stubs $(CVENV)/bin/python -m pytest -q -p no:cacheprovider tests/consumers
 
-test: lint browser test-consumers
+# The Ray backend's tests: a one-node cluster on loopback only, inside a network
+# namespace that holds nothing but lo (unshare -n; as a user, unshare -rn).
+test-cluster: $(TSTAMP)
+	$(PY) tests/cluster/loopback.py $(PY) -m pytest -q -p no:cacheprovider tests/cluster
+
+test: lint browser test-consumers test-cluster
 	$(PY) -m pytest -q
 
 # The long fuzzing campaign (a few minutes): 10,000 task files and 3,000 run configs.

@@ -268,6 +268,28 @@ class TrackingConfig(Section):
     log_dir: str | None = None
 
 
+class ExecutionConfig(Section):
+    """Where the expensive, independent jobs run: one expert per task, one scoring pass per
+    model (taskpgm.cluster)."""
+
+    # local: in this process, one job after another. ray: each missing expert is a Ray
+    # task and scoring runs in actors that keep the base model loaded (pip install
+    # taskpgm[cluster]). The artifact cache (output_dir or $TASKPGM_HOME) must then be on
+    # a filesystem every node sees (NFS, Lustre, ...): jobs return paths into it.
+    backend: Literal["local", "ray"] = "local"
+    # The Ray cluster: None starts a private one on this machine; auto joins the one
+    # `ray start` made here (or $RAY_ADDRESS); HOST:PORT joins that head node.
+    address: str | None = Field(default=None, pattern=r"^(auto|[A-Za-z0-9_.\-\[\]:]+:\d+)$")
+    # CPUs and GPUs each job asks Ray for. The job's torch threads follow cpus_per_job
+    # unless base.threads is set (thread counts change float rounding, so set base.threads
+    # for results bit-identical to a local run). gpus_per_job > 0 runs the jobs on GPUs.
+    cpus_per_job: float = Field(default=1.0, gt=0)
+    gpus_per_job: float = Field(default=0.0, ge=0)
+    # How often Ray retries a job whose worker died (a node lost, a process killed); the
+    # retry resumes its expert from the last checkpoint in the shared cache.
+    max_retries: int = Field(default=3, ge=0)
+
+
 class RunConfig(Section):
     """A whole run: one section per stage."""
 
@@ -281,6 +303,7 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     # Where stage artifacts go; None = $TASKPGM_HOME/artifacts. Relative paths are
     # relative to the config file.
     output_dir: str | None = None

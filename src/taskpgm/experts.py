@@ -283,6 +283,20 @@ def ensure_experts(
     return {task: done[task] for task, _, _ in plans}
 
 
+def missing(base: Base, train_sets: Mapping[str, Sequence[Example]], cfg: ExpertsConfig,
+            placement: Placement, *, root: Path | None = None) -> list[str]:
+    """The tasks whose expert must still be trained (imported ones are never listed):
+    what a cluster backend hands out as jobs (taskpgm.cluster)."""
+    out = []
+    for task, examples in train_sets.items():
+        if task in cfg.import_:
+            continue
+        fp = fingerprint_of(base.fingerprint, task, examples, cfg, placement)
+        if artifacts.find(STAGE, task, fp, root=root) is None:
+            out.append(task)
+    return out
+
+
 def _make_expert(base: Base, task: str, fp: str, ipath: Path | None,
                  train_sets: Mapping[str, Sequence[Example]], cfg: ExpertsConfig,
                  root: Path | None, stream: TextIO | None, progress: Progress,
@@ -333,8 +347,17 @@ def run(config: RunConfig, *, stream: TextIO | None = None, only: Sequence[str] 
                 threads=config.base.threads, device=config.base.device)
     tasks = load_tasks(config)
     root = Path(config.output_dir) if config.output_dir else None
-    placement = device_mod.resolve(config.base.device, config.experts.precision, stream=stream)
-    say(device_mod.summary_line({"experts": placement}), stream)
+    if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
+        from taskpgm import cluster
+
+        placement = cluster.placements(config, stream=stream)["experts"]
+        say(device_mod.summary_line({"experts": placement}), stream)
+        cluster.train_experts(config, base, {t: s.train for t, s in tasks.items()}, placement,
+                              root=root, stream=stream)
+    else:
+        placement = device_mod.resolve(config.base.device, config.experts.precision,
+                                       stream=stream)
+        say(device_mod.summary_line({"experts": placement}), stream)
     found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
                            root=root, stream=stream, placement=placement, only=only)
     return base, tasks, found

@@ -112,6 +112,12 @@ def run(
     t_tasks = time.monotonic()
     state.say(f"[stage 1/{STAGES.index(until) + 1}: tasks]")
     compute = run_placements(config, stream=out)  # a device that is not there fails here
+    on_ray = config.execution.backend == "ray"
+    if on_ray:  # experts and scoring run where the cluster's workers decide
+        from taskpgm import cluster
+
+        compute.update({k: v for k, v in cluster.placements(config, stream=out).items()
+                        if k in ("experts", "signals")})
     state.say(summary_line(compute))
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
                 threads=config.base.threads, device=config.base.device)  # a bad model fails here
@@ -148,6 +154,9 @@ def run(
     experts: dict[str, Any] = {}
 
     def do_experts() -> dict[str, Any]:
+        if on_ray:
+            cluster.train_experts(config, base, {t: s.train for t, s in tasks.items()},
+                                  compute["experts"], root=state.root, stream=out)
         experts.update(ensure_experts(base, {t: s.train for t, s in tasks.items()},
                                       config.experts, root=state.root, stream=out,
                                       placement=compute["experts"]))
@@ -161,6 +170,9 @@ def run(
     holder: dict[str, Any] = {}
 
     def do_signals() -> dict[str, Any]:
+        if on_ray:
+            cluster.score_models(config, base, experts, probes, compute["signals"],
+                                 root=state.root, stream=out)
         sig = ensure_signals(base, experts, probes, config.signals, root=state.root,
                              stream=out, placement=compute["signals"])
         holder["signals"] = sig

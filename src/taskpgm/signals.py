@@ -566,7 +566,16 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
 
     base, tasks, found = experts_stage.run(config, stream=stream)
     root = Path(config.output_dir) if config.output_dir else None
-    placement = device_mod.resolve(config.base.device, config.signals.precision, stream=stream)
-    say(device_mod.summary_line({"signals": placement}), stream)
-    return ensure_signals(base, found, probes_of(config, tasks), config.signals,
-                          root=root, stream=stream, placement=placement)
+    probes = probes_of(config, tasks)
+    if config.execution.backend == "ray":
+        from taskpgm import cluster
+
+        placement = cluster.placements(config, stream=stream)["signals"]
+        say(device_mod.summary_line({"signals": placement}), stream)
+        cluster.score_models(config, base, found, probes, placement, root=root, stream=stream)
+    else:
+        placement = device_mod.resolve(config.base.device, config.signals.precision,
+                                       stream=stream)
+        say(device_mod.summary_line({"signals": placement}), stream)
+    return ensure_signals(base, found, probes, config.signals, root=root, stream=stream,
+                          placement=placement)

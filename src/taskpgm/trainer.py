@@ -255,6 +255,7 @@ def train_adapter(
             step, log = load_checkpoint(ckpt, model, optimizer)
             if progress is not None:
                 progress.update(step, note=f"{label} resumed at step {step}/{total}")
+        resumed_at = step
         model.train()
         epoch_batches: dict[int, list[list[int]]] = {}
         t_start = time.monotonic()
@@ -298,7 +299,7 @@ def train_adapter(
             "tokens": sum(int(e["tokens"]) for e in log),
             "answer_tokens": sum(int(e["answer_tokens"]) for e in log),
             "first_loss": log[0]["loss"], "final_loss": log[-1]["loss"],
-            "compute": placement.as_dict(), "steps_log": log,
+            "compute": placement.as_dict(), "resumed_at": resumed_at, "steps_log": log,
         }
         summary["tokens_per_second"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 1)
         (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
