@@ -68,3 +68,50 @@ def test_the_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError, match=r"taskpgm\[cluster\]"):
         cluster.connect(ExecutionConfig(backend="ray", address="127.0.0.1:1"))
+
+
+class _RayError(Exception):
+    pass
+
+
+class _RayTaskError(_RayError):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"remote traceback...\n{cause!r}")
+        self.cause = cause
+
+
+def _fake_ray(raised: BaseException):
+    from types import SimpleNamespace
+
+    def get(_ref):
+        raise raised
+
+    return SimpleNamespace(get=get, exceptions=SimpleNamespace(
+        RayTaskError=_RayTaskError, RayError=_RayError))
+
+
+def test_a_failed_job_is_a_taskpgm_error_naming_the_job():
+    from taskpgm.errors import ModelError, NotFoundError
+
+    own = NotFoundError("task file gone")
+    with pytest.raises(NotFoundError, match="task file gone"):
+        cluster._get(_fake_ray(_RayTaskError(own)), None, "expert t1")
+    with pytest.raises(ModelError, match=r"expert t1 failed on the cluster: MemoryError"):
+        cluster._get(_fake_ray(_RayTaskError(MemoryError("out of memory"))), None, "expert t1")
+    with pytest.raises(ModelError, match=r"scoring base was lost .*worker died"):
+        cluster._get(_fake_ray(_RayError("worker died\nmore")), None, "scoring base")
+
+
+def test_tasks_left_without_training_examples_are_one_clear_error_before_any_work():
+    from types import SimpleNamespace
+
+    from taskpgm.errors import DataError
+    from taskpgm.pipeline import mean_train_tokens
+
+    def task(n_train: int) -> SimpleNamespace:
+        return SimpleNamespace(train=tuple(range(n_train)), probe=(1, 2), eval=(3,),
+                               examples=3 + n_train, duplicates_dropped=0, leaked_dropped=4)
+
+    with pytest.raises(DataError, match=r"2 task\(s\) have no training examples left: a \(3 "
+                       r"examples: 2 probe, 1 eval, 0 duplicates, 4 whose prompts.*; c "):
+        mean_train_tokens(None, {"a": task(0), "b": task(2), "c": task(0)}, 64)

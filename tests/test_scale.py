@@ -51,34 +51,68 @@ def test_only_names_a_task_that_is_not_there(tmp_path, capsys):
     assert "delta" in capsys.readouterr().err
 
 
-def test_adding_a_task_scores_only_what_is_new_and_equals_a_cold_run(tmp_path, capsys):
+def own_tasks(folder: Path, n: int) -> list[Path]:
+    """n tiny tasks, each with prompts of its own (a prompt shared with another task would
+    move that task's splits)."""
     from test_pipeline import write_task
 
+    out = []
+    for k in range(n):
+        path = write_task(folder / f"task{k:02d}.jsonl", 60, 10 + k, k % 2 == 0)
+        path.write_text(path.read_text().replace('"Q', f'"Task {k} question '))
+        out.append(path)
+    return out
+
+
+def scorings(err: str) -> tuple[int, int]:
+    """(scored now, reused) from the signals stage's line."""
+    line = next(x for x in err.splitlines() if "example scorings now" in x)
+    now, rest = line.removeprefix("signals: ").split(" example scorings now, ")
+    return int(now.replace(",", "")), int(rest.split(" reused")[0].replace(",", ""))
+
+
+def test_adding_a_7th_task_scores_only_what_is_new_and_equals_a_cold_run(tmp_path, capsys):
     model = tiny_dir(str(tmp_path))
-    three = tiny_tasks(tmp_path)
-    delta = write_task(tmp_path / "delta.jsonl", 60, 4, True)
-    # prompts of its own: a prompt shared with another task would move that task's splits
-    delta.write_text(delta.read_text().replace('"Q', '"Delta question '))
-    four = [*three, delta]
+    seven = own_tasks(tmp_path, 7)
 
     def config(name: str, tasks: list[Path], cache: Path) -> Path:
         return tiny_config(tmp_path / f"{name}.yaml", model, tasks, cache, steps=3, seeds=[0],
                            baselines=["uniform"])
 
     shared = tmp_path / "shared"
-    assert main(["run", str(config("three", three, shared)), "--out",
-                 str(tmp_path / "r3")]) == 0
+    assert main(["run", str(config("six", seven[:6], shared)), "--out",
+                 str(tmp_path / "r6")]) == 0
     capsys.readouterr()
-    assert main(["run", str(config("four", four, shared)), "--out", str(tmp_path / "r4")]) == 0
+    assert main(["run", str(config("seven", seven, shared)), "--out",
+                 str(tmp_path / "r7")]) == 0
     err = capsys.readouterr().err
-    assert "experts: 3 of 4 finished already, 1 to do" in err
-    # the new expert on all 4 tasks' 8 probe examples, and the base and the 3 old experts
-    # on the new task's 8: 32 + 32 scorings, where a cold run does 5 x 32 = 160
-    assert "signals: 64 example scorings now, 96 reused from earlier runs" in err, err
-    assert main(["run", str(config("cold", four, tmp_path / "cold")), "--out",
+    assert "experts: 6 of 7 finished already, 1 to do" in err
+    # 8 probe examples a task: the new expert on all 7 tasks' 56, and the base and the 6
+    # old experts on the new task's 8 (7 x 8 = 56): 112 scorings, where a cold run does
+    # 8 models x 56 = 448
+    assert scorings(err) == (56 + 7 * 8, 8 * 56 - 112), err
+    assert main(["run", str(config("cold", seven, tmp_path / "cold")), "--out",
                  str(tmp_path / "rc")]) == 0
-    assert "signals: 160 example scorings now, 0 reused" in capsys.readouterr().err
+    assert scorings(capsys.readouterr().err) == (448, 0)
     for name in ("weights.json", "methods.json", "counts.json"):
-        a = json.loads((tmp_path / "r4" / name).read_text())
+        a = json.loads((tmp_path / "r7" / name).read_text())
         b = json.loads((tmp_path / "rc" / name).read_text())
         assert a == b, name
+
+
+def test_with_a_probe_sample_the_scorings_grow_linearly_in_t(tmp_path, capsys):
+    """T = 3, 6, 12 tasks of 8 probe examples each, signals.probe_total = 24: every run
+    scores (T + 1) x 24 examples (the whole probe set would be (T + 1) x 8T)."""
+    model = tiny_dir(str(tmp_path))
+    pool = own_tasks(tmp_path, 12)
+    done = {}
+    for t in (3, 6, 12):
+        cfg = tiny_config(tmp_path / f"t{t}.yaml", model, pool[:t], tmp_path / f"cache{t}",
+                          steps=2, seeds=[0], baselines=["uniform"])
+        sample = ["--set", "signals.probe_total=24", "--set", "signals.probe_floor=2"]
+        assert main(["plan", str(cfg), "--json"]) == 0
+        whole = json.loads(capsys.readouterr().out)["workload"]["probe_scorings"]
+        assert whole == (t + 1) * 8 * t
+        assert main(["signals", str(cfg), *sample]) == 0
+        done[t] = scorings(capsys.readouterr().err)[0]
+    assert done == {3: 4 * 24, 6: 7 * 24, 12: 13 * 24}

@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from taskpgm.config import ExecutionConfig, RunConfig
 from taskpgm.device import Placement
-from taskpgm.errors import ConfigError, TaskPGMError
+from taskpgm.errors import ConfigError, ModelError, TaskPGMError
 from taskpgm.progress import Progress, say
 from taskpgm.tasks.schema import Example
 
@@ -131,18 +131,27 @@ def placements(config: RunConfig, *, stream: TextIO | None = None) -> dict[str, 
     them (:func:`taskpgm.device.run_placements` run there)."""
     ray = connect(config.execution, stream=stream)
     job = ray.remote(**_options(config.execution))(_placements_job)
-    return dict(_get(ray, job.remote(config.model_dump_json())))
+    return dict(_get(ray, job.remote(config.model_dump_json()), "the placement probe"))
 
 
-def _get(ray: Any, ref: Any) -> Any:
-    """``ray.get`` that re-raises a job's own taskpgm error as it is (no Ray traceback)."""
+def _get(ray: Any, ref: Any, what: str = "a Ray job") -> Any:
+    """``ray.get`` with the job's failure as a taskpgm error: its own taskpgm error as it
+    is, anything else (an exception in the job, a worker dead beyond its retries) named
+    with the job, never a Ray traceback."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, TaskPGMError):
             raise cause from None
-        raise
+        raise ModelError(f"{what} failed on the cluster: {type(cause).__name__}: {cause}; "
+                         "finished work is kept — fix it and run the same command again"
+                         ) from None
+    except ray.exceptions.RayError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{what} was lost on the cluster after its retries ({first}); "
+                         "finished work is kept — check the nodes (memory, disk), raise "
+                         "execution.max_retries, and run the same command again") from None
 
 
 def expert_job(config_json: str, task: str, examples: Sequence[Example], root: str | None,
@@ -186,7 +195,7 @@ def _drain(ray: Any, refs: dict[Any, str], progress: Progress) -> dict[str, str]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
-            out[refs[ref]] = _get(ray, ref)
+            out[refs[ref]] = _get(ray, ref, f"expert {refs[ref]}")
             progress.update(1, note=f"{refs[ref]} done")
     return out
 
@@ -246,7 +255,7 @@ def score_models(config: RunConfig, base: Any, experts: Mapping[str, Any],
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         key, a = running.pop(ready[0])
-        took = _get(ray, ready[0])
+        took = _get(ray, ready[0], f"scoring {key}")
         progress.update(1, note=f"{key} scored in {took}")
         if queue:
             nxt = queue.pop(0)

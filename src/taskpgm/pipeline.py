@@ -33,7 +33,7 @@ import yaml
 from taskpgm import config as config_mod
 from taskpgm.atomic import write_json, write_text
 from taskpgm.config import RunConfig
-from taskpgm.errors import ConfigError, TaskPGMError
+from taskpgm.errors import ConfigError, DataError, TaskPGMError
 from taskpgm.progress import format_seconds, say
 
 STAGES = ("tasks", "experts", "signals", "relations", "weights", "mixture", "evaluation",
@@ -242,9 +242,23 @@ def run(
 
 def mean_train_tokens(tokenizer: Any, tasks: dict[str, Any], max_length: int
                       ) -> dict[str, float]:
-    """Mean tokens (prompt + training target) of a training example of each task."""
+    """Mean tokens (prompt + training target) of a training example of each task.
+
+    Raises:
+        DataError: tasks left with no training example (every one of them listed), which
+            no expert could be trained on.
+    """
     from taskpgm.trainer import tokenize_training
 
+    empty = [f"{t} ({s.examples} examples: {len(s.probe)} probe, {len(s.eval)} eval, "
+             f"{s.duplicates_dropped} duplicates, {s.leaked_dropped} whose prompts are in "
+             "other tasks' probe or eval splits)" for t, s in tasks.items() if not s.train]
+    if empty:
+        raise DataError(
+            f"{len(empty)} task(s) have no training examples left: "
+            + "; ".join(empty[:10]) + ("; ..." if len(empty) > 10 else "")
+            + ". Give them more distinct examples, lower tasks.splits.probe and eval, or "
+            "drop them")
     return {t: float(np.mean([len(ids) for ids, _ in tokenize_training(
                 tokenizer, splits.train, max_length)]))
             for t, splits in tasks.items()}
