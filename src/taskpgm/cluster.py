@@ -96,6 +96,22 @@ def connect(execution: ExecutionConfig, *, stream: TextIO | None = None) -> Any:
     return ray
 
 
+def slots(execution: ExecutionConfig, *, stream: TextIO | None = None) -> int:
+    """How many jobs of ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs the cluster's live
+    nodes run at once."""
+    ray = connect(execution, stream=stream)
+    total = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        have = node.get("Resources", {})
+        fit = int(have.get("CPU", 0.0) // execution.cpus_per_job)
+        if execution.gpus_per_job > 0:
+            fit = min(fit, int(have.get("GPU", 0.0) // execution.gpus_per_job))
+        total += fit
+    return total
+
+
 def _options(execution: ExecutionConfig) -> dict[str, Any]:
     return {"num_cpus": execution.cpus_per_job, "num_gpus": execution.gpus_per_job}
 
@@ -237,8 +253,7 @@ def score_models(config: RunConfig, base: Any, experts: Mapping[str, Any],
     if not todo:
         return 0
     ray = connect(config.execution, stream=stream)
-    fits = int(sum(n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive"))
-               // config.execution.cpus_per_job)
+    fits = slots(config.execution, stream=stream)
     actor = ray.remote(max_restarts=config.execution.max_retries,
                        max_task_retries=config.execution.max_retries,
                        **_options(config.execution))(Scorer)

@@ -159,20 +159,52 @@ def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> d
     if estimate and cached:  # finished experts cost nothing
         done_tokens = sum(mean_tokens[t] for t in cached) / max(sum(mean_tokens.values()), 1e-9)
         estimate["experts"] *= 1 - done_tokens
+    basis = ("this machine's measured matmul peak ("
+             + ", ".join(f"{k} {placements[k].precision} {v / 1e9:.0f}" for k, v in flops.items())
+             + f" GFLOP/s) x {EFFICIENCY}; N = {params / 1e6:.1f}M non-embedding parameters"
+             if estimate else "no estimate off the CPU (the matmul probe measures the CPU)")
+    cluster_info: dict[str, Any] | None = None
+    if config.execution.backend == "ray":
+        cluster_info = on_cluster(config, estimate, work, len(tasks) - len(cached))
+        if estimate and cluster_info.get("slots"):
+            basis += (f"; on the Ray cluster: {cluster_info['slots']} jobs at once of "
+                      f"{config.execution.cpus_per_job:g} CPU, each taken as "
+                      f"{cluster_info['job_speed']:.2g}x this machine")
     info = {"config": config.tasks.model_dump(mode="json")["names"], "tasks": len(tasks),
             "workload": work.as_dict(), "experts_cached": cached,
             "experts_to_train": [t for t in tasks if t not in cached],
             "eval_examples": len(eval_set(config, tasks, heldout, mmlu).examples()),
             "compute": {k: v.as_dict() for k, v in placements.items()},
             "estimate_seconds": estimate,
-            "estimate_basis": ("this machine's measured matmul peak ("
-                               + ", ".join(f"{k} {placements[k].precision} {v / 1e9:.0f}"
-                                           for k, v in flops.items())
-                               + f" GFLOP/s) x {EFFICIENCY}; N = {params / 1e6:.1f}M "
-                               "non-embedding parameters" if estimate else
-                               "no estimate off the CPU (the matmul probe measures the CPU)")}
+            "estimate_basis": basis}
+    if cluster_info is not None:
+        info["cluster"] = cluster_info
     info["summary"] = summary(info)
     return info
+
+
+def on_cluster(config: RunConfig, estimate: dict[str, float], work: Workload,
+               experts_left: int) -> dict[str, Any]:
+    """Scale ``estimate`` (in place) to the Ray cluster of ``config.execution``: experts and
+    scoring run ``slots`` jobs at once, each at ``cpus_per_job`` / this machine's cores of
+    this machine's speed (nodes taken to be like this one; GPU jobs are not estimated);
+    the evaluation stays on this machine. Returns what the cluster offers, or why not."""
+    from taskpgm import cluster
+    from taskpgm.errors import ConfigError
+
+    try:
+        with open(os.devnull, "w") as quiet:
+            n = cluster.slots(config.execution, stream=quiet)
+    except ConfigError as err:
+        return {"slots": None, "note": f"cluster not reachable, estimate for this machine ({err})"}
+    ex = config.execution
+    speed = ex.cpus_per_job / max(1, len(os.sched_getaffinity(0)))
+    if ex.gpus_per_job > 0:  # the matmul probe measured this CPU, not the cluster's GPUs
+        estimate.clear()
+    elif estimate and n:
+        estimate["experts"] *= 1 / (speed * max(1, min(n, experts_left)))
+        estimate["signals"] *= 1 / (speed * max(1, min(n, work.experts + 1)))
+    return {"slots": n, "job_speed": speed}
 
 
 def summary(info: Mapping[str, Any]) -> str:

@@ -133,3 +133,26 @@ def test_a_gpu_job_on_a_cluster_without_gpus_is_a_clear_error(pool, ray_head):
     assert "Traceback" not in err
     assert not (pool / "gpu" / "experts").exists() or not any(
         (pool / "gpu" / "experts").iterdir())
+
+
+def test_plan_on_the_cluster_counts_its_slots_and_scales_the_estimate(pool, ray_head):
+    import json
+
+    def plan(cfg: Path) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "taskpgm", "plan", str(cfg), "--json"],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TASKPGM_HOME": str(pool / "home")})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    here = plan(config_for(pool, "plan-local"))
+    there = plan(config_for(pool, "plan-ray", execution={
+        "backend": "ray", "address": ray_head, "cpus_per_job": 0.5}))
+    assert there["cluster"]["slots"] == 4  # 2 CPUs / 0.5
+    speed = 0.5 / len(os.sched_getaffinity(0))
+    local, ray = here["estimate_seconds"], there["estimate_seconds"]
+    # 3 experts on 4 slots, 4 models (base + 3) on 4 actors; the evaluation stays here
+    assert ray["experts"] == pytest.approx(local["experts"] / (speed * 3))
+    assert ray["signals"] == pytest.approx(local["signals"] / (speed * 4))
+    assert ray["evaluation"] == pytest.approx(local["evaluation"])
+    assert "on the Ray cluster: 4 jobs at once" in there["summary"]
