@@ -587,7 +587,37 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
             if meth != "uniform":
                 md.append(f"* {meth}: " + ("; ".join(sig) if sig else "none"))
         js["pools"][name] = pj
+    md += ["", "### Shipped default (dev only)", "", *shipped_default(ledgers)]
     return "\n".join(md) + "\n", js
+
+
+#: Today's default TaskPGM variant: the candidate that stays unless another beats it on dev
+#: by more than SHIP_MARGIN (the pre-registered rule).
+TODAY, SHIP_MARGIN = "taskpgm", 0.005
+
+
+def shipped_default(ledgers: dict[str, dict[str, Any]]) -> list[str]:
+    """The pre-registered rule: the candidate with the best mean over the pools of (its dev
+    primary − uniform's at the same seeds); today's default stays within SHIP_MARGIN."""
+    pools = {name: led.get("decisions", {}).get("candidates") for name, led in ledgers.items()}
+    if not pools or any(not c for c in pools.values()):
+        waiting = [n for n, c in pools.items() if not c]
+        return [f"Not decided yet: the dev candidates of {', '.join(waiting) or 'every pool'} "
+                "are not finished. The shipped defaults stay today's until they are."]
+    names = [k for k in next(iter(pools.values()))
+             if all("minus_uniform" in c.get(k, {}) for c in pools.values())]
+    mean = {k: float(np.mean([c[k]["minus_uniform"] for c in pools.values()])) for k in names}
+    best = max(mean, key=lambda k: mean[k])
+    stays = TODAY in mean and mean[best] - mean[TODAY] <= SHIP_MARGIN
+    out = ["| candidate | " + " | ".join(pools) + " | mean |",
+           "|---|" + "---|" * (len(pools) + 1)]
+    out += [f"| {k} | " + " | ".join(f"{c[k]['minus_uniform']:+.3f}" for c in pools.values())
+            + f" | {mean[k]:+.3f} |" for k in names]
+    out += ["", (f"Best: `{best}` ({mean[best]:+.3f} over uniform on dev). "
+                 + (f"Within {SHIP_MARGIN} of today's default, so `{TODAY}` stays."
+                    if stays else f"It beats today's default by more than {SHIP_MARGIN}: "
+                    "it becomes the shipped default."))]
+    return out
 
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"

@@ -81,3 +81,24 @@ def test_test_table_pairs_only_seeds_every_method_has(mq):
     assert row["accuracy_minus_uniform"][0] == pytest.approx(0.05)
     assert row["accuracy_minus_swarm"][0] == pytest.approx(-0.05)
     assert row["win_rate"] == 1.0
+
+
+def test_shipped_default_follows_the_preregistered_rule(mq):
+    def ledgers(taskpgm: tuple[float, float], split: tuple[float, float]) -> dict:
+        return {pool: {"decisions": {"candidates": {
+            "taskpgm": {"minus_uniform": taskpgm[i]},
+            "split(rho=1,keep)": {"minus_uniform": split[i]},
+            "reference": {"dropped": "fidelity interval below zero"}}}}
+            for i, pool in enumerate(("arith12", "redundancy"))}
+
+    # means: taskpgm +0.010, split +0.014: within 0.005, today's default stays
+    text = "\n".join(mq.shipped_default(ledgers((0.02, 0.0), (0.008, 0.02))))
+    assert "Best: `split(rho=1,keep)` (+0.014" in text and "`taskpgm` stays" in text
+    assert "reference" not in text  # dropped on fidelity: no dev score to average
+    # split +0.030 against +0.010: it wins
+    text = "\n".join(mq.shipped_default(ledgers((0.02, 0.0), (0.04, 0.02))))
+    assert "it becomes the shipped default" in text
+    # one pool unfinished: no decision
+    half = ledgers((0.02, 0.0), (0.04, 0.02))
+    half["arith12"]["decisions"] = {}
+    assert "Not decided yet: the dev candidates of arith12" in mq.shipped_default(half)[0]
