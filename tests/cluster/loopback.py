@@ -3,7 +3,8 @@
     python tests/cluster/loopback.py COMMAND...
 
 Ray binds the host's network interface; the cluster tests must send traffic to loopback
-only. As root this is ``unshare -n``; otherwise ``unshare -rn`` (a user namespace too).
+only. As root this is ``unshare -n``; otherwise (or where that is refused)
+``unshare -rn``, a user namespace around it.
 Inside, ``lo`` is brought up (ioctl, no iproute2 needed), the namespace is checked to
 hold nothing else, and COMMAND runs with ``TASKPGM_LOOPBACK_NS=1``.
 """
@@ -49,9 +50,17 @@ def main(argv: list[str]) -> int:
         print("loopback.py: `unshare` (util-linux) is missing; apt-get install util-linux",
               file=sys.stderr)
         return 2
-    flags = "-n" if os.geteuid() == 0 else "-rn"
-    os.execv(unshare, [unshare, flags, sys.executable, __file__, "--inside", *argv])
-    return 0  # not reached
+    import subprocess
+
+    # as root a network namespace alone; otherwise (or where root lacks CAP_SYS_ADMIN, in
+    # some containers) a user namespace around it
+    for flag in (["-n"] if os.geteuid() == 0 else []) + ["-rn"]:
+        if subprocess.run([unshare, flag, "true"], capture_output=True).returncode == 0:
+            os.execv(unshare, [unshare, flag, sys.executable, __file__, "--inside", *argv])
+    print("loopback.py: cannot create a network namespace here (unshare -n and unshare -rn "
+          "both refused); the Ray tests need one so that they reach loopback only",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
