@@ -124,6 +124,20 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     assert len(task.train) + len(task.probe) + len(task.eval) == 30
 
 
+def test_a_utf8_bom_is_accepted_in_configs_and_collections(tmp_path):
+    from taskpgm.config import load
+    from taskpgm.tasks.collection import read_collection
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"\xef\xbb\xbfmrf:\n  rho: 0.25\n")
+    assert load(cfg).mrf.rho == 0.25
+    task = tmp_path / "t.jsonl"
+    task.write_text("\n".join(many()) + "\n")
+    coll = tmp_path / "tasks.yaml"
+    coll.write_bytes(b"\xef\xbb\xbftasks:\n  - t.jsonl\n")
+    assert len(read_collection(coll)[1]) == 1
+
+
 def test_too_few_examples_does_not_suggest_lowering_the_splits(tmp_path, capsys):
     path = tmp_path / "two.jsonl"
     path.write_text(mc("one") + "\n" + mc("two", 1) + "\n")

@@ -33,7 +33,8 @@ from pydantic import (
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.collection import TaskEntry
 from taskpgm.tasks.splits import SplitOptions
-from taskpgm.yamlio import read_utf8, read_yaml
+from taskpgm.textfile import read_utf8
+from taskpgm.yamlio import read_yaml
 
 #: A task given by its spec alone: not empty, no NUL byte.
 TaskSpec = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]*$")]
@@ -472,7 +473,7 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     file = Path(path).expanduser()
     if not file.is_file():
         raise NotFoundError(f"config file {file} does not exist; pass the path of a YAML file")
-    return parse(read_utf8(file), source=str(file), base_dir=file.parent.resolve(),
+    return parse(read_utf8(file, ConfigError), source=str(file), base_dir=file.parent.resolve(),
                  overrides=overrides)
 
 

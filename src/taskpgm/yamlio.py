@@ -7,7 +7,6 @@ errors that say where.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -64,18 +63,3 @@ def read_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         elif isinstance(current, yaml.SequenceNode):
             stack.extend((child, False) for child in current.value)
     return data, node
-
-
-def read_utf8(path: Path) -> str:
-    """A YAML file's text.
-
-    Raises:
-        ConfigError: bytes that are not UTF-8 (with the line and byte offset).
-    """
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path} line {line}: bytes that are not UTF-8 at byte offset "
-                          f"{err.start}; re-encode the file as UTF-8") from err

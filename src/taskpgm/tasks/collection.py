@@ -83,9 +83,10 @@ def read_collection(path: str | Path) -> tuple[Collection, list[TaskEntry]]:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"collection file {path} does not exist; check the path")
-    from taskpgm.yamlio import read_utf8, read_yaml
+    from taskpgm.textfile import read_utf8
+    from taskpgm.yamlio import read_yaml
 
-    data, node = read_yaml(read_utf8(path), str(path))
+    data, node = read_yaml(read_utf8(path, ConfigError), str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a collection file is a mapping with a 'tasks:' list; "
                           "see docs/tasks.md")

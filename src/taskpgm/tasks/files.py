@@ -30,6 +30,7 @@ from taskpgm.tasks.builder import BATCH, Problems, TaskBuilder
 from taskpgm.tasks.formatting import US, Template, format_column
 from taskpgm.tasks.loadprogress import LoadProgress
 from taskpgm.tasks.records import FieldMapping, add_record, check_mapping
+from taskpgm.textfile import read_utf8
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 CHUNK = 10 << 20  # bytes of JSONL parsed at once: large enough for pyarrow's threads
@@ -294,7 +295,7 @@ def _jsonl_records(f: Any, first_line: int = 1, first_offset: int = 0) -> Iterat
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
-    data = _read_text(path)
+    data = read_utf8(path, DataError)
     if not data.strip():
         raise DataError(f"{path} is empty: it has no examples; add examples or remove the task")
     try:
@@ -327,18 +328,6 @@ def _not_text(record: Any) -> str | None:
         return ("a lone surrogate escape (e.g. \\ud800) that is no character; "
                 "fix the string or remove it")
     return None
-
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not part of the data
-        raw = raw[len(codecs.BOM_UTF8):]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path} line {line}: bytes that are not UTF-8 at byte offset "
-                        f"{err.start}; re-encode the file as UTF-8") from err
 
 
 def find_bad_utf8(path: Path) -> tuple[int, int] | None:
