@@ -96,10 +96,9 @@ def connect(execution: ExecutionConfig, *, stream: TextIO | None = None) -> Any:
     return ray
 
 
-def slots(execution: ExecutionConfig, *, stream: TextIO | None = None) -> int:
-    """How many jobs of ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs the cluster's live
-    nodes run at once."""
-    ray = connect(execution, stream=stream)
+def slots(ray: Any, execution: ExecutionConfig) -> int:
+    """How many jobs of ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs the live nodes of
+    the cluster ``ray`` is connected to (:func:`connect`) run at once."""
     total = 0
     for node in ray.nodes():
         if not node.get("Alive"):
@@ -227,10 +226,10 @@ class Scorer:
 
     def score(self, key: str, experts: Mapping[str, Any], examples: Sequence[Example],
               work: str, root: str | None) -> str:
-        from taskpgm.signals import _score_models
+        from taskpgm.signals import score_shards
 
         t0 = time.monotonic()
-        _score_models(self.base, experts, examples, self.config.signals, [key], Path(work),
+        score_shards(self.base, experts, examples, self.config.signals, [key], Path(work),
                       sys.stderr, self.placement, Path(root) if root else None)
         return f"{time.monotonic() - t0:.1f}s"
 
@@ -242,18 +241,18 @@ def score_models(config: RunConfig, base: Any, experts: Mapping[str, Any],
     cluster fits, at most one per model); returns how many models were scored."""
     from taskpgm import artifacts
     from taskpgm.readers import BASE_KEY
-    from taskpgm.signals import STAGE, _plan, _shard_name
+    from taskpgm.signals import STAGE, plan_probe, shard_name
 
-    examples, _, _, _, fp = _plan(base, experts, probes, config.signals, placement, stream)
+    examples, _, _, _, fp = plan_probe(base, experts, probes, config.signals, placement, stream)
     if artifacts.find(STAGE, "probe", fp, root=root) is not None:
         return 0
     work = artifacts.work_dir(STAGE, "probe", fp, root=root)
     keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
-    todo = [k for k in keys if not (work / _shard_name(k)).is_file()]
+    todo = [k for k in keys if not (work / shard_name(k)).is_file()]
     if not todo:
         return 0
     ray = connect(config.execution, stream=stream)
-    fits = slots(config.execution, stream=stream)
+    fits = slots(ray, config.execution)
     actor = ray.remote(max_restarts=config.execution.max_retries,
                        max_task_retries=config.execution.max_retries,
                        **_options(config.execution))(Scorer)

@@ -262,7 +262,8 @@ def probe_set(probes: Mapping[str, Sequence[Example]]) -> list[Example]:
     return [ex for examples in probes.values() for ex in examples]
 
 
-def _shard_name(key: str) -> str:
+def shard_name(key: str) -> str:
+    """The file of one model's scores in the signals' work directory (``base``, ``expert:T``)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     return f"{safe}.safetensors"
 
@@ -285,7 +286,8 @@ def ensure_signals(
     written to the work directory as soon as it is done, so a killed run rescoring
     resumes at the next model.
     """
-    examples, ids, probe_fp, placement, fp = _plan(base, experts, probes, cfg, placement, stream)
+    examples, ids, probe_fp, placement, fp = plan_probe(base, experts, probes, cfg, placement,
+                                                        stream)
     name = "probe"
     with artifacts.claim(STAGE, name, fp, root=root, stream=stream):
         found = artifacts.find(STAGE, name, fp, root=root)
@@ -297,11 +299,11 @@ def ensure_signals(
         fps = {BASE_KEY: base.fingerprint,
                **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
         work = artifacts.work_dir(STAGE, name, fp, root=root)
-        todo = [k for k in keys if not (work / _shard_name(k)).is_file()]
+        todo = [k for k in keys if not (work / shard_name(k)).is_file()]
         print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
               f"{len(keys) - len(todo)} already scored", file=out, flush=True)
         if todo:
-            stats = _score_models(base, experts, examples, cfg, todo, work, out, placement,
+            stats = score_shards(base, experts, examples, cfg, todo, work, out, placement,
                                   root)
             print(f"signals: {stats['scored']:,} example scorings now, {stats['reused']:,} "
                   "reused from earlier runs", file=out, flush=True)
@@ -310,22 +312,23 @@ def ensure_signals(
             "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
                       "kinds": [ex.kind for ex in examples],
                       "gold": [_gold(ex) for ex in examples]},
-            "models": {k: {"fingerprint": fps[k], "shard": _shard_name(k)} for k in keys},
+            "models": {k: {"fingerprint": fps[k], "shard": shard_name(k)} for k in keys},
             "config": cfg.model_dump(),
             "compute": placement.as_dict(),
         }
         with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
             for k in keys:
-                os.link(work / _shard_name(k), tmp / _shard_name(k))
+                os.link(work / shard_name(k), tmp / shard_name(k))
         artifacts.remove_work_dir(STAGE, name, fp, root=root)
         path = artifacts.find(STAGE, name, fp, root=root)
         assert path is not None
         return open_signals(path)
 
 
-def _plan(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, Sequence[Example]],
-          cfg: SignalsConfig, placement: Placement | None, stream: TextIO | None
-          ) -> tuple[list[Example], list[str], str, Placement, str]:
+def plan_probe(base: Base, experts: Mapping[str, Expert],
+               probes: Mapping[str, Sequence[Example]], cfg: SignalsConfig,
+               placement: Placement | None, stream: TextIO | None
+               ) -> tuple[list[Example], list[str], str, Placement, str]:
     """(probe examples, their ids, probe fingerprint, placement, artifact fingerprint)."""
     examples = probe_set(probes)
     ids = [ex.id for ex in examples]
@@ -350,7 +353,7 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
     shard is there the artifact is assembled (by whichever job finishes last) and
     returned; until then ``None``.
     """
-    examples, _, _, placement, fp = _plan(base, experts, probes, cfg, placement, stream)
+    examples, _, _, placement, fp = plan_probe(base, experts, probes, cfg, placement, stream)
     found = artifacts.find(STAGE, "probe", fp, root=root)
     if found is not None:
         return open_signals(found)
@@ -361,9 +364,9 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
         raise NotFoundError(f"--only names {[u.removeprefix('expert:') for u in unknown]}: "
                             f"neither base nor a task of the config ({', '.join(experts)})")
     work = artifacts.work_dir(STAGE, "probe", fp, root=root)
-    _score_models(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement,
+    score_shards(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement,
                   root)
-    if all((work / _shard_name(k)).is_file() for k in keys):
+    if all((work / shard_name(k)).is_file() for k in keys):
         return ensure_signals(base, experts, probes, cfg, root=root, stream=stream,
                               placement=placement)
     return None
@@ -434,7 +437,7 @@ def part_fingerprint(model_fp: str, examples: Sequence[Example], cfg: SignalsCon
                                  fingerprint_settings(cfg, placement), DEFAULTS)
 
 
-def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
+def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[Example],
                   cfg: SignalsConfig, todo: Sequence[str], work: Path, out: TextIO,
                   placement: Placement, root: Path | None = None) -> dict[str, int]:
     """Each model's shard over the probe set into ``work``, from per-(model, task) parts:
@@ -485,7 +488,7 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
             folders = [artifacts.path_of(PARTS, n, fp, root=root)
                        for n, fp in part_paths(key).values()]
             assembled = concat_shards([load_file(str(f / "shard.safetensors")) for f in folders])
-            with atomic.replacing(work / _shard_name(key)) as tmp:
+            with atomic.replacing(work / shard_name(key)) as tmp:
                 save_file(assembled, str(tmp), metadata={"model": key})
             stats["reused"] += len(examples)
     if not needed:
@@ -494,16 +497,16 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
     loaded.model.to(placement.torch_device)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
-        with atomic.replacing(work / _shard_name(key)) as tmp:
+        with atomic.replacing(work / shard_name(key)) as tmp:
             save_file(arrays, str(tmp), metadata={"model": key})
 
     def claimed(key: str) -> contextlib.AbstractContextManager[None]:
         """The shard's lock: another process (``signals --only``) may be scoring it."""
-        return artifacts.locked(work / _shard_name(key), stream=out)
+        return artifacts.locked(work / shard_name(key), stream=out)
 
     if BASE_KEY in needed:
         with claimed(BASE_KEY):
-            if not (work / _shard_name(BASE_KEY)).is_file():
+            if not (work / shard_name(BASE_KEY)).is_file():
                 print("signals: scoring base", file=out, flush=True)
                 save(BASE_KEY, scored(loaded.model, BASE_KEY, loaded.tokenizer, progress))
     wrapped: Any = None
@@ -514,7 +517,7 @@ def _score_models(base: Base, experts: Mapping[str, Expert], examples: Sequence[
             if key not in needed:
                 continue
             with claimed(key):
-                if (work / _shard_name(key)).is_file():  # another process scored it
+                if (work / shard_name(key)).is_file():  # another process scored it
                     continue
                 wrapped, previous = _score_expert(base, loaded, task, expert, key, scored,
                                                   progress, placement, save, wrapped,

@@ -194,7 +194,7 @@ def on_cluster(config: RunConfig, estimate: dict[str, float], work: Workload,
 
     try:
         with open(os.devnull, "w") as quiet:
-            n = cluster.slots(config.execution, stream=quiet)
+            n = cluster.slots(cluster.connect(config.execution, stream=quiet), config.execution)
     except ConfigError as err:
         return {"slots": None, "note": f"cluster not reachable, estimate for this machine ({err})"}
     ex = config.execution
