@@ -360,14 +360,15 @@ def dev_phase(pr: PoolRun, n_swarm: int) -> dict[str, Any]:
         label = {"affinity": "affinity rho=0", "reference": "reference"}.get(
             energy, f"split rho={rho:g}")
         hi = fid[label]["acc"][2]
-        if np.isfinite(hi) and hi < 0:
-            cands[name] = {"dropped": f"fidelity interval below zero (upper {hi:+.2f})"}
-            continue
         if energy == "reference":  # the product's preset, as methods.json holds it
             w = pr.methods_at(budget)["methods"]["reference"]["weights"]
         else:
             w = solve(pr.relations, rho, budget=None, utility_kind="representativeness",
                       caps=caps, untrusted=policy, energy=energy)["weights"]
+        if np.isfinite(hi) and hi < 0:  # not trained on dev; taskpgm and reference stay in
+            cands[name] = {"dropped": f"fidelity interval below zero (upper {hi:+.2f})",
+                           "energy": energy, "rho": rho, "untrusted": policy, "weights": w}
+            continue
         scores = [pr.score("dev", budget, name, w, s) for s in DEV_SEEDS[:2]]
         lps = [pr.score("dev", budget, name, w, s, "logprob") for s in DEV_SEEDS[:2]]
         base = [pr.score("dev", budget, "uniform", uniform, s) for s in DEV_SEEDS[:2]]
