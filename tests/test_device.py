@@ -104,6 +104,7 @@ def test_the_probe_is_cached_per_machine(tmp_path, monkeypatch):
         return {"fp32_s": 0.002, "bf16_s": 0.2, "slowdown": 100.0}
 
     monkeypatch.setattr(device, "probe_bf16", fake)
+    monkeypatch.setattr(device, "load_per_cpu", lambda: 0.1)
     first = device.cached_probe(AVX2, home=tmp_path)
     again = device.cached_probe(AVX2, home=tmp_path)
     assert first["slowdown"] == again["slowdown"] == 100.0 and len(calls) == 1
@@ -111,6 +112,28 @@ def test_the_probe_is_cached_per_machine(tmp_path, monkeypatch):
     assert next(iter(saved.values()))["cpu"] == AVX2.model
     device.cached_probe(NATIVE, home=tmp_path)  # another CPU is another entry
     assert len(calls) == 2
+
+
+def test_a_probe_taken_under_load_is_measured_again_once_the_machine_is_quiet(
+        tmp_path, monkeypatch):
+    timings = iter([0.02, 0.002, 0.004])  # fp32 seconds: busy, then quiet, then not asked
+
+    def fake() -> dict[str, float]:
+        fp32 = next(timings)
+        return {"fp32_s": fp32, "bf16_s": fp32 / 3, "slowdown": 1 / 3}
+
+    monkeypatch.setattr(device, "probe_bf16", fake)
+    load = {"now": 1.0}
+    monkeypatch.setattr(device, "load_per_cpu", lambda: load["now"])
+    busy = device.cached_probe(NATIVE, home=tmp_path)
+    assert busy["fp32_s"] == 0.02 and busy["load_per_cpu"] == 1.0
+    assert device.cached_probe(NATIVE, home=tmp_path)["fp32_s"] == 0.02  # still busy: kept
+    load["now"] = 0.1
+    quiet = device.cached_probe(NATIVE, home=tmp_path)  # quiet now: measured again
+    assert quiet["fp32_s"] == 0.002 and quiet["load_per_cpu"] == 0.1
+    assert device.cached_probe(NATIVE, home=tmp_path)["fp32_s"] == 0.002  # a quiet one stays
+    load["now"] = 2.0
+    assert device.cached_probe(NATIVE, home=tmp_path)["fp32_s"] == 0.002
 
 
 def test_the_real_probe_times_both_precisions():

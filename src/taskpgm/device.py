@@ -14,7 +14,8 @@ Every stage that runs a model (experts, signals, evaluation) asks
   the Features of an Arm CPU); where the flags say yes, or where they cannot be
   read, a short timed probe of a bf16 against an fp32 matmul confirms it
   (bf16 must not be slower). The probe's result is cached per machine in
-  ``$TASKPGM_HOME/machine.json``.
+  ``$TASKPGM_HOME/machine.json`` (a result measured on busy CPUs only until a
+  run finds them quiet).
 
 bf16 here is autocast: weights and optimizer state stay float32, matmuls run in
 bf16. An explicit ``precision: bf16`` on a CPU without native bf16 still runs,
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -51,6 +53,7 @@ Precision = Literal["fp32", "bf16"]
 PrecisionSetting = Literal["auto", "fp32", "bf16"]
 # Flags that mean the CPU executes bf16 arithmetic natively.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+BUSY = 0.5  # load average per CPU above which a timing is taken to be measured under load
 PROBE_SIZE = 512  # matmul side of the probe: ~0.3 s emulated in bf16 on 2 AVX2 cores
 MACHINE_FILE = "machine.json"
 
@@ -165,8 +168,21 @@ def _machine_key(info: CpuInfo) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def load_per_cpu() -> float | None:
+    """The 1-minute load average per CPU, or ``None`` where the system does not say."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return None
+
+
 def cached_probe(info: CpuInfo, *, home: Path | None = None) -> dict[str, float]:
-    """:func:`probe_bf16`, measured once per machine (CPU, torch version, threads)."""
+    """:func:`probe_bf16`, measured once per machine (CPU, torch version, threads).
+
+    A measurement taken while other work kept the CPUs busy (load above :data:`BUSY` per
+    CPU) reads low, so it is kept only until a run finds the machine quiet and measures
+    again; the result holds ``load_per_cpu``, the load it was measured under.
+    """
     file = (home or cache.home()) / MACHINE_FILE
     key = _machine_key(info)
     try:
@@ -176,9 +192,12 @@ def cached_probe(info: CpuInfo, *, home: Path | None = None) -> dict[str, float]
     if not isinstance(known, dict):
         known = {}
     entry = known.get(key)
+    load = load_per_cpu()
     if isinstance(entry, dict) and isinstance(entry.get("slowdown"), (int, float)):
-        return {k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
-    result = probe_bf16()
+        was_busy = float(entry.get("load_per_cpu") or 0.0) > BUSY
+        if not was_busy or load is None or load > BUSY:
+            return {k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
+    result = {**probe_bf16(), **({} if load is None else {"load_per_cpu": load})}
     known[key] = {**result, "cpu": info.model, "torch": torch.__version__,
                   "threads": torch.get_num_threads()}
     with contextlib.suppress(OSError):  # a read-only cache only costs the probe next run

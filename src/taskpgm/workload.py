@@ -163,6 +163,10 @@ def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> d
              + ", ".join(f"{k} {placements[k].precision} {v / 1e9:.0f}" for k, v in flops.items())
              + f" GFLOP/s) x {EFFICIENCY}; N = {params / 1e6:.1f}M non-embedding parameters"
              if estimate else "no estimate off the CPU (the matmul probe measures the CPU)")
+    busy = float(probe.get("load_per_cpu") or 0.0)
+    if estimate and busy > device_mod.BUSY:
+        basis += (f"; the peak was measured while the CPUs were busy (load {busy:.1f} per "
+                  "CPU), so the estimate runs long; a run on a quiet machine measures again")
     cluster_info: dict[str, Any] | None = None
     if config.execution.backend == "ray":
         cluster_info = on_cluster(config, estimate, work, len(tasks) - len(cached))
