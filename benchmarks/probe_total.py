@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from taskpgm import atomic
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
 from taskpgm.predictions import from_signals
@@ -88,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
               "full_weights": dict(zip(tasks, map(float, full), strict=True)),
               "bootstrap_width_sum": width, "floor": args.floor, "rows": rows}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic.write_json(args.out, result)
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taskpgm import atomic
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
@@ -74,8 +75,7 @@ def main() -> int:
     result["rows"] = rows
     print("target transfer (expert -> target):", json.dumps(result.get("target_pmi")))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic.write_json(args.out, result)
     return 0
 
 
