@@ -597,28 +597,47 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
 TODAY, SHIP_MARGIN = "taskpgm", 0.005
 
 
-def shipped_default(ledgers: dict[str, dict[str, Any]]) -> list[str]:
-    """The pre-registered rule: the candidate with the best mean over the pools of (its dev
-    primary − uniform's at the same seeds); today's default stays within SHIP_MARGIN."""
+def shipped_choice(ledgers: dict[str, dict[str, Any]]) -> tuple[str, dict[str, float]] | None:
+    """The pre-registered rule: (the candidate to ship, each candidate's mean over the pools
+    of its dev primary − uniform's at the same seeds); ``None`` until every pool's dev
+    candidates are in. The best mean ships unless today's default is within SHIP_MARGIN of
+    it; a candidate not trained on some pool (dropped on fidelity) has no mean."""
     pools = {name: led.get("decisions", {}).get("candidates") for name, led in ledgers.items()}
     if not pools or any(not c for c in pools.values()):
-        waiting = [n for n, c in pools.items() if not c]
-        return [f"Not decided yet: the dev candidates of {', '.join(waiting) or 'every pool'} "
-                "are not finished. The shipped defaults stay today's until they are."]
+        return None
     names = [k for k in next(iter(pools.values()))
              if all("minus_uniform" in c.get(k, {}) for c in pools.values())]
     mean = {k: float(np.mean([c[k]["minus_uniform"] for c in pools.values()])) for k in names}
     best = max(mean, key=lambda k: mean[k])
     stays = TODAY in mean and mean[best] - mean[TODAY] <= SHIP_MARGIN
+    return (TODAY if stays else best), mean
+
+
+def shipped_default(ledgers: dict[str, dict[str, Any]]) -> list[str]:
+    """The shipped-default table and verdict (:func:`shipped_choice`) in markdown lines."""
+    pools = {name: led.get("decisions", {}).get("candidates") for name, led in ledgers.items()}
+    choice = shipped_choice(ledgers)
+    if choice is None:
+        waiting = [n for n, c in pools.items() if not c]
+        return [f"Not decided yet: the dev candidates of {', '.join(waiting) or 'every pool'} "
+                "are not finished. The shipped defaults stay today's until they are."]
+    ship, mean = choice
+    best = max(mean, key=lambda k: mean[k])
     out = ["| candidate | " + " | ".join(pools) + " | mean |",
            "|---|" + "---|" * (len(pools) + 1)]
     out += [f"| {k} | " + " | ".join(f"{c[k]['minus_uniform']:+.3f}" for c in pools.values())
-            + f" | {mean[k]:+.3f} |" for k in names]
-    out += ["", (f"Best: `{best}` ({mean[best]:+.3f} over uniform on dev). "
-                 + (f"Within {SHIP_MARGIN} of today's default, so `{TODAY}` stays."
-                    if stays else f"It beats today's default by more than {SHIP_MARGIN}: "
-                    "it becomes the shipped default."))]
-    return out
+            + f" | {mean[k]:+.3f} |" for k in mean]
+    if ship == TODAY:
+        verdict = f"Within {SHIP_MARGIN} of today's default, so `{TODAY}` stays."
+    elif TODAY in mean:
+        verdict = (f"It beats today's default by more than {SHIP_MARGIN}: it becomes the "
+                   "shipped default.")
+    else:
+        dropped = [n for n, c in pools.items() if "minus_uniform" not in c.get(TODAY, {})]
+        verdict = (f"Today's default (`{TODAY}`) has no dev score on {', '.join(dropped)} (its "
+                   "energy's fidelity interval lay below zero there, so it was not trained): "
+                   f"`{best}` becomes the shipped default.")
+    return [*out, "", f"Best: `{best}` ({mean[best]:+.3f} over uniform on dev). {verdict}"]
 
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"

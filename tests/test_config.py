@@ -73,3 +73,18 @@ def test_unknown_energy_and_utility_are_reported_together() -> None:
     text = str(err.value)
     assert "2 problem(s)" in text and ":2: mrf.energy" in text and ":3: mrf.utility" in text
     assert "'split'" in text and "'reference'" in text
+
+
+def test_each_energy_brings_its_own_rho_and_untrusted_policy(tmp_path: Path) -> None:
+    shipped = config.parse("")
+    assert (shipped.mrf.energy, shipped.mrf.rho, shipped.mrf.untrusted) == (
+        "reference", 0.2, "keep")
+    affinity = config.parse("mrf:\n  energy: affinity\n")
+    assert (affinity.mrf.rho, affinity.mrf.untrusted) == (0.0, "exclude")
+    explicit = config.parse("mrf:\n  energy: split\n  rho: 1\n  untrusted: uniform\n")
+    assert (explicit.mrf.rho, explicit.mrf.untrusted) == (1.0, "uniform")
+    # --set on the shipped demo config: the override's energy brings its defaults
+    demo = config.load(CONFIGS / "demo.yaml", overrides=["mrf.energy=split"])
+    assert (demo.mrf.energy, demo.mrf.rho, demo.mrf.untrusted) == ("split", 0.0, "exclude")
+    with pytest.raises(ConfigError, match=r"set mrf\.energy: split, affinity or gain-model"):
+        config.parse(f"mrf:\n  target: ['{tmp_path / 't.jsonl'}']\n")

@@ -102,3 +102,24 @@ def test_shipped_default_follows_the_preregistered_rule(mq):
     half = ledgers((0.02, 0.0), (0.04, 0.02))
     half["arith12"]["decisions"] = {}
     assert "Not decided yet: the dev candidates of arith12" in mq.shipped_default(half)[0]
+    assert mq.shipped_choice(half) is None
+    # today's default dropped on one pool: no mean, so the best of the rest ships
+    gone = ledgers((0.02, 0.0), (0.008, 0.02))
+    gone["redundancy"]["decisions"]["candidates"]["taskpgm"] = {"dropped": "fidelity"}
+    assert mq.shipped_choice(gone)[0] == "split(rho=1,keep)"
+    assert "has no dev score on redundancy" in "\n".join(mq.shipped_default(gone))
+
+
+def test_the_shipped_config_defaults_are_the_variant_dev_chose(mq):
+    from taskpgm.config import ENERGY_DEFAULTS, MrfConfig
+
+    ledgers = {p: json.loads((ROOT / "benchmarks" / "results" / "mixture_quality"
+                              / f"{p}.json").read_text()) for p in mq.POOLS}
+    choice = mq.shipped_choice(ledgers)
+    if choice is None:
+        pytest.skip("the dev phase of some pool is not finished")
+    energy, rho, policy = next((e, r, u) for n, e, r, u in mq.CANDIDATES if n == choice[0])
+    shipped = MrfConfig()
+    assert (shipped.energy, shipped.rho, shipped.untrusted) == (energy, rho, policy)
+    # naming the chosen energy alone gives the same variant
+    assert ENERGY_DEFAULTS[energy] == {"rho": rho, "untrusted": policy}

@@ -57,7 +57,8 @@ def tiny_tasks(root: Path) -> list[Path]:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     path = tiny_config(root / "tiny.yaml", tiny_dir(str(root)), tiny_tasks(root),
-                       root / "artifacts", steps=3, seeds=[0, 1], baselines=["uniform", "size"])
+                       root / "artifacts", steps=3, seeds=[0, 1],
+                       baselines=["uniform", "size", "reference"])
     return root, path
 
 
@@ -104,12 +105,14 @@ def test_run_writes_the_run_directory_contract(first_run):
     header, *rows = (out / "evaluation.csv").read_text().splitlines()
     assert header == "method,seed,task,split,accuracy,logprob"
     methods = {r.split(",")[0] for r in rows}
-    assert methods == {"base", "taskpgm", "uniform", "size"}
+    assert methods == {"base", "taskpgm", "uniform", "size", "reference"}
     assert "weights (taskpgm" in first_run.stdout
-    # methods whose mixtures coincide (equal train sizes: size = uniform) share one training
-    mixes = {tuple(round(w, 12) for w in m["weights"].values()) for m in
-             json.loads((out / "methods.json").read_text())["methods"].values()}
-    assert len(mixes) < 3
+    # methods whose mixtures coincide share one training: taskpgm at the shipped default
+    # is the reference preset
+    listed = json.loads((out / "methods.json").read_text())["methods"]
+    assert listed["taskpgm"]["weights"] == pytest.approx(listed["reference"]["weights"])
+    mixes = {tuple(round(w, 12) for w in m["weights"].values()) for m in listed.values()}
+    assert len(mixes) < len(listed)
     assert first_run.stderr.count("evaluation: training ") == 2 * len(mixes)
     # device and precision: decided once, printed once, recorded for every model stage
     assert first_run.stderr.count("compute: experts cpu fp32") == 1
@@ -274,7 +277,7 @@ def test_tensorboard_tracking_logs_every_training_and_the_weights(first_run, tmp
     assert [v for _, v in alpha["loss"]] == pytest.approx([e["loss"] for e in log], rel=1e-6)
     assert {"lr", "tokens_per_second"} <= set(alpha)
     trainings = list((track / "evaluation").iterdir())
-    assert len(trainings) >= 4  # uniform, size and taskpgm at seeds 0 and 1 (some coincide)
+    assert len(trainings) >= 4  # uniform, size, taskpgm = reference at seeds 0 and 1
     assert all("loss" in read_events(p) for p in trainings)
     weights = read_events(track / "weights")
     chosen = json.loads((out / "weights.json").read_text())["weights"]

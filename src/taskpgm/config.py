@@ -175,13 +175,35 @@ class RelationsConfig(Section):
     bootstrap: int = Field(default=200, ge=0)
 
 
+#: The default energy and, per energy, the rho and untrusted policy a config that names the
+#: energy but not them gets. The default (the paper's reference setting: rho 0.2, every
+#: expert trusted) is the variant the mixture-quality benchmark chose on its dev split
+#: (docs/results.md, "Shipped default"); the other energies keep the settings they had.
+DEFAULT_ENERGY = "reference"
+ENERGY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "reference": {"rho": 0.2, "untrusted": "keep"},
+    "affinity": {"rho": 0.0, "untrusted": "exclude"},
+    "split": {"rho": 0.0, "untrusted": "exclude"},
+    "gain-model": {"rho": 0.0, "untrusted": "exclude"},
+}
+
+
 class MrfConfig(Section):
     """The energy E(p) = 1/2 p^T S p - rho u^T p and its constraints."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _energy_defaults(cls, data: Any) -> Any:
+        """rho and untrusted, where not given, from the energy's row of ENERGY_DEFAULTS."""
+        if not isinstance(data, dict):
+            return data
+        row = ENERGY_DEFAULTS.get(data.get("energy", DEFAULT_ENERGY))
+        return {**(row or {}), **data}
+
     # rho = beta / lambda. 0: the most diverse mixture (least redundant tasks); larger values
     # pull towards the utility. With the representativeness utility, rho = 1/T is uniform
-    # whenever the optimum is interior.
-    rho: float = Field(default=0.0, ge=0)
+    # whenever the optimum is interior. Not given: the energy's default (ENERGY_DEFAULTS).
+    rho: float = Field(default=0.2, ge=0)
     # Utility u: "representativeness" (S 1, tasks that stand for many), "transfer" (how much
     # an expert helps the other tasks) or "gain" (how much a task's own expert learned).
     utility: Literal["representativeness", "transfer", "gain"] = "representativeness"
@@ -190,8 +212,9 @@ class MrfConfig(Section):
     # of tasks that interfere; t the signed benefit of a task's data, in units of the mean
     # self-gain), "gain-model" (R and t from a second-order expansion of the mixture's total
     # gain; rho = 1 is its own trade-off) or "reference" (the paper's setting: its pairwise
-    # PMI, its PSD shift, u = S 1). docs/design.md, "The split energy".
-    energy: Literal["affinity", "split", "gain-model", "reference"] = "affinity"
+    # PMI, its PSD shift, u = S 1; the default, chosen on dev by the mixture-quality
+    # benchmark). docs/design.md, "The split energy"; docs/results.md, "Shipped default".
+    energy: Literal["affinity", "split", "gain-model", "reference"] = "reference"
     # Target mode: tasks you care about that are not in the pool (task specs, like
     # tasks.names). Every model also scores their probe examples; the linear term becomes
     # each expert's transfer onto them (in units of the mean self-gain) while the quadratic
@@ -202,9 +225,10 @@ class MrfConfig(Section):
     # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
     # bound of the expert's accuracy at or below the base's) have untrusted relations:
     # "exclude" gives them nothing; "uniform" holds them at the uniform share 1/T and solves
-    # for the rest; "keep" trusts them anyway. With a budget they are never selected.
-    # exclude > uniform > keep on the mixture-quality benchmark's eval splits (docs/results.md).
-    untrusted: Literal["exclude", "uniform", "keep"] = "exclude"
+    # for the rest; "keep" trusts them anyway. With a budget they are never selected. Not
+    # given: the energy's default (ENERGY_DEFAULTS): keep for reference (the paper trusts
+    # every expert), exclude for the others.
+    untrusted: Literal["exclude", "uniform", "keep"] = "keep"
     # No task's training split may be repeated more than this many times in the mixture;
     # with the token budget this caps each weight (the caps enter the solve).
     max_repeat: float = Field(default=4.0, gt=0)
@@ -329,7 +353,8 @@ class RunConfig(Section):
                              "care about that is not trained on; remove it from one list")
         if self.mrf.target and self.mrf.energy == "reference":
             raise ValueError("mrf.target does not apply to mrf.energy: reference (the "
-                             "paper's setting has no target); choose split or gain-model")
+                             "default; the paper's setting has no target); set mrf.energy: "
+                             "split, affinity or gain-model")
         return self
 
 

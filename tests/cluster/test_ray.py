@@ -33,16 +33,27 @@ def config_for(root: Path, name: str, *, execution: dict | None = None, steps: i
     return path
 
 
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taskpgm", *args]
+
+
+def home_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "TASKPGM_HOME": str(home)}
+
+
 def started(*args: str, home: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "TASKPGM_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "taskpgm", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=home_env(home))
+
+
+def taskpgm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m taskpgm ARGS`` with its own TASKPGM_HOME, its output captured."""
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=900,
+                          env=home_env(home))
 
 
 def run_ok(*args: str, home: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "taskpgm", *args], capture_output=True,
-                          text=True, env={**os.environ, "TASKPGM_HOME": str(home)},
-                          timeout=900)
+    proc = taskpgm(*args, home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr
 
@@ -124,9 +135,7 @@ def test_a_killed_worker_is_retried_and_its_expert_resumes(pool, ray_head):
 def test_a_gpu_job_on_a_cluster_without_gpus_is_a_clear_error(pool, ray_head):
     cfg = config_for(pool, "gpu", execution={
         "backend": "ray", "address": ray_head, "gpus_per_job": 1})
-    proc = subprocess.run([sys.executable, "-m", "taskpgm", "experts", str(cfg)],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TASKPGM_HOME": str(pool / "home")})
+    proc = taskpgm("experts", str(cfg), home=pool / "home")
     err = proc.stderr
     assert proc.returncode == 1, err[-2000:]
     assert "execution.gpus_per_job: 1" in err and "no node" in err, err
@@ -139,9 +148,7 @@ def test_plan_on_the_cluster_counts_its_slots_and_scales_the_estimate(pool, ray_
     import json
 
     def plan(cfg: Path) -> dict:
-        proc = subprocess.run([sys.executable, "-m", "taskpgm", "plan", str(cfg), "--json"],
-                              capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "TASKPGM_HOME": str(pool / "home")})
+        proc = taskpgm("plan", str(cfg), "--json", home=pool / "home")
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout)
 
