@@ -56,7 +56,7 @@ from taskpgm import atomic
 from taskpgm import config as config_mod
 from taskpgm.evaluation import EvalSet, ensure_evaluation
 from taskpgm.mixture import apply_caps
-from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, run
+from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, plan_of, run
 from taskpgm.readers import open_relations
 from taskpgm.stats import mean_interval, paired_difference
 from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
@@ -220,6 +220,10 @@ class PoolRun:
                          threads=self.cfg.base.threads, device=self.cfg.base.device)
         self.mean_tokens = mean_train_tokens(self.base.load().tokenizer, self.tasks,
                                              self.cfg.experts.max_length)
+        work = plan_of(self.cfg, self.tasks, {}, {}, self.mean_tokens)
+        self.ledger.data.setdefault("pipeline", {})["work"] = {
+            "experts": work.experts, "expert_tokens": work.expert_tokens,
+            "probe_scorings": work.probe_scorings}
         full = eval_set(self.cfg, self.tasks, {}, {})
         self.sets = {split: EvalSet({k: v for k, v in full.groups.items() if k[0] == split})
                      for split in ("dev", "test")}
@@ -426,6 +430,24 @@ def compute_of(led: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def work_of(led: dict[str, Any]) -> dict[str, str]:
+    """What each method trained and scored to decide its mixture, in words."""
+    tr = led["trainings"].values()
+    swarm = [e for e in tr if e["phase"] == "swarm"]
+    cands = [e for e in tr if e["phase"] == "dev" and e["method"].startswith("split")]
+    items = len(led.get("tasks", [])) * int(led.get("per_task", {}).get("dev") or 0)
+    w = led.get("pipeline", {}).get("work")
+    pgm = (f"{w['experts']} experts ({w['expert_tokens']:,.0f} tokens), "
+           f"{w['probe_scorings']:,} probe scorings" if w else "experts and probe scorings")
+    sw = (f"{len(swarm)} trainings x {swarm[0]['budget']:,} tokens, "
+          f"{len(swarm) * items:,} dev scorings" if swarm else "the swarm")
+    out = dict.fromkeys(("uniform", "size", "temperature", "family-uniform"), "none")
+    out.update(dict.fromkeys(("swarm-top1", "swarm-top2", "swarm-top3", "regmix"), sw))
+    out.update({"taskpgm": pgm, "reference": pgm,
+                "split": f"{pgm}; {len(cands)} dev trainings to choose rho and the policy"})
+    return out
+
+
 def test_table(led: dict[str, Any]) -> dict[str, Any]:
     fam = led.get("families")
     by: dict[str, dict[int, list[dict[str, Any]]]] = {}
@@ -567,16 +589,19 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                "by seed. Compute: CPU-seconds spent choosing the mixture (the final training, "
                "the same for every method, excluded).", "",
                "| method | primary | minus uniform | minus swarm-top1 | gold log-prob | "
-               "minus uniform | win rate | compute (CPU-s) |", "|---|---|---|---|---|---|---|---|"]
+               "minus uniform | win rate | compute (CPU-s) | what it trained and scored |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        work = work_of(led)
         for meth, row in tt["methods"].items():
             md.append(f"| {meth} | {ci(row['accuracy'])} | "
                       f"{ci(row['accuracy_minus_uniform'], True)} "
                       f"| {ci(row['accuracy_minus_swarm'], True)} | {ci(row['logprob'])} | "
                       f"{ci(row['logprob_minus_uniform'], True)} | {row['win_rate']:.2f} | "
-                      f"{compute.get(meth, float('nan')):,.0f} |")
+                      f"{compute.get(meth, float('nan')):,.0f} | {work.get(meth, '')} |")
             pj["methods"][meth] = {"test": row["accuracy"],
                                    "minus_uniform": row["accuracy_minus_uniform"],
-                                   "compute_cpu_s": compute.get(meth)}
+                                   "compute_cpu_s": compute.get(meth),
+                                   "compute": work.get(meth)}
         pj["swarm"]["best_minus_uniform_test"] = tt["methods"]["swarm-top1"][
             "accuracy_minus_uniform"]
         md += ["", "Per task, method − uniform on test accuracy (Holm-adjusted p; intervals "
