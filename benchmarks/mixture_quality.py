@@ -251,9 +251,19 @@ class PoolRun:
 
     def train(self, phase: str, budget: int, method: str, weights: dict[str, float],
               seed: int) -> list[dict[str, Any]]:
-        """The (method, seed) training's rows on the phase's split, from the ledger or now."""
+        """The (method, seed) training's rows on the phase's split, from the ledger or now.
+
+        A ledger entry trained on other weights than asked for stops the run: the protocol
+        (or something it depends on) changed, and its rows would not be this training's."""
         got = self.ledger.rows(phase, budget, method, seed)
         if got is not None:
+            held = self.ledger.data["trainings"][Ledger.key(phase, budget, method, seed)]
+            old = held.get("weights") or {}
+            if set(old) != set(weights) or any(abs(old[t] - weights[t]) > 1e-9 for t in old):
+                raise SystemExit(
+                    f"{self.ledger.path}: {Ledger.key(phase, budget, method, seed)} was trained "
+                    "on other weights than this run asks for; the choices it rests on changed. "
+                    "Find out why before any more training (do not delete the entry to go on).")
             return got
         split = "test" if phase == "test" else "dev"
         cpu, wall = time.process_time(), time.monotonic()

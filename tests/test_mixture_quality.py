@@ -123,3 +123,16 @@ def test_the_shipped_config_defaults_are_the_variant_dev_chose(mq):
     assert (shipped.energy, shipped.rho, shipped.untrusted) == (energy, rho, policy)
     # naming the chosen energy alone gives the same variant
     assert ENERGY_DEFAULTS[energy] == {"rho": rho, "untrusted": policy}
+
+
+def test_a_ledger_entry_on_other_weights_stops_the_run(mq, tmp_path):
+    ledger = mq.Ledger(tmp_path / "pool.json", "pool")
+    rows = [{"task": "a", "split": "test", "accuracy": 0.5, "logprob": -1.0}]
+    ledger.data["trainings"][mq.Ledger.key("test", 100, "m", 1000)] = {
+        "phase": "test", "budget": 100, "method": "m", "seed": 1000,
+        "weights": {"a": 0.5, "b": 0.5}, "rows": rows, "cpu_s": 1.0}
+    pr = object.__new__(mq.PoolRun)  # no pool loaded: the ledger answers
+    pr.ledger = ledger
+    assert pr.train("test", 100, "m", {"a": 0.5, "b": 0.5}, 1000) == rows
+    with pytest.raises(SystemExit, match="trained on other weights"):
+        pr.train("test", 100, "m", {"a": 0.6, "b": 0.4}, 1000)
