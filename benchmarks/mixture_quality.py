@@ -100,6 +100,10 @@ FIDELITY = (("affinity rho=0", "affinity", 0.0), ("affinity rho=1/T", "affinity"
             ("reference", "reference", 0.2))
 
 
+#: How far a ledger entry's weights may be from the ones a rerun asks for (same mixture).
+WEIGHT_TOLERANCE = 1e-4
+
+
 # ----------------------------------------------------------------------------- metrics
 def family_of(pool: Pool, tasks: list[str]) -> dict[str, str]:
     member = {m: fam for fam, ms in pool.families.items() for m in ms}
@@ -259,11 +263,16 @@ class PoolRun:
         if got is not None:
             held = self.ledger.data["trainings"][Ledger.key(phase, budget, method, seed)]
             old = held.get("weights") or {}
-            if set(old) != set(weights) or any(abs(old[t] - weights[t]) > 1e-9 for t in old):
+            # 1e-4 of the budget is under one example at these budgets; re-solving with
+            # another solver version moves weights by ~1e-6, which is the same mixture
+            gap = (max(abs(old[t] - weights[t]) for t in old) if set(old) == set(weights)
+                   else float("inf"))
+            if gap > WEIGHT_TOLERANCE:
                 raise SystemExit(
                     f"{self.ledger.path}: {Ledger.key(phase, budget, method, seed)} was trained "
-                    "on other weights than this run asks for; the choices it rests on changed. "
-                    "Find out why before any more training (do not delete the entry to go on).")
+                    f"on other weights than this run asks for (largest difference {gap:.2g}); "
+                    "the choices it rests on changed. Find out why before any more training "
+                    "(do not delete the entry to go on).")
             return got
         split = "test" if phase == "test" else "dev"
         cpu, wall = time.process_time(), time.monotonic()

@@ -134,5 +134,6 @@ def test_a_ledger_entry_on_other_weights_stops_the_run(mq, tmp_path):
     pr = object.__new__(mq.PoolRun)  # no pool loaded: the ledger answers
     pr.ledger = ledger
     assert pr.train("test", 100, "m", {"a": 0.5, "b": 0.5}, 1000) == rows
+    assert pr.train("test", 100, "m", {"a": 0.500002, "b": 0.499998}, 1000) == rows  # re-solved
     with pytest.raises(SystemExit, match="trained on other weights"):
         pr.train("test", 100, "m", {"a": 0.6, "b": 0.4}, 1000)
