@@ -83,6 +83,22 @@ def test_test_table_pairs_only_seeds_every_method_has(mq):
     assert row["win_rate"] == 1.0
 
 
+def test_a_difference_without_spread_over_seeds_is_not_called_significant(mq):
+    # task x: taskpgm − uniform is −0.16 at both seeds, up to float noise (0.04 − 0.2 and
+    # 0.2 − 0.36 differ in the last bits): the t-test is undefined there, p stays 1
+    acc = {"uniform": (0.2, 0.36), "swarm-top1": (0.3, 0.3), "taskpgm": (0.04, 0.2)}
+    led = {"tasks": ["x", "y"], "families": None,
+           "decisions": {"final_methods": dict.fromkeys(acc, {})}, "trainings": {}}
+    for i, seed in enumerate((1000, 1001)):
+        for m, xs in acc.items():
+            led["trainings"][f"test|1|{m}|{seed}"] = {
+                "phase": "test", "method": m, "seed": seed,
+                "rows": _rows({"x": xs[i], "y": 0.5 + 0.1 * i * (m == "taskpgm")})}
+    per_task = mq.test_table(led)["methods"]["taskpgm"]["per_task"]
+    assert per_task["x"]["diff"] == pytest.approx(-0.16)
+    assert per_task["x"]["holm_p"] == 1.0
+
+
 def test_shipped_default_follows_the_preregistered_rule(mq):
     def ledgers(taskpgm: tuple[float, float], split: tuple[float, float]) -> dict:
         return {pool: {"decisions": {"candidates": {
