@@ -88,7 +88,7 @@ def test_a_difference_without_spread_over_seeds_is_not_called_significant(mq):
     # 0.2 − 0.36 differ in the last bits): the t-test is undefined there, p stays 1
     acc = {"uniform": (0.2, 0.36), "swarm-top1": (0.3, 0.3), "taskpgm": (0.04, 0.2)}
     led = {"tasks": ["x", "y"], "families": None,
-           "decisions": {"final_methods": dict.fromkeys(acc, {})}, "trainings": {}}
+           "decisions": {"final_methods": {m: {} for m in acc}}, "trainings": {}}
     for i, seed in enumerate((1000, 1001)):
         for m, xs in acc.items():
             led["trainings"][f"test|1|{m}|{seed}"] = {
