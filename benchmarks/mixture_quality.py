@@ -197,7 +197,8 @@ def machine() -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- a pool
 class PoolRun:
-    """The loaded pool: its pipeline run up to the weights, and one training at a time."""
+    """The loaded pool, its pipeline's relations when the dev phase needs them, and one
+    training at a time."""
 
     def __init__(self, pool: Pool, work: Path, ledger: Ledger) -> None:
         from taskpgm.experts import load_tasks
@@ -205,18 +206,8 @@ class PoolRun:
 
         self.pool, self.work, self.ledger = pool, work, ledger
         self.cfg = config_mod.load(ROOT / pool.config)
-        cpu = time.process_time()
-        state = run(self.cfg, work / "run", until="weights")
-        spent = time.process_time() - cpu
-        if "pipeline_cpu_s" not in ledger.data and spent > 60:  # the run did the work now
-            ledger.data["pipeline_cpu_s"] = round(spent, 1)
-            ledger.data["pipeline"] = {"stages": {
-                s: json.loads((state.run_dir / "stages.json").read_text())[s].get("seconds")
-                for s in ("experts", "signals", "relations", "weights")}}
-            ledger.save()
-        self.root = state.root
-        self.relations = open_relations(Path(json.loads(
-            (state.run_dir / "stages.json").read_text())["relations"]["path"]))
+        self.root = Path(self.cfg.output_dir) if self.cfg.output_dir else None
+        self._relations: Any = None
         self.tasks = load_tasks(self.cfg)
         self.names = list(self.tasks)
         self.families = family_of(pool, self.names) if pool.families else None
@@ -238,6 +229,27 @@ class PoolRun:
         here = machine()
         if here not in self.ledger.data.setdefault("machines", []):
             self.ledger.data["machines"].append(here)
+        self.machine = self.ledger.data["machines"].index(here)  # recorded with each training
+
+    @property
+    def relations(self) -> Any:
+        """The pipeline's relations, run up to the weights the first time the dev phase asks.
+
+        The test phase trains the weights its ledger holds, so it never runs the pipeline
+        (on a machine without the cache that would be the experts and the probe scoring)."""
+        if self._relations is None:
+            cpu = time.process_time()
+            state = run(self.cfg, self.work / "run", until="weights")
+            spent = time.process_time() - cpu
+            if "pipeline_cpu_s" not in self.ledger.data and spent > 60:  # it did the work now
+                self.ledger.data["pipeline_cpu_s"] = round(spent, 1)
+                self.ledger.data["pipeline"]["stages"] = {
+                    s: json.loads((state.run_dir / "stages.json").read_text())[s].get("seconds")
+                    for s in ("experts", "signals", "relations", "weights")}
+                self.ledger.save()
+            self._relations = open_relations(Path(json.loads(
+                (state.run_dir / "stages.json").read_text())["relations"]["path"]))
+        return self._relations
 
     def methods_at(self, budget: int) -> dict[str, Any]:
         """methods.json of the pipeline at this budget (caps depend on it)."""
@@ -289,7 +301,7 @@ class PoolRun:
         self.ledger.data["trainings"][Ledger.key(phase, budget, method, seed)] = {
             "phase": phase, "budget": budget, "method": method, "seed": seed,
             "weights": weights, "rows": ours, "cpu_s": round(cpu_s, 1),
-            "wall_s": round(wall_s, 1), "fresh": wall_s > 5.0}
+            "wall_s": round(wall_s, 1), "fresh": wall_s > 5.0, "machine": self.machine}
         self.ledger.save()
         m = metric(ours, split, families=self.families)
         print(f"[{self.pool.name}] {phase} b={budget} {method} s{seed}: {m:.3f} "
