@@ -153,3 +153,15 @@ def test_a_ledger_entry_on_other_weights_stops_the_run(mq, tmp_path):
     assert pr.train("test", 100, "m", {"a": 0.500002, "b": 0.499998}, 1000) == rows  # re-solved
     with pytest.raises(SystemExit, match="trained on other weights"):
         pr.train("test", 100, "m", {"a": 0.6, "b": 0.4}, 1000)
+
+
+def test_the_machines_line_counts_each_machines_trainings(mq):
+    led = {"machines": [{"Model name": "A", "CPU(s)": "2", "flags": ["avx2"], "torch": "t"},
+                        {"Model name": "B", "CPU(s)": "2", "flags": ["amx_bf16"], "torch": "t"}],
+           "trainings": {"1": {"phase": "dev"}, "2": {"phase": "test"},  # before the field: A
+                         "3": {"phase": "test", "machine": 1},
+                         "4": {"phase": "test", "machine": 1}}}
+    assert mq.machines_line(led) == ("Machines: A, 2 CPUs, avx2, torch t (trainings: 1 dev, "
+                                     "1 test); B, 2 CPUs, amx_bf16, torch t (trainings: 2 test).")
+    one = {"machines": led["machines"][:1], "trainings": {}}
+    assert mq.machines_line(one) == "Machine: A, 2 CPUs, avx2, torch t (trainings: none)."
