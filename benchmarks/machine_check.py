@@ -1,0 +1,57 @@
+"""Retrain ledger trainings on this machine and say how far they moved (docs/results.md).
+
+    python benchmarks/machine_check.py arith12 test uniform:1000 taskpgm:1000
+
+Each named (method, seed) of the pool's ledger is trained again on its recorded weights,
+in a throwaway ledger under ``--work``, and compared task by task with the ledger's rows:
+items changed (accuracy × items), macro accuracy and mean gold log-probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mixture_quality as mq
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pool", choices=list(mq.POOLS))
+    parser.add_argument("phase", choices=["dev", "test"])
+    parser.add_argument("runs", nargs="+", help="METHOD:SEED entries of the ledger")
+    parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "machine-check")
+    args = parser.parse_args(argv)
+    held = json.loads((mq.LEDGERS / f"{args.pool}.json").read_text())
+    decisions = held["decisions"]
+    budget = decisions["budget"]
+    scratch = dict(held, trainings={})
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "ledger.json").write_text(json.dumps(scratch))
+    pr = mq.PoolRun(mq.POOLS[args.pool], args.work, mq.Ledger(args.work / "ledger.json",
+                                                              args.pool))
+    split = "test" if args.phase == "test" else "dev"
+    for item in args.runs:
+        method, _, seed = item.partition(":")
+        old = held["trainings"][mq.Ledger.key(args.phase, budget, method, int(seed))]
+        new = pr.train(args.phase, budget, method, old["weights"], int(seed))
+        a = {r["task"]: r for r in old["rows"] if r["split"] == split}
+        b = {r["task"]: r for r in new if r["split"] == split}
+        moved = [round((b[t]["accuracy"] - a[t]["accuracy"]) * a[t]["n"]) for t in a]
+        fam = pr.families
+        acc = mq.metric(new, split, families=fam) - mq.metric(old["rows"], split, families=fam)
+        lp = float(np.mean([b[t]["logprob"] - a[t]["logprob"] for t in a]))
+        print(f"{method} s{seed} (ledger machine {old.get('machine', 0)} -> this one): "
+              f"items changed per task {moved}; macro accuracy {acc:+.4f}; "
+              f"log-probability {lp:+.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
