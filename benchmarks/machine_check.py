@@ -29,14 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "machine-check")
     args = parser.parse_args(argv)
     held = json.loads((mq.LEDGERS / f"{args.pool}.json").read_text())
-    decisions = held["decisions"]
-    budget = decisions["budget"]
-    scratch = dict(held, trainings={})
-    args.work.mkdir(parents=True, exist_ok=True)
-    (args.work / "ledger.json").write_text(json.dumps(scratch))
-    pr = mq.PoolRun(mq.POOLS[args.pool], args.work, mq.Ledger(args.work / "ledger.json",
-                                                              args.pool))
-    split = "test" if args.phase == "test" else "dev"
+    budget, split = held["decisions"]["budget"], args.phase
+    scratch = mq.Ledger(args.work / "ledger.json", args.pool)
+    scratch.data = dict(held, trainings={})  # the pool's record, none of its trainings
+    pr = mq.PoolRun(mq.POOLS[args.pool], args.work, scratch)
     for item in args.runs:
         method, _, seed = item.partition(":")
         old = held["trainings"][mq.Ledger.key(args.phase, budget, method, int(seed))]

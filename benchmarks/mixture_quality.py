@@ -206,7 +206,7 @@ class PoolRun:
 
         self.pool, self.work, self.ledger = pool, work, ledger
         self.cfg = config_mod.load(ROOT / pool.config)
-        self.root = Path(self.cfg.output_dir) if self.cfg.output_dir else None
+        self.root = self.cfg.artifact_root
         self._relations: Any = None
         self.tasks = load_tasks(self.cfg)
         self.names = list(self.tasks)
@@ -241,14 +241,14 @@ class PoolRun:
             cpu = time.process_time()
             state = run(self.cfg, self.work / "run", until="weights")
             spent = time.process_time() - cpu
+            stages = json.loads((state.run_dir / "stages.json").read_text())
             if "pipeline_cpu_s" not in self.ledger.data and spent > 60:  # it did the work now
                 self.ledger.data["pipeline_cpu_s"] = round(spent, 1)
                 self.ledger.data["pipeline"]["stages"] = {
-                    s: json.loads((state.run_dir / "stages.json").read_text())[s].get("seconds")
+                    s: stages[s].get("seconds")
                     for s in ("experts", "signals", "relations", "weights")}
                 self.ledger.save()
-            self._relations = open_relations(Path(json.loads(
-                (state.run_dir / "stages.json").read_text())["relations"]["path"]))
+            self._relations = open_relations(Path(stages["relations"]["path"]))
         return self._relations
 
     def methods_at(self, budget: int) -> dict[str, Any]:
@@ -620,12 +620,13 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
         md += ["", f"Split energy chosen on dev: `{dec['split_pick']}`.", ""]
         tt = test_table(led)
         compute = compute_of(led)
+        n_done = len(tt.get("seeds", []))
+        found = detectable(p["sd"], n_done) if n_done >= 2 else None  # at the seeds done
         pj: dict[str, Any] = {
             "primary_metric": primary, "seeds": len(tt.get("seeds", [])),
             "dev_per_task": led["per_task"]["dev"], "test_per_task": led["per_task"]["test"],
             "budget_tokens": dec["budget"],
-            "detectable_difference": (detectable(p["sd"], len(tt["seeds"]))
-                                      if len(tt.get("seeds", [])) >= 2 else None),
+            "detectable_difference": found,
             "swarm": {"mixtures": sw["mixtures"], "best_minus_uniform_test": None},
             "fidelity": {k: list(v["acc"]) for k, v in dec["fidelity"].items()},
             "methods": {}}
@@ -637,7 +638,7 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
         md += [f"**Test ({len(tt['seeds'])} paired seeds, {led['per_task']['test']} items a "
                f"task).** Primary: {primary}; 95% t-intervals over seeds; differences paired "
                "by seed. At these seeds the paired difference found with 80% power (the "
-               f"pilot's sd) is {detectable(p['sd'], len(tt['seeds'])):.3f}. Compute: "
+               f"pilot's sd) is {'undefined' if found is None else f'{found:.3f}'}. Compute: "
                "CPU-seconds spent choosing the mixture (the final training, the same for every "
                "method, excluded).", "",
                "| method | primary | minus uniform | minus swarm-top1 | gold log-prob | "

@@ -341,6 +341,11 @@ class RunConfig(Section):
             raise ValueError("contains a NUL byte, which no path can hold")
         return value
 
+    @property
+    def artifact_root(self) -> Path | None:
+        """The artifact cache's root: output_dir, or None for $TASKPGM_HOME/artifacts."""
+        return Path(self.output_dir) if self.output_dir else None
+
     @model_validator(mode="after")
     def _target_not_in_pool(self) -> RunConfig:
         def spec(entry: TaskEntry | str) -> str:

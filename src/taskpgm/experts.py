@@ -346,7 +346,7 @@ def run(config: RunConfig, *, stream: TextIO | None = None, only: Sequence[str] 
     base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
                 threads=config.base.threads, device=config.base.device)
     tasks = load_tasks(config)
-    root = Path(config.output_dir) if config.output_dir else None
+    root = config.artifact_root
     if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
         from taskpgm import cluster
 

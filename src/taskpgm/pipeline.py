@@ -51,7 +51,7 @@ class RunState:
 
     @property
     def root(self) -> Path | None:
-        return Path(self.config.output_dir) if self.config.output_dir else None
+        return self.config.artifact_root
 
     def say(self, text: str) -> None:
         say(text, self.stream)

@@ -568,7 +568,7 @@ def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
     from taskpgm import experts as experts_stage
 
     base, tasks, found = experts_stage.run(config, stream=stream)
-    root = Path(config.output_dir) if config.output_dir else None
+    root = config.artifact_root
     probes = probes_of(config, tasks)
     if config.execution.backend == "ray":
         from taskpgm import cluster

@@ -114,7 +114,6 @@ def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> d
     tasks, heldout, mmlu, mean_tokens and placements, so ``run`` plans without loading
     anything twice."""
     import json as json_mod
-    from pathlib import Path
 
     import numpy as np
     from transformers import AutoTokenizer
@@ -139,7 +138,7 @@ def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> d
                                       loaded["mmlu"])
         mean_tokens, placements = loaded["mean_tokens"], loaded["placements"]
     work = plan_of(config, tasks, heldout, mmlu, mean_tokens)
-    root = Path(config.output_dir) if config.output_dir else None
+    root = config.artifact_root
     cached = [t for t, s in tasks.items() if artifacts.find(
         STAGE, t, fingerprint_of(base.fingerprint, t, s.train, config.experts,
                                  placements["experts"]), root=root) is not None]

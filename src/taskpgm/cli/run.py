@@ -210,7 +210,7 @@ def _only(cfg: config_mod.RunConfig, until: str, only: list[str]) -> int:
             print(f"{task}\t{expert.source}\t{expert.path}")
         return 0
     base, tasks, found = experts_stage.run(cfg)
-    root = Path(cfg.output_dir) if cfg.output_dir else None
+    root = cfg.artifact_root
     placement = device_mod.resolve(cfg.base.device, cfg.signals.precision)
     signals = score_only(base, found, probes_of(cfg, tasks), cfg.signals, only, root=root,
                          placement=placement)
