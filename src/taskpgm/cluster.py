@@ -240,15 +240,13 @@ def score_models(config: RunConfig, base: Any, experts: Mapping[str, Any],
     """Score every model whose shard is missing on Ray scoring actors (as many as the
     cluster fits, at most one per model); returns how many models were scored."""
     from taskpgm import artifacts
-    from taskpgm.readers import BASE_KEY
-    from taskpgm.signals import STAGE, plan_probe, shard_name
+    from taskpgm.signals import STAGE, model_keys, plan_probe, unscored
 
     examples, _, _, _, fp = plan_probe(base, experts, probes, config.signals, placement, stream)
     if artifacts.find(STAGE, "probe", fp, root=root) is not None:
         return 0
     work = artifacts.work_dir(STAGE, "probe", fp, root=root)
-    keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
-    todo = [k for k in keys if not (work / shard_name(k)).is_file()]
+    todo = unscored(work, model_keys(experts))
     if not todo:
         return 0
     ray = connect(config.execution, stream=stream)

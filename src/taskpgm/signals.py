@@ -31,7 +31,7 @@ import contextlib
 import inspect
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -268,6 +268,16 @@ def shard_name(key: str) -> str:
     return f"{safe}.safetensors"
 
 
+def model_keys(experts: Iterable[str]) -> list[str]:
+    """Every model the probe set is scored with: ``base``, then ``expert:T`` per task."""
+    return [BASE_KEY, *(f"expert:{t}" for t in experts)]
+
+
+def unscored(work: Path, keys: Iterable[str]) -> list[str]:
+    """The models of ``keys`` whose shard is not yet in the work directory ``work``."""
+    return [k for k in keys if not (work / shard_name(k)).is_file()]
+
+
 def ensure_signals(
     base: Base,
     experts: Mapping[str, Expert],
@@ -295,11 +305,11 @@ def ensure_signals(
         if found is not None:
             print(f"signals: reusing {found}", file=out, flush=True)
             return open_signals(found)
-        keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
+        keys = model_keys(experts)
         fps = {BASE_KEY: base.fingerprint,
                **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
         work = artifacts.work_dir(STAGE, name, fp, root=root)
-        todo = [k for k in keys if not (work / shard_name(k)).is_file()]
+        todo = unscored(work, keys)
         print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
               f"{len(keys) - len(todo)} already scored", file=out, flush=True)
         if todo:
@@ -357,7 +367,7 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
     found = artifacts.find(STAGE, "probe", fp, root=root)
     if found is not None:
         return open_signals(found)
-    keys = [BASE_KEY, *(f"expert:{t}" for t in experts)]
+    keys = model_keys(experts)
     wanted = [BASE_KEY if m == "base" else f"expert:{m}" for m in models]
     unknown = sorted(set(wanted) - set(keys))
     if unknown:
@@ -366,7 +376,7 @@ def score_only(base: Base, experts: Mapping[str, Expert], probes: Mapping[str, S
     work = artifacts.work_dir(STAGE, "probe", fp, root=root)
     score_shards(base, experts, examples, cfg, wanted, work, stream or sys.stderr, placement,
                   root)
-    if all((work / shard_name(k)).is_file() for k in keys):
+    if not unscored(work, keys):
         return ensure_signals(base, experts, probes, cfg, root=root, stream=stream,
                               placement=placement)
     return None
