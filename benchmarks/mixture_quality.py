@@ -110,6 +110,12 @@ def family_of(pool: Pool, tasks: list[str]) -> dict[str, str]:
     return {t: member.get(t, t) for t in tasks}
 
 
+def split_of(phase: str) -> str:
+    """The eval split a phase's trainings are scored on: ``test`` for the test phase only;
+    the sweep, the pilot, the swarm and the dev choices all read ``dev``."""
+    return "test" if phase == "test" else "dev"
+
+
 def metric(rows: list[dict[str, Any]], split: str, field_: str = "accuracy",
            families: dict[str, str] | None = None) -> float:
     """Macro mean of ``field_`` over the split's tasks, or over families (the mean of each
@@ -286,7 +292,7 @@ class PoolRun:
                     "the choices it rests on changed. Find out why before any more training "
                     "(do not delete the entry to go on).")
             return got
-        split = "test" if phase == "test" else "dev"
+        split = split_of(phase)
         cpu, wall = time.process_time(), time.monotonic()
         rows = ensure_evaluation(
             self.base, {method: weights}, {t: self.tasks[t].train for t in self.names},
@@ -310,9 +316,8 @@ class PoolRun:
 
     def score(self, phase: str, budget: int, method: str, weights: dict[str, float],
               seed: int, field_: str = "accuracy") -> float:
-        split = "test" if phase == "test" else "dev"
-        return metric(self.train(phase, budget, method, weights, seed), split, field_,
-                      self.families)
+        return metric(self.train(phase, budget, method, weights, seed), split_of(phase),
+                      field_, self.families)
 
     def family_uniform(self) -> dict[str, float]:
         assert self.families is not None
