@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "machine-check")
     args = parser.parse_args(argv)
     held = json.loads((mq.LEDGERS / f"{args.pool}.json").read_text())
-    budget, split = held["decisions"]["budget"], args.phase
+    budget, split = held["decisions"]["budget"], mq.split_of(args.phase)
     scratch = mq.Ledger(args.work / "ledger.json", args.pool)
     scratch.data = dict(held, trainings={})  # the pool's record, none of its trainings
     pr = mq.PoolRun(mq.POOLS[args.pool], args.work, scratch)

@@ -628,7 +628,7 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
         n_done = len(tt.get("seeds", []))
         found = detectable(p["sd"], n_done) if n_done >= 2 else None  # at the seeds done
         pj: dict[str, Any] = {
-            "primary_metric": primary, "seeds": len(tt.get("seeds", [])),
+            "primary_metric": primary, "seeds": n_done,
             "dev_per_task": led["per_task"]["dev"], "test_per_task": led["per_task"]["test"],
             "budget_tokens": dec["budget"],
             "detectable_difference": found,
@@ -640,7 +640,7 @@ def render(ledgers: dict[str, dict[str, Any]], command: str) -> tuple[str, dict[
                    f"({tt.get('seeds_partial', {})})."]
             js["pools"][name] = pj
             continue
-        md += [f"**Test ({len(tt['seeds'])} paired seeds, {led['per_task']['test']} items a "
+        md += [f"**Test ({n_done} paired seeds, {led['per_task']['test']} items a "
                f"task).** Primary: {primary}; 95% t-intervals over seeds; differences paired "
                "by seed. At these seeds the paired difference found with 80% power (the "
                f"pilot's sd) is {'undefined' if found is None else f'{found:.3f}'}. Compute: "

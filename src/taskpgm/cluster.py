@@ -240,7 +240,8 @@ def score_models(config: RunConfig, base: Any, experts: Mapping[str, Any],
     """Score every model whose shard is missing on Ray scoring actors (as many as the
     cluster fits, at most one per model); returns how many models were scored."""
     from taskpgm import artifacts
-    from taskpgm.signals import STAGE, model_keys, plan_probe, unscored
+    from taskpgm.readers import model_keys
+    from taskpgm.signals import STAGE, plan_probe, unscored
 
     examples, _, _, _, fp = plan_probe(base, experts, probes, config.signals, placement, stream)
     if artifacts.find(STAGE, "probe", fp, root=root) is not None:

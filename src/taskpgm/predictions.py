@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from taskpgm.errors import DataError
+from taskpgm.readers import model_keys
 
 if TYPE_CHECKING:
     from taskpgm.readers import Signals
@@ -211,7 +212,7 @@ def from_signals(
     (``mrf.target``); they follow ``tasks`` in the task index.
     """
     manifest = signals.manifest
-    models = ["base", *(f"expert:{t}" for t in tasks)]
+    models = model_keys(tasks)
     missing = [k for k in models if k not in manifest["models"]]
     if missing:
         raise DataError(f"the signals artifact at {signals.path} lacks {missing}; "

@@ -8,6 +8,7 @@ in about a second: nothing imports torch until a model is trained or scored.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from taskpgm import artifacts
 from taskpgm.errors import DataError
 
 BASE_KEY = "base"
+
+
+def model_keys(tasks: Iterable[str]) -> list[str]:
+    """Every model the probe set is scored with: ``base``, then ``expert:T`` per task."""
+    return [BASE_KEY, *(f"expert:{t}" for t in tasks)]
 
 
 @dataclass(frozen=True)

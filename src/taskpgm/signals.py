@@ -47,7 +47,7 @@ from taskpgm.errors import DataError, ModelError, NotFoundError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, check_adapter_dir, encode, load
 from taskpgm.progress import Progress, say
-from taskpgm.readers import BASE_KEY, Signals, open_signals
+from taskpgm.readers import BASE_KEY, Signals, model_keys, open_signals
 from taskpgm.tasks.schema import Example, probe_fingerprint
 
 STAGE = "signals"
@@ -268,14 +268,16 @@ def shard_name(key: str) -> str:
     return f"{safe}.safetensors"
 
 
-def model_keys(experts: Iterable[str]) -> list[str]:
-    """Every model the probe set is scored with: ``base``, then ``expert:T`` per task."""
-    return [BASE_KEY, *(f"expert:{t}" for t in experts)]
-
-
 def unscored(work: Path, keys: Iterable[str]) -> list[str]:
     """The models of ``keys`` whose shard is not yet in the work directory ``work``."""
     return [k for k in keys if not (work / shard_name(k)).is_file()]
+
+
+def model_fingerprints(base: Base, experts: Mapping[str, Expert]) -> dict[str, str]:
+    """{model key: its fingerprint}, in :func:`taskpgm.readers.model_keys` order."""
+    return dict(zip(model_keys(experts),
+                    [base.fingerprint, *(e.fingerprint for e in experts.values())],
+                    strict=True))
 
 
 def ensure_signals(
@@ -306,8 +308,7 @@ def ensure_signals(
             print(f"signals: reusing {found}", file=out, flush=True)
             return open_signals(found)
         keys = model_keys(experts)
-        fps = {BASE_KEY: base.fingerprint,
-               **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
+        fps = model_fingerprints(base, experts)
         work = artifacts.work_dir(STAGE, name, fp, root=root)
         todo = unscored(work, keys)
         print(f"signals: {len(examples)} probe examples × {len(keys)} models; "
@@ -456,8 +457,7 @@ def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[E
     by_task: dict[str, list[Example]] = {}
     for ex in examples:
         by_task.setdefault(ex.task, []).append(ex)
-    model_fp = {BASE_KEY: base.fingerprint,
-                **{f"expert:{t}": e.fingerprint for t, e in experts.items()}}
+    model_fp = model_fingerprints(base, experts)
     stats = {"scored": 0, "reused": 0}
 
     def part_paths(key: str) -> dict[str, tuple[str, str]]:
