@@ -30,13 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     held = json.loads((mq.LEDGERS / f"{args.pool}.json").read_text())
     budget, split = held["decisions"]["budget"], mq.split_of(args.phase)
+    wanted = []  # every entry checked before anything is loaded or trained
+    for item in args.runs:
+        method, _, seed = item.partition(":")
+        key = mq.Ledger.key(args.phase, budget, method, int(seed)) if seed.isdigit() else None
+        if key not in held["trainings"]:
+            raise SystemExit(f"{item!r}: no {args.phase} training of that METHOD:SEED in "
+                             f"{mq.LEDGERS / f'{args.pool}.json'}; name one the ledger holds, "
+                             "e.g. uniform:1000")
+        wanted.append((method, int(seed), held["trainings"][key]))
     scratch = mq.Ledger(args.work / "ledger.json", args.pool)
     scratch.data = dict(held, trainings={})  # the pool's record, none of its trainings
     pr = mq.PoolRun(mq.POOLS[args.pool], args.work, scratch)
-    for item in args.runs:
-        method, _, seed = item.partition(":")
-        old = held["trainings"][mq.Ledger.key(args.phase, budget, method, int(seed))]
-        new = pr.train(args.phase, budget, method, old["weights"], int(seed))
+    for method, seed, old in wanted:
+        new = pr.train(args.phase, budget, method, old["weights"], seed)
         a = {r["task"]: r for r in old["rows"] if r["split"] == split}
         b = {r["task"]: r for r in new if r["split"] == split}
         moved = [round((b[t]["accuracy"] - a[t]["accuracy"]) * a[t]["n"]) for t in a]
