@@ -55,7 +55,7 @@ from scipy import stats as sps
 from taskpgm import atomic
 from taskpgm import config as config_mod
 from taskpgm.evaluation import EvalSet, ensure_evaluation
-from taskpgm.mixture import apply_caps
+from taskpgm.mixture import Sampler, apply_caps
 from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, plan_of, run
 from taskpgm.readers import open_relations
 from taskpgm.stats import mean_interval, paired_difference
@@ -206,12 +206,22 @@ class PoolRun:
     """The loaded pool, its pipeline's relations when the dev phase needs them, and one
     training at a time."""
 
-    def __init__(self, pool: Pool, work: Path, ledger: Ledger) -> None:
+    def __init__(self, pool: Pool, work: Path, ledger: Ledger, *,
+                 sampler: Sampler = "independent", precision: str | None = None) -> None:
+        """``sampler``: how each training draws its mixed set; this benchmark's ledgers were
+        trained with ``independent`` (sampler version 1), so that stays its default.
+        ``precision``: training and scoring precision for every training (None: the
+        config's, ``auto``)."""
         from taskpgm.experts import load_tasks
         from taskpgm.models import Base
 
         self.pool, self.work, self.ledger = pool, work, ledger
+        self.sampler: Sampler = sampler
         self.cfg = config_mod.load(ROOT / pool.config)
+        if precision is not None:
+            self.cfg = self.cfg.model_copy(update={
+                "experts": self.cfg.experts.model_copy(update={"precision": precision}),
+                "evaluation": self.cfg.evaluation.model_copy(update={"precision": precision})})
         self.root = self.cfg.artifact_root
         self._relations: Any = None
         self.tasks = load_tasks(self.cfg)
@@ -299,7 +309,7 @@ class PoolRun:
             self.mean_tokens, self.sets[split], seeds=[seed], token_budget=budget,
             max_repeat=self.cfg.mrf.max_repeat, experts_cfg=self.cfg.experts,
             scoring=eval_scoring(self.cfg), normalization=self.cfg.relations.normalization,
-            root=self.root)
+            root=self.root, sampler=self.sampler)
         cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - wall
         ours = [r for r in rows if r["method"] == method]
         base = [r for r in rows if r["method"] == "base"]
@@ -307,7 +317,8 @@ class PoolRun:
         self.ledger.data["trainings"][Ledger.key(phase, budget, method, seed)] = {
             "phase": phase, "budget": budget, "method": method, "seed": seed,
             "weights": weights, "rows": ours, "cpu_s": round(cpu_s, 1),
-            "wall_s": round(wall_s, 1), "fresh": wall_s > 5.0, "machine": self.machine}
+            "wall_s": round(wall_s, 1), "fresh": wall_s > 5.0, "machine": self.machine,
+            "sampler": self.sampler}
         self.ledger.save()
         m = metric(ours, split, families=self.families)
         print(f"[{self.pool.name}] {phase} b={budget} {method} s{seed}: {m:.3f} "

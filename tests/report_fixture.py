@@ -82,13 +82,15 @@ def make_run(root: Path, tasks: list[str]) -> Path:
     (run / "stages.json").write_text(json.dumps(stages))
     rng = np.random.default_rng(0)
     rows = [{"method": m, "seed": seed, "task": task, "split": "eval",
-             "accuracy": float(rng.uniform(0.3, 0.9))}
+             "accuracy": float(rng.uniform(0.3, 0.9)), "logprob": float(rng.uniform(-2, -0.5))}
             for m in methods for seed in range(3) for task in tasks]
     # the untrained base model is scored once, as seed 0 (as the evaluation stage does)
     rows += [{"method": "base", "seed": 0, "task": task, "split": "eval",
-              "accuracy": float(rng.uniform(0.2, 0.5))} for task in tasks]
-    lines = ["method,seed,task,split,accuracy"] + [
-        f"{r['method']},{r['seed']},\"{r['task']}\",{r['split']},{r['accuracy']}" for r in rows]
+              "accuracy": float(rng.uniform(0.2, 0.5)), "logprob": float(rng.uniform(-3, -1))}
+             for task in tasks]
+    lines = ["method,seed,task,split,accuracy,logprob"] + [
+        f"{r['method']},{r['seed']},\"{r['task']}\",{r['split']},{r['accuracy']},{r['logprob']}"
+        for r in rows]
     (run / "evaluation.csv").write_text("\n".join(lines) + "\n")
     (run / "evaluation_summary.json").write_text(json.dumps(summarize(rows)))
     return run

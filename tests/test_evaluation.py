@@ -151,6 +151,9 @@ def test_markdown_table_shows_the_hand_computed_numbers() -> None:
         w = want[(method, split)]
         assert int(seeds) == w["seeds"]
         lo, hi = ci.strip("[]").split(", ")
+        if dci == "one seed: no interval":  # a difference over one paired seed (base)
+            assert w["seeds"] == 1 or math.isnan(w["diff_lo"]), (method, split)
+            dci = "[–, –]"
         dlo, dhi = dci.strip("[]").split(", ")
         for text, key in ((acc, "mean"), (lo, "lo"), (hi, "hi"), (diff, "diff"),
                           (dlo, "diff_lo"), (dhi, "diff_hi")):
@@ -320,3 +323,50 @@ def test_summarize_the_secondary_metric():
     assert got["uniform"]["mean"] == pytest.approx(-2.0)
     assert got["x"]["mean"] == pytest.approx(-1.25)
     assert got["x"]["diff"] == pytest.approx(0.75)  # per seed: +1.0 and +0.5
+
+
+def test_bits_per_byte_of_generative_items_by_a_naive_scorer(base: Base) -> None:
+    """bpb = −ℓ(gold continuation) / (ln 2 · its UTF-8 bytes), per item; nan for choices."""
+    from taskpgm.evaluation import item_scores
+
+    loaded = base.load()
+    sums = tiny_model.sums_task(5)
+    colours = tiny_model.colour_task(3, seed=4)
+    groups = {("dev", "sums"): tuple(sums), ("dev", "colours"): tuple(colours)}
+    got = item_scores(loaded, loaded.model, EvalSet(groups), "length",
+                      SignalsConfig(batch_size=2))
+    want = [-score_naive(loaded.model, loaded.tokenizer, ex.prompt, ex.targets[0])
+            / (math.log(2) * len(ex.targets[0].encode())) for ex in sums]
+    assert list(got[("dev", "sums")].bpb) == pytest.approx(want, abs=1e-4)
+    assert got[("dev", "sums")].ids == tuple(ex.id for ex in sums)
+    assert all(math.isnan(v) for v in got[("dev", "colours")].bpb)
+    _acc, n, logp, bpb = got[("dev", "sums")].means()
+    assert n == 5 and bpb == pytest.approx(sum(want) / 5, abs=1e-4)
+    assert logp == pytest.approx(float(got[("dev", "sums")].logprob.mean()))
+
+
+def one_seed_rows() -> list[dict[str, object]]:
+    return [{"method": m, "seed": 0, "task": t, "split": "eval", "accuracy": a,
+             "logprob": lp, "n": 10}
+            for m, t, a, lp in [("uniform", "a", 0.4, -1.0), ("uniform", "b", 0.6, -2.0),
+                                ("taskpgm", "a", 0.6, -0.8), ("taskpgm", "b", 0.7, -1.9)]]
+
+
+def test_one_seed_prints_no_bare_difference():
+    from taskpgm.evaluation import evaluation_markdown, seed_note
+
+    summary = summarize(one_seed_rows())
+    _header, body = parse_markdown(markdown_table(summary))
+    row = {r[0]: r for r in body}["taskpgm"]
+    assert row[5] == "0.150" and row[6] == "one seed: no interval"
+    assert seed_note(summary).startswith("One seed: a demonstration, not a comparison")
+    text = evaluation_markdown(one_seed_rows())
+    assert "## Accuracy" in text and "## Gold log-probability" in text
+    assert "| taskpgm | eval | 1 | -1.350 | [–, –] | 0.150 | one seed: no interval |" in text
+    assert "Bits per byte" not in text  # no generative task
+    # with two paired seeds the note and the table give the interval instead
+    two = one_seed_rows() + [{**r, "seed": 1, "accuracy": float(r["accuracy"]) - 0.1}
+                             for r in one_seed_rows()]
+    assert seed_note(summarize(two)).startswith("Differences against uniform are paired "
+                                                "over 2 seeds")
+    assert "one seed" not in markdown_table(summarize(two))

@@ -94,3 +94,49 @@ def test_settings_at_the_snapshot_stay_out_of_the_fingerprint():
         ["base", experts.examples_fingerprint(EXAMPLES)], {"task": "t"}, {})
     assert signals.fingerprint_of(parents, SignalsConfig(), FP32) == fingerprint(
         "signals", signals.VERSION, parents, {}, {})
+
+
+# ------------------------------------------- the sampler of version 2 (common random numbers)
+FP32_ = Placement("cpu", "fp32")
+POOL = {t: [Example(task=t, id=f"{t}-{i}", prompt=f"{t} {i}?", choices=("a", "b"),
+                    correct=(i % 2,)) for i in range(n)] for t, n in (("a", 9), ("b", 30))}
+#: Computed by the code before the sampler changed (the commit that precedes it), on the
+#: inputs of these tests: the stages above the mixture must keep them.
+BEFORE_UPSTREAM = {"experts": "196dd9c7cfcbc8a2", "signals": "166beab3bba01ff5",
+                   "relations": "688f8ab2990f30dc"}
+BEFORE_MIXED = "3854515f9ce3896c7ea5a4a321144760"  # sample_mixture(POOL, {a: 20, b: 11}, 5)
+BEFORE_EVALUATION = "63cd6d76930ecaa4"  # that set's evaluation training, version 3
+
+
+def test_the_sampler_change_leaves_every_upstream_fingerprint_as_it_was():
+    examples = [Example(task="t", id=str(i), prompt=f"{i}+1=", targets=(str(i + 1),))
+                for i in range(3)]
+    assert {"experts": experts.fingerprint_of("base", "t", examples, ExpertsConfig(layers=15),
+                                              FP32_),
+            "signals": signals.fingerprint_of(["base", "probe"], SignalsConfig(), FP32_),
+            "relations": relations_stage.fingerprint_of("sig", ["a", "b"], RelationsConfig())
+            } == BEFORE_UPSTREAM
+
+
+def test_the_mixture_and_evaluation_fingerprints_change_with_the_sampler():
+    from taskpgm import evaluation
+    from taskpgm.mixture import sample_mixture
+    from taskpgm.tasks.schema import examples_fingerprint
+
+    counts = {"a": 20, "b": 11}
+    old = sample_mixture(POOL, counts, 5, "independent")
+    new = sample_mixture(POOL, counts, 5)
+    assert examples_fingerprint(old) == BEFORE_MIXED  # version 1, drawn as before
+    assert examples_fingerprint(new) != BEFORE_MIXED
+    recipe = ExpertsConfig(steps=None, epochs=1.0, seed=5)
+    scoring = signals.fingerprint_settings(SignalsConfig(), FP32_)
+
+    def fp(mixed: list[Example], sampler: str) -> str:
+        return evaluation.fingerprint_of("base", mixed, "evalfp", recipe, FP32_, "length",
+                                         scoring, sampler)  # type: ignore[arg-type]
+
+    assert evaluation.VERSION == 4 and evaluation.sampler_id("crn") == "crn-v2"
+    # the same set under version 4 is another artifact than under version 3, and the
+    # sampler is part of what it is
+    assert BEFORE_EVALUATION not in {fp(old, "independent"), fp(new, "crn")}
+    assert fp(old, "independent") != fp(old, "crn")

@@ -111,3 +111,86 @@ def test_sample_mixture_counts_determinism_and_repeats():
     assert [ex.id for ex in again] == [ex.id for ex in mixed]
     other = sample_mixture(train, {"a": 12, "b": 7}, seed=4)
     assert [ex.id for ex in other] != [ex.id for ex in mixed]
+
+
+# ----------------------------------------------------------- common random numbers (crn)
+POOL = {name: make_examples(name, size) for name, size in (("a", 7), ("b", 23), ("c", 40))}
+counts_strategy = st.fixed_dictionaries({t: st.integers(0, 3 * len(POOL[t])) for t in POOL})
+
+
+def is_subsequence(short: list[tuple[str, str]], long: list[tuple[str, str]]) -> bool:
+    """Whether ``short`` appears in ``long`` in order (repeats count as separate entries)."""
+    it = iter(long)
+    return all(any(item == other for other in it) for item in short)
+
+
+def keys(mixed: list[Example]) -> list[tuple[str, str]]:
+    return [(ex.task, ex.id) for ex in mixed]
+
+
+@settings(max_examples=150, deadline=None)
+@given(counts_strategy, st.data(), st.integers(0, 10_000))
+def test_crn_smaller_counts_are_a_subsequence_of_larger_ones(counts, data, seed):
+    bigger = {t: n + data.draw(st.integers(0, 60), label=f"extra {t}") for t, n in counts.items()}
+    small = sample_mixture(POOL, counts, seed)
+    large = sample_mixture(POOL, bigger, seed)
+    assert Counter(ex.task for ex in small) == {t: n for t, n in counts.items() if n}
+    assert is_subsequence(keys(small), keys(large))
+
+
+def test_the_subsequence_check_can_fail():
+    assert not is_subsequence([("a", "1"), ("a", "2")], [("a", "2"), ("a", "1")])
+    assert not is_subsequence([("a", "1"), ("a", "1")], [("a", "1")])
+    # the independent sampler of version 1 shares almost nothing between two counts
+    small = sample_mixture(POOL, {"a": 5, "b": 20, "c": 30}, 3, "independent")
+    large = sample_mixture(POOL, {"a": 5, "b": 21, "c": 30}, 3, "independent")
+    assert not is_subsequence(keys(small), keys(large))
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts_strategy, st.integers(0, 10_000))
+def test_crn_same_counts_and_seed_give_the_same_bytes(counts, seed):
+    import json
+
+    def dump(mixed: list[Example]) -> bytes:
+        return json.dumps([[ex.task, ex.id, ex.prompt, ex.answer_text] for ex in mixed]).encode()
+
+    assert dump(sample_mixture(POOL, counts, seed)) == dump(sample_mixture(POOL, counts, seed))
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts_strategy, st.integers(0, 10_000))
+def test_a_tasks_draw_ignores_the_other_tasks(counts, seed):
+    """Adding or removing a task changes nothing of another task's draw or relative order."""
+    full = sample_mixture(POOL, counts, seed)
+    without_c = sample_mixture({t: POOL[t] for t in ("a", "b")},
+                               {t: counts[t] for t in ("a", "b")}, seed)
+    for task in ("a", "b"):
+        assert ([k for k in keys(full) if k[0] == task]
+                == [k for k in keys(without_c) if k[0] == task])
+    assert [k for k in keys(full) if k[0] != "c"] == keys(without_c)
+
+
+def test_crn_takes_whole_passes_first_and_spreads_every_task_over_the_order():
+    mixed = sample_mixture(POOL, {"a": 16, "b": 23, "c": 10}, seed=5)
+    a_ids = Counter(ex.id for ex in mixed if ex.task == "a")
+    assert sorted(a_ids.values()) == [2, 2, 2, 2, 2, 3, 3]  # 16 = 2 passes of 7, then 2
+    assert len({ex.id for ex in mixed if ex.task == "b"}) == 23  # exactly one pass
+    # the keys order tasks independently of their counts: the 10 "c" entries are not
+    # bunched at the start (they would be if the order key were also the position key)
+    where = [i for i, ex in enumerate(mixed) if ex.task == "c"]
+    assert max(where) > len(mixed) / 2
+    assert sample_mixture(POOL, {"a": 16, "b": 23, "c": 10}, seed=6) != mixed
+
+
+def test_crn_repeated_ids_in_a_pool_are_drawn_as_distinct_entries():
+    twice = {"a": make_examples("a", 3) * 2}
+    mixed = sample_mixture(twice, {"a": 6}, seed=0)
+    assert Counter(ex.id for ex in mixed) == {"a-0": 2, "a-1": 2, "a-2": 2}
+
+
+def test_unknown_sampler_and_missing_train_data_are_clear_errors():
+    with pytest.raises(InvalidInputError, match="unknown sampler"):
+        sample_mixture(POOL, {"a": 1}, 0, "bogus")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="no train data"):
+        sample_mixture({"a": []}, {"a": 2}, 0)

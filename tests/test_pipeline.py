@@ -103,7 +103,11 @@ def test_run_writes_the_run_directory_contract(first_run):
     lines = (out / "mixture/train.jsonl").read_text().splitlines()
     assert len(lines) == sum(counts.values())
     header, *rows = (out / "evaluation.csv").read_text().splitlines()
-    assert header == "method,seed,task,split,accuracy,logprob"
+    assert header == "method,seed,task,split,accuracy,logprob,bpb"
+    # the mixture records the sampler that drew it, and its content hash
+    mixture = json.loads((out / "stages.json").read_text())["mixture"]
+    assert mixture["sampler"] == "crn-v2"
+    assert len(mixture["fingerprint"]) == 32 and mixture["examples"] == len(lines)
     methods = {r.split(",")[0] for r in rows}
     assert methods == {"base", "taskpgm", "uniform", "size", "reference"}
     assert "weights (taskpgm" in first_run.stdout

@@ -292,19 +292,9 @@ def evaluation_rows(report: Path) -> list[dict[str, str]]:
 
 
 def test_evaluation_tables_show_seed_means_and_paired_differences(report, page):
-    # Recomputed from evaluation.csv: a split's accuracy for one seed is the mean over its
-    # tasks; intervals are over seeds; differences pair each seed with uniform's.
-    acc: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in evaluation_rows(report):
-        acc.setdefault((r["method"], r["split"], r["task"]), {})[int(r["seed"])] = float(
-            r["accuracy"])
-    per_seed: dict[tuple[str, str], dict[int, list[float]]] = {}
-    for (method, split, _), seeds in acc.items():
-        for seed, value in seeds.items():
-            per_seed.setdefault((method, split), {}).setdefault(seed, []).append(value)
-    split_acc = {key: {s: sum(v) / len(v) for s, v in seeds.items()}
-                 for key, seeds in per_seed.items()}
-
+    # Recomputed from evaluation.csv: a split's accuracy (and gold log-probability) for one
+    # seed is the mean over its tasks; intervals are over seeds; differences pair each seed
+    # with uniform's.
     def expected(table: dict, key: tuple, ref_key: tuple) -> list[float | None]:
         seeds = table[key]
         mean, lo, hi = t_interval([seeds[s] for s in sorted(seeds)])
@@ -314,21 +304,35 @@ def test_evaluation_tables_show_seed_means_and_paired_differences(report, page):
             diff = t_interval([seeds[s] - ref[s] for s in sorted(set(seeds) & set(ref))])
         return [float(len(seeds)), mean, lo, hi, *diff]
 
-    _, rows = page.table("evaluation", "method", "split", "seeds")
-    assert sorted((r[0], r[1]) for r in rows) == sorted(split_acc)
-    assert ("base", "eval") in split_acc and ("taskpgm-k3", "eval") in split_acc
-    for method, split, *cells in rows:
-        want = expected(split_acc, (method, split), ("uniform", split))
-        assert int(cells[0]) == want[0]
-        for text, value in zip(cells[1:], want[1:], strict=True):
-            assert agrees(text, value), (method, split, cells, want)
-    _, task_rows = page.table("evaluation", "method", "split", "task")
-    assert sorted((r[0], r[1], r[2]) for r in task_rows) == sorted(acc)
-    for method, split, task, *cells in task_rows:
-        want = expected(acc, (method, split, task), ("uniform", split, task))
-        assert int(cells[0]) == want[0]
-        for text, value in zip(cells[1:], want[1:], strict=True):
-            assert agrees(text, value), (method, split, task, cells, want)
+    assert "Differences against uniform are paired over 3 seeds" in report.read_text()
+    for field, column in (("accuracy", "accuracy"), ("logprob", "gold log-prob")):
+        acc: dict[tuple[str, str, str], dict[int, float]] = {}
+        for r in evaluation_rows(report):
+            acc.setdefault((r["method"], r["split"], r["task"]), {})[int(r["seed"])] = float(
+                r[field])
+        per_seed: dict[tuple[str, str], dict[int, list[float]]] = {}
+        for (method, split, _), seeds in acc.items():
+            for seed, value in seeds.items():
+                per_seed.setdefault((method, split), {}).setdefault(seed, []).append(value)
+        split_acc = {key: {s: sum(v) / len(v) for s, v in seeds.items()}
+                     for key, seeds in per_seed.items()}
+        _, rows = page.table("evaluation", "method", "split", "seeds", column)
+        assert sorted((r[0], r[1]) for r in rows) == sorted(split_acc)
+        assert ("base", "eval") in split_acc and ("taskpgm-k3", "eval") in split_acc
+        for method, split, *cells in rows:
+            want = expected(split_acc, (method, split), ("uniform", split))
+            assert int(cells[0]) == want[0]
+            for text, value in zip(cells[1:], want[1:], strict=True):
+                assert agrees(text, value), (field, method, split, cells, want)
+        if field != "accuracy":
+            continue
+        _, task_rows = page.table("evaluation", "method", "split", "task")
+        assert sorted((r[0], r[1], r[2]) for r in task_rows) == sorted(acc)
+        for method, split, task, *cells in task_rows:
+            want = expected(acc, (method, split, task), ("uniform", split, task))
+            assert int(cells[0]) == want[0]
+            for text, value in zip(cells[1:], want[1:], strict=True):
+                assert agrees(text, value), (method, split, task, cells, want)
 
 
 def test_why_section_shows_each_tasks_redundancy_and_partners(report, page):

@@ -241,6 +241,13 @@ class MixtureConfig(Section):
     token_budget: int = Field(default=60_000, ge=1)
     # Seed of the mixture draw (which examples, in which order).
     seed: int = 0
+    # How a seed draws the mixed set. crn (common random numbers): each task's examples
+    # get one fixed order and each example one position key from (seed, task, example id)
+    # alone, so two mixtures at one seed share every example their counts share, in the
+    # same order, and train in that order: a paired comparison measures the weights, not
+    # the draw. independent: the draw before sampler version 2 (fresh draws and a fresh
+    # shuffle per mixture), kept only to reproduce older results; far noisier pairs.
+    sampler: Literal["crn", "independent"] = "crn"
 
 
 class EvaluationConfig(Section):

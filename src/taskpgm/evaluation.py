@@ -21,6 +21,7 @@ bootstrap over examples.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 
 from taskpgm import artifacts
 from taskpgm.config import ExpertsConfig, SignalsConfig
-from taskpgm.mixture import example_counts, sample_mixture
+from taskpgm.mixture import SAMPLER_VERSION, Sampler, example_counts, sample_mixture
 from taskpgm.predictions import Normalization, from_arrays
 from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.stats import mean_interval, paired_difference
@@ -48,11 +49,31 @@ def hash_text(text: str) -> str:
 
 
 STAGE = "evaluation"
-VERSION = 3  # 2: trailing prompt spaces move onto the answer; 3: rows carry the log-prob
+VERSION = 4  # 2: trailing prompt spaces move onto the answer; 3: rows carry the log-prob;
+# 4: the sampler (common random numbers, trained in key order) enters the fingerprint, rows
+# carry bits per byte of generative tasks, items.json holds every item's scores
 #: Nothing is left out of an evaluation's fingerprint: the recipe (one epoch, no step
 #: count) always differs from the experts' defaults, and the scoring settings and the
 #: normalization enter whole. So no default can go stale here.
 DEFAULTS: dict[str, Any] = {}
+
+
+def sampler_id(sampler: Sampler) -> str:
+    """The sampler as artifacts record it: its name and version (``crn-v2``)."""
+    return f"{sampler}-v{SAMPLER_VERSION[sampler]}"
+
+
+def fingerprint_of(base_fp: str, mixed: Sequence[Example], eval_fp: str, recipe: ExpertsConfig,
+                   training: Placement, normalization: Normalization,
+                   score_params: Mapping[str, Any], sampler: Sampler) -> str:
+    """One (method, seed) training's fingerprint: the base, the mixed set in its order, the
+    eval set, the recipe at its precision, the scoring and the sampler that drew the set."""
+    from taskpgm.experts import fingerprint_settings
+
+    return artifacts.fingerprint(
+        STAGE, VERSION, [base_fp, examples_fingerprint(mixed), eval_fp],
+        {"recipe": fingerprint_settings(recipe, training), "norm": normalization,
+         "scoring": dict(score_params), "sampler": sampler_id(sampler)}, DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,32 @@ class EvalSet:
         return fp
 
 
+@dataclass(frozen=True)
+class ItemScores:
+    """One model's per-item scores on one (split, task) group, in the group's order.
+
+    ``logprob``: the gold choice's log-probability under the choice distribution (the
+    run's normalization: with ``length``, of per-token log-likelihoods) for a multiple-
+    choice item; the gold continuation's summed log-likelihood for a generative one.
+    ``bpb``: bits per byte of the gold continuation, −ℓ / (ln 2 · UTF-8 bytes), for a
+    generative item (nan for multiple choice).
+    """
+
+    ids: tuple[str, ...]
+    correct: np.ndarray
+    logprob: np.ndarray
+    bpb: np.ndarray
+
+    def means(self) -> tuple[float, int, float, float]:
+        """(accuracy, items, mean log-probability, mean bits per byte or nan)."""
+        n = len(self.ids)
+        if not n:
+            return float("nan"), 0, float("nan"), float("nan")
+        bpb = self.bpb[np.isfinite(self.bpb)]
+        return (float(self.correct.mean()), n, float(self.logprob.mean()),
+                float(bpb.mean()) if bpb.size else float("nan"))
+
+
 def accuracy_by_group(
     loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
     scoring: SignalsConfig, progress: Progress | None = None,
@@ -88,12 +135,19 @@ def scores_by_group(
     scoring: SignalsConfig, progress: Progress | None = None,
     placement: Placement | None = None,
 ) -> dict[tuple[str, str], tuple[float, int, float]]:
-    """Per (split, task) group: accuracy, example count and the mean gold log-probability.
+    """Per (split, task) group: accuracy, example count and the mean gold log-probability
+    (:class:`ItemScores`)."""
+    items = item_scores(loaded, model, evalset, normalization, scoring, progress, placement)
+    return {key: sc.means()[:3] for key, sc in items.items()}
 
-    The log-probability is the secondary, lower-noise metric: for a multiple-choice
-    example the log of the gold choice's probability under the choice distribution (the
-    run's normalization), for a generative one the gold answer's summed log-likelihood.
-    """
+
+def item_scores(
+    loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
+    scoring: SignalsConfig, progress: Progress | None = None,
+    placement: Placement | None = None,
+) -> dict[tuple[str, str], ItemScores]:
+    """Every item of the eval set scored once, grouped by (split, task): one pass over all
+    groups (batched by prompt length, each prompt computed once for all its choices)."""
     from taskpgm.signals import score
 
     examples = evalset.examples()
@@ -106,23 +160,42 @@ def scores_by_group(
     pred = from_arrays(probe, {"m": arrays}, ["m"], names, normalization=normalization,
                        correct_sets=[ex.correct if ex.choices is not None else (0,)
                                      for ex in examples])
-    out: dict[tuple[str, str], tuple[float, int, float]] = {}
+    bpb = np.array([float("nan") if ex.choices is not None else
+                    -float(arrays["gold_ll"][i]) / (math.log(2) * max(1, len(
+                        ex.targets[0].encode("utf-8"))))
+                    for i, ex in enumerate(examples)])
+    out: dict[tuple[str, str], ItemScores] = {}
     start = 0
     for key in sorted(evalset.groups):
-        n = len(evalset.groups[key])
-        hits = pred.correct[0, start : start + n]
-        logp = pred.loglik[0, start : start + n]
-        out[key] = (float(hits.mean()) if n else float("nan"), n,
-                    float(logp.mean()) if n else float("nan"))
-        start += n
+        members = evalset.groups[key]
+        stop = start + len(members)
+        out[key] = ItemScores(tuple(ex.id for ex in members),
+                              pred.correct[0, start:stop].astype(bool),
+                              pred.loglik[0, start:stop].astype(np.float64), bpb[start:stop])
+        start = stop
     return out
 
 
 def _rows(method: str, seed: int,
-          acc: Mapping[tuple[str, str], tuple[float, int, float]]) -> list[dict[str, Any]]:
-    return [{"method": method, "seed": seed, "task": task, "split": split,
-             "accuracy": round(value, 6), "n": n, "logprob": round(logp, 6)}
-            for (split, task), (value, n, logp) in sorted(acc.items())]
+          items: Mapping[tuple[str, str], ItemScores]) -> list[dict[str, Any]]:
+    out = []
+    for (split, task), sc in sorted(items.items()):
+        acc, n, logp, bpb = sc.means()
+        row: dict[str, Any] = {"method": method, "seed": seed, "task": task, "split": split,
+                               "accuracy": round(acc, 6), "n": n, "logprob": round(logp, 6)}
+        if np.isfinite(bpb):
+            row["bpb"] = round(bpb, 6)
+        out.append(row)
+    return out
+
+
+def _items(items: Mapping[tuple[str, str], ItemScores]) -> list[dict[str, Any]]:
+    """Every item's scores (items.json of an evaluation artifact), for paired analyses."""
+    return [{"split": split, "task": task, "id": ident, "correct": bool(c),
+             "logprob": round(float(lp), 6),
+             **({"bpb": round(float(b), 6)} if np.isfinite(b) else {})}
+            for (split, task), sc in sorted(items.items())
+            for ident, c, lp, b in zip(sc.ids, sc.correct, sc.logprob, sc.bpb, strict=True)]
 
 
 def ensure_evaluation(
@@ -143,6 +216,7 @@ def ensure_evaluation(
     training: Placement | None = None,
     scoring_placement: Placement | None = None,
     tracker: Any = None,
+    sampler: Sampler = "crn",
 ) -> list[dict[str, Any]]:
     """Train on every (method, seed) mixture and score; reuse finished pairs.
 
@@ -155,12 +229,13 @@ def ensure_evaluation(
             scoring (default: ``experts_cfg.precision`` and ``scoring.precision``
             resolved on the base's device). Both precisions enter the fingerprints.
         tracker: a :class:`taskpgm.tracking.Tracker` that gets each training's curve.
+        sampler: how a seed draws each mixed set (``mixture.sampler``); with ``crn`` the
+            training keeps the sampler's order, so methods at one seed share their order.
 
     Returns:
         Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
     """
     from taskpgm import device as device_mod
-    from taskpgm.experts import fingerprint_settings
     from taskpgm.signals import fingerprint_settings as scoring_settings
 
     out = stream or sys.stderr
@@ -179,12 +254,11 @@ def ensure_evaluation(
         for method, weights in methods.items():
             w = np.array([weights.get(t, 0.0) for t in tasks])
             counts = example_counts(w / w.sum(), sizes, tokens, token_budget, max_repeat)
-            mixed = sample_mixture(train, dict(zip(tasks, counts.tolist(), strict=True)), seed)
+            mixed = sample_mixture(train, dict(zip(tasks, counts.tolist(), strict=True)), seed,
+                                   sampler)
             cfg = recipe.model_copy(update={"seed": seed})
-            fp = artifacts.fingerprint(
-                STAGE, VERSION, [base.fingerprint, examples_fingerprint(mixed), eval_fp],
-                {"recipe": fingerprint_settings(cfg, training), "norm": normalization,
-                 "scoring": score_params}, DEFAULTS)
+            fp = fingerprint_of(base.fingerprint, mixed, eval_fp, cfg, training, normalization,
+                                score_params, sampler)
             plans.append((method, seed, mixed, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
                                     {"norm": normalization, "scoring": score_params}, {})
@@ -202,10 +276,11 @@ def ensure_evaluation(
         if found is None:
             loaded = base.load()
             loaded.model.to(scoring_placement.torch_device)
-            acc = scores_by_group(loaded, loaded.model, evalset, normalization, scoring,
-                                    _scoring_progress("base", evalset, out), scoring_placement)
+            acc = item_scores(loaded, loaded.model, evalset, normalization, scoring,
+                              _scoring_progress("base", evalset, out), scoring_placement)
             with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
                 (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
+                (tmp / "items.json").write_text(json.dumps(_items(acc)))
             found = artifacts.find(STAGE, "base", base_fp, root=root)
     assert found is not None
     rows.extend(json.loads((found / "scores.json").read_text()))
@@ -220,7 +295,7 @@ def ensure_evaluation(
                 if found is None:
                     found = _train_and_score(base, name, method, seed, mixed, cfg, fp,
                                              evalset, normalization, scoring, root, out,
-                                             training, scoring_placement)
+                                             training, scoring_placement, sampler)
             progress.update(1, note=f"{name} done")
         if tracker is not None:
             tracker.training_file("evaluation", name, found / "training_log.json")
@@ -255,6 +330,7 @@ def _train_and_score(
     base: Base, name: str, method: str, seed: int, mixed: Sequence[Example], cfg: ExpertsConfig,
     fp: str, evalset: EvalSet, normalization: Normalization, scoring: SignalsConfig,
     root: Path | None, out: TextIO, training: Placement, scoring_placement: Placement,
+    sampler: Sampler,
 ) -> Path:
     from peft import PeftModel
 
@@ -264,6 +340,7 @@ def _train_and_score(
 
     loaded = base.load()
     manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed),
+                                "sampler": sampler_id(sampler),
                                 "compute": {"training": training.as_dict(),
                                             "scoring": scoring_placement.as_dict()}}
     with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
@@ -272,7 +349,8 @@ def _train_and_score(
         log = train_adapter(loaded, name, mixed, cfg, work, tmp / "adapter",
                            progress=Progress(f"evaluation {name}", None, unit="step",
                                              every=15.0, stream=out),
-                           label=name, stream=out, placement=training)
+                           label=name, stream=out, placement=training,
+                           order="given" if sampler == "crn" else "shuffled")
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
         (tmp / "training_log.json").write_text(json.dumps(log, indent=1))
@@ -280,12 +358,13 @@ def _train_and_score(
         check_adapter_dir(tmp / "adapter")
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
-            acc = scores_by_group(loaded, wrapped, evalset, normalization, scoring,
-                                    _scoring_progress(name, evalset, out), scoring_placement)
+            acc = item_scores(loaded, wrapped, evalset, normalization, scoring,
+                              _scoring_progress(name, evalset, out), scoring_placement)
         finally:
             wrapped.unload()
             device_mod.free_memory(scoring_placement.device)
         (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))
+        (tmp / "items.json").write_text(json.dumps(_items(acc)))
         say(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", out)
     artifacts.remove_work_dir(STAGE, name, fp, root=root)
     path = artifacts.find(STAGE, name, fp, root=root)
@@ -321,16 +400,72 @@ def summarize(rows: Sequence[Mapping[str, Any]], reference: str = "uniform",
     return out
 
 
-def markdown_table(summary: Sequence[Mapping[str, Any]], reference: str = "uniform") -> str:
-    """The summary as a Markdown table (mean [95% CI] and the paired difference)."""
+METRIC_LABELS = {"accuracy": "accuracy", "logprob": "gold log-prob", "bpb": "bits per byte"}
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]], reference: str = "uniform",
+                   metric: str = "accuracy") -> str:
+    """The summary as a Markdown table (mean [95% CI] and the paired difference).
+
+    A difference over fewer than two paired seeds has no interval and says so in its
+    interval column, so no single-seed difference reads as a result."""
     def fmt(v: Any) -> str:
         return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
-    lines = [f"| method | split | seeds | accuracy | 95% CI | minus {reference} | 95% CI |",
+    label = METRIC_LABELS.get(metric, metric)
+    lines = [f"| method | split | seeds | {label} | 95% CI | minus {reference} | 95% CI |",
              "|---|---|---|---|---|---|---|"]
     for e in summary:
+        if e.get("diff") is not None and not np.isfinite(e.get("diff_lo", np.nan)):
+            dci = "one seed: no interval"
+        else:
+            dci = f"[{fmt(e.get('diff_lo'))}, {fmt(e.get('diff_hi'))}]"
         lines.append(
             f"| {e['method']} | {e['split']} | {e['seeds']} | {fmt(e['mean'])} | "
-            f"[{fmt(e['lo'])}, {fmt(e['hi'])}] | {fmt(e.get('diff'))} | "
-            f"[{fmt(e.get('diff_lo'))}, {fmt(e.get('diff_hi'))}] |")
+            f"[{fmt(e['lo'])}, {fmt(e['hi'])}] | {fmt(e.get('diff'))} | {dci} |")
     return "\n".join(lines) + "\n"
+
+
+#: Paired seeds a comparison of two mixtures needs at the least (the t-interval of a
+#: paired difference needs two; the variance pilot, docs/benchmarks.md, says how many a
+#: difference of a given size needs).
+MIN_SEEDS = 5
+
+
+def seed_note(summary: Sequence[Mapping[str, Any]], reference: str = "uniform") -> str:
+    """One sentence on what the seeds of a summary can show, for evaluation.md, the CLI
+    and the report."""
+    # the untrained base is scored once (as seed 0): it says nothing of the seeds
+    paired = [int(e["seeds"]) for e in summary
+              if e.get("diff") is not None and e["method"] != "base"]
+    if not paired:
+        return f"No method was compared with {reference} on the same seeds."
+    n = min(paired)
+    if n >= 2:
+        return (f"Differences against {reference} are paired over {n} seeds, with 95% "
+                "t-intervals; a difference whose interval holds 0 is not shown.")
+    return (f"One seed: a demonstration, not a comparison. A difference against {reference} "
+            "at one seed has no interval and can be the luck of the training as much as the "
+            f"weights; a comparison needs paired seeds (evaluation.seeds, {MIN_SEEDS} or more; "
+            "docs/benchmarks.md's variance pilot says how many a given difference needs).")
+
+
+def evaluation_markdown(rows: Sequence[Mapping[str, Any]], reference: str = "uniform") -> str:
+    """evaluation.md: accuracy, the gold log-probability (and bits per byte where a task is
+    generative), each with intervals over seeds and paired differences."""
+    acc = summarize(rows, reference)
+    parts = ["# Evaluation\n",
+             "Per method and split, the mean over seeds (a split's value is the mean over its "
+             "tasks) with a 95% t-interval, and the paired difference against "
+             f"{reference} on the same seeds. {seed_note(acc, reference)}\n",
+             "## Accuracy\n", markdown_table(acc, reference),
+             "## Gold log-probability\n",
+             "The gold choice's log-probability under the choice distribution (higher is "
+             "better): a continuous score that moves with learning before accuracy does.\n",
+             markdown_table(summarize(rows, reference, "logprob"), reference, "logprob")]
+    gen = [r for r in rows if r.get("bpb") not in (None, "")]
+    if gen:
+        parts += ["## Bits per byte (generative tasks)\n",
+                  "Of the gold continuation (lower is better).\n",
+                  markdown_table(summarize(gen, reference, "bpb"), reference, "bpb")]
+    return "\n".join(parts)

@@ -13,13 +13,20 @@ each step can be tested against a hand computation:
 * :func:`example_counts` — n_t as close as possible to p_t · N / m_t, rounded by
   largest remainder so the total is exactly round(Σ_t p_t N / m_t), never above
   max_repeat · |train_t|.
-* :func:`sample_mixture` — the mixed training set, deterministic from a seed:
-  whole passes over a task's train split, then a seeded sample without
-  replacement for the remainder, then one seeded shuffle of everything.
+* :func:`sample_mixture` — the mixed training set, with common random numbers
+  (``sampler="crn"``, the default): for a seed, each task's train examples get one
+  fixed order and each copy of an example one fixed position key, both hashed from
+  (seed, task, example id) alone. A task contributes the first n_t entries of its
+  order repeated (whole passes first), and the mixed set is sorted by the keys. Two
+  mixtures at one seed therefore share min(n_t, n'_t) examples of every task, in the
+  same relative order: their difference is their weights, not their luck.
+  ``sampler="independent"`` is the draw before sampler version 2 (one generator
+  over the tasks in name order, then one shuffle), kept to reproduce old results.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -33,6 +40,11 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 Baseline = Literal["uniform", "size", "temperature"]
+Sampler = Literal["crn", "independent"]
+
+#: The version of the mixed-set draw; it enters the mixture and evaluation fingerprints.
+#: 1: independent draws and one shuffle; 2: common random numbers (crn).
+SAMPLER_VERSION = {"independent": 1, "crn": 2}
 
 
 def _positive(values: Sequence[float] | FloatArray, name: str) -> FloatArray:
@@ -171,26 +183,90 @@ def example_counts(
     return counts
 
 
-def sample_mixture(
-    train: Mapping[str, Sequence[Example]], counts: Mapping[str, int], seed: int
-) -> list[Example]:
-    """The mixed training set: ``counts[t]`` examples of each task, shuffled, from ``seed``.
+def _unit(seed: int, task: str, ident: str, salt: str) -> float:
+    """A uniform number in [0, 1) that depends on (seed, task, example id, salt) only."""
+    digest = hashlib.blake2b(f"{seed}\x1f{task}\x1f{ident}\x1f{salt}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
-    A count above a task's train size repeats whole passes over it; the rest
-    is a seeded sample without replacement. The result depends only on
-    (train splits, counts, seed).
+
+def _idents(pool: Sequence[Example]) -> list[str]:
+    """Each example's id, with ``#k`` for its k-th repeat when a pool holds an id twice."""
+    seen: dict[str, int] = {}
+    out = []
+    for ex in pool:
+        k = seen.get(ex.id, 0)
+        seen[ex.id] = k + 1
+        out.append(ex.id if k == 0 else f"{ex.id}#{k}")
+    return out
+
+
+def task_order(pool: Sequence[Example], task: str, seed: int) -> list[int]:
+    """The fixed order of a task's train examples at ``seed``: indices into ``pool`` sorted
+    by a hash of (seed, task, example id), so it is the same whatever else is mixed."""
+    ids = _idents(pool)
+    return sorted(range(len(pool)), key=lambda i: (_unit(seed, task, ids[i], "order"), i))
+
+
+def keyed_draw(pool: Sequence[Example], task: str, n: int, seed: int
+               ) -> list[tuple[float, Example]]:
+    """The first ``n`` entries of the task's order repeated, each with its position key.
+
+    Entry j is pass r = j // |pool| over the order; its key hashes (seed, task, example
+    id, r), so the keys of a task's first n entries do not depend on n, on the other tasks
+    or on the method.
     """
+    ids = _idents(pool)
+    order = task_order(pool, task, seed)
+    out = []
+    for j in range(n):
+        passes, i = divmod(j, len(pool))
+        k = order[i]
+        out.append((_unit(seed, task, ids[k], f"key{passes}"), pool[k]))
+    return out
+
+
+def sample_mixture(
+    train: Mapping[str, Sequence[Example]], counts: Mapping[str, int], seed: int,
+    sampler: Sampler = "crn",
+) -> list[Example]:
+    """The mixed training set: ``counts[t]`` examples of each task, in a seeded order.
+
+    ``crn`` (see the module docstring): each task's first ``counts[t]`` entries of its
+    fixed order (whole passes first), ordered by their position keys. For counts c ≤ c'
+    elementwise, the set of c is a subsequence of the set of c', in the same order.
+    ``independent``: whole passes, a seeded sample without replacement for the rest,
+    then one shuffle of everything (sampler version 1). Either way the result depends
+    only on (train splits, counts, seed, sampler).
+    """
+    if sampler not in SAMPLER_VERSION:
+        raise InvalidInputError(f"unknown sampler {sampler!r}; choose crn or independent")
+    for name in sorted(counts):
+        if int(counts[name]) > 0 and not train.get(name):
+            raise InvalidInputError(
+                f"task {name!r} has {int(counts[name])} examples in the mixture but no "
+                "train data")
+    if sampler == "independent":
+        return _sample_independent(train, counts, seed)
+    keyed: list[tuple[float, str, int, Example]] = []
+    for name in sorted(counts):
+        n = int(counts[name])
+        if n > 0:
+            keyed.extend((key, name, j, ex)
+                         for j, (key, ex) in enumerate(keyed_draw(train[name], name, n, seed)))
+    keyed.sort(key=lambda entry: entry[:3])
+    return [ex for *_, ex in keyed]
+
+
+def _sample_independent(train: Mapping[str, Sequence[Example]], counts: Mapping[str, int],
+                        seed: int) -> list[Example]:
     rng = np.random.default_rng(seed)
     mixed: list[Example] = []
     for name in sorted(counts):
         n = int(counts[name])
         if n == 0:
             continue
-        pool = list(train.get(name, ()))
-        if not pool:
-            raise InvalidInputError(
-                f"task {name!r} has {n} examples in the mixture but no train data"
-            )
+        pool = list(train[name])
         passes, rest = divmod(n, len(pool))
         mixed.extend(pool * passes)
         mixed.extend(pool[i] for i in sorted(rng.choice(len(pool), size=rest, replace=False)))
@@ -203,5 +279,7 @@ __all__ = [
     "baseline_weights",
     "caps_from_budget",
     "example_counts",
+    "keyed_draw",
     "sample_mixture",
+    "task_order",
 ]

@@ -359,8 +359,10 @@ def preflight(config: RunConfig, tasks: dict[str, Any], mean_tokens: dict[str, f
 def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str, float],
                   weights: dict[str, Any], tokenizer: Any = None) -> dict[str, Any]:
     """The chosen method's counts, mixed set and exports, into the run directory."""
+    from taskpgm.evaluation import sampler_id
     from taskpgm.exports import write_exports
     from taskpgm.mixture import example_counts, sample_mixture
+    from taskpgm.tasks.schema import examples_fingerprint
 
     cfg = state.config
     names = list(tasks)
@@ -371,7 +373,7 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
                             cfg.mrf.max_repeat)
     count_map = {t: int(c) for t, c in zip(names, counts, strict=True)}
     train = {t: tasks[t].train for t in names}
-    mixed = sample_mixture(train, count_map, cfg.mixture.seed)
+    mixed = sample_mixture(train, count_map, cfg.mixture.seed, cfg.mixture.sampler)
     paths = write_exports(state.run_dir, tasks=names, weights=list(w / w.sum()),
                           mean_tokens=[mean_tokens[t] for t in names], train=train, mixed=mixed,
                           tokenizer=tokenizer, tokenizer_name=str(cfg.base.model),
@@ -379,7 +381,9 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
     write_json(state.run_dir / "counts.json", count_map)
     state.say(f"mixture: {len(mixed)} examples, "
               f"{sum(count_map[t] * mean_tokens[t] for t in names):,.0f} tokens")
-    return {"examples": len(mixed), "paths": {k: str(v) for k, v in paths.items()}}
+    return {"examples": len(mixed), "sampler": sampler_id(cfg.mixture.sampler),
+            "fingerprint": examples_fingerprint(mixed),
+            "paths": {k: str(v) for k, v in paths.items()}}
 
 
 def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
@@ -429,7 +433,7 @@ def eval_scoring(config: RunConfig) -> Any:
 def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
              mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any],
              compute: dict[str, Any], tracker: Any = None) -> dict[str, Any]:
-    from taskpgm.evaluation import ensure_evaluation, markdown_table, summarize
+    from taskpgm.evaluation import ensure_evaluation, evaluation_markdown, summarize
 
     cfg = state.config
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
@@ -439,18 +443,21 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
         max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
-        training=compute["experts"], scoring_placement=compute["evaluation"], tracker=tracker)
+        training=compute["experts"], scoring_placement=compute["evaluation"], tracker=tracker,
+        sampler=cfg.mixture.sampler)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy",
-                                             "logprob"],
+                                             "logprob", "bpb"],
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(state.run_dir / "evaluation.csv", buf.getvalue())
     summary = summarize(rows)
+    logprob = {(e["method"], e["split"]): e for e in summarize(rows, metric="logprob")}
+    for e in summary:  # each accuracy entry carries the log-probability's beside it
+        lp = logprob[(e["method"], e["split"])]
+        e["logprob"] = {k: lp[k] for k in ("mean", "lo", "hi", "diff", "diff_lo", "diff_hi")
+                        if k in lp}
     write_json(state.run_dir / "evaluation_summary.json", summary)
-    write_text(state.run_dir / "evaluation.md",
-               "# Evaluation\n\nMean accuracy over seeds (a split's accuracy is the mean over "
-               "its tasks), 95% t-interval over seeds, and the paired difference against "
-               "uniform on the same seeds.\n\n" + markdown_table(summary))
+    write_text(state.run_dir / "evaluation.md", evaluation_markdown(rows))
     return {"rows": len(rows)}

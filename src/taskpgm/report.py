@@ -516,10 +516,14 @@ def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
     if not path.is_file():
         return ("<section id='evaluation'><h2>Evaluation</h2><p>The evaluation stage has not "
                 "run (evaluation.enabled is false or the run stopped before it).</p></section>")
-    from taskpgm.evaluation import summarize
+    from taskpgm.evaluation import seed_note, summarize
 
     with path.open() as f:
         rows = list(csv.DictReader(f))
+    has_logprob = bool(rows) and rows[0].get("logprob") not in (None, "")  # older runs lack it
+    lrows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
+              e.get("diff_lo"), e.get("diff_hi"))
+             for e in (summarize(rows, metric="logprob") if has_logprob else [])]
     task_rows = []  # the same summary, one task at a time
     for task in sorted({r["task"] for r in rows}):
         for e in summarize([r for r in rows if r["task"] == task]):
@@ -529,9 +533,15 @@ def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
     srows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
               e.get("diff_lo"), e.get("diff_hi")) for e in summary]
     return ("<section id='evaluation'><h2>Evaluation</h2>"
+            + f"<p class='seed-note'>{html.escape(seed_note(summary))}</p>"
             + figure("evaluation", evaluation_figure(summary))
             + table(["method", "split", "seeds", "accuracy", "95% lo", "95% hi",
                      "minus uniform", "95% lo", "95% hi"], srows)
+            + ("<h3>Gold log-probability</h3><p>The gold choice's log-probability under "
+               "the choice distribution (higher is better), a continuous score with less "
+               "noise than accuracy.</p>"
+               + table(["method", "split", "seeds", "gold log-prob", "95% lo", "95% hi",
+                        "minus uniform", "95% lo", "95% hi"], lrows) if lrows else "")
             + "<h3>Per task</h3>"
             + table(["method", "split", "task", "seeds", "accuracy", "95% lo", "95% hi",
                      "minus uniform", "95% lo", "95% hi"], task_rows)

@@ -167,7 +167,8 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         token_budget=config.mixture.token_budget, max_repeat=config.mrf.max_repeat,
         experts_cfg=config.experts, scoring=pipeline.eval_scoring(config),
         normalization=config.relations.normalization, root=state.root, stream=out,
-        training=compute["experts"], scoring_placement=compute["evaluation"])
+        training=compute["experts"], scoring_placement=compute["evaluation"],
+        sampler=config.mixture.sampler)
     split = "dev" if config.evaluation.test_share > 0 else "eval"  # never the test part
     def mean_of(metric: str) -> dict[str, float]:
         return {m: float(np.mean([r[metric] for r in rows

@@ -8,9 +8,13 @@ mixture and seed). A plain loop, read top to bottom in :func:`train_adapter`:
 
       L = − (1 / Σ_b |A_b|) Σ_b Σ_{t ∈ A_b} log p_θ(x_t | x_<t),
 
-* batches are built by length (a shuffled window of examples sorted by length is
-  cut into batches, the batches shuffled again), so little compute goes to padding;
-  the schedule is a pure function of ``(seed, step)``;
+* batches are built by length, so little compute goes to padding. An expert
+  (``order="shuffled"``) shuffles its examples, sorts windows of them by length, cuts
+  them into batches and shuffles the batches: a pure function of ``(seed, epoch)``.
+  A mixture (``order="given"``) arrives in its sampler's key order
+  (:func:`taskpgm.mixture.sample_mixture`) and keeps it: only windows of
+  ``WINDOW_BATCHES · batch_size`` consecutive examples are regrouped by length, with no
+  fresh draw, so two mixtures that share examples also share their order;
 * AdamW with linear warm-up then linear decay, the learning rate a pure function of
   the step; bf16 autocast where :mod:`taskpgm.device` chooses it (weights and
   optimizer stay float32); the model and every batch on the chosen device;
@@ -27,7 +31,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import torch
 from safetensors import SafetensorError
@@ -74,6 +78,32 @@ def length_batches(
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
+    return batches
+
+
+#: A mixture's batches are regrouped by length within this many batches of consecutive
+#: examples: enough to cut padding, few enough that the order stays the sampler's.
+WINDOW_BATCHES = 8
+
+Order = Literal["shuffled", "given"]
+
+
+def given_order_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The batches of a set kept in its given order (a mixture, in its key order).
+
+    Consecutive windows of ``WINDOW_BATCHES · batch_size`` examples are each sorted by
+    (length, position) and cut into batches, and a window's batches run in the order of
+    their earliest example. Nothing is drawn: the batches depend only on the order and
+    the lengths, so an example inserted or removed moves its neighbours by one place and
+    leaves the rest of the order as it was.
+    """
+    window = WINDOW_BATCHES * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(lengths), window):
+        chunk = sorted(range(start, min(start + window, len(lengths))),
+                       key=lambda i: (lengths[i], i))
+        cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches.extend(sorted(cut, key=min))
     return batches
 
 
@@ -209,6 +239,7 @@ def train_adapter(
     label: str = "",
     stream: TextIO | None = None,
     placement: Placement | None = None,
+    order: Order = "shuffled",
 ) -> dict[str, Any]:
     """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
 
@@ -225,6 +256,10 @@ def train_adapter(
         placement: device and precision (:func:`taskpgm.device.resolve`); by default
             the model's current device and ``cfg.precision`` resolved there. The base
             model is moved to the device.
+        order: ``shuffled`` (an expert: a seeded shuffle per epoch) or ``given`` (a
+            mixture in its sampler's order, every epoch: :func:`given_order_batches`;
+            the random state is also reseeded from ``(seed, step)`` before each step, so
+            dropout at a step does not depend on what earlier batches drew).
 
     Returns:
         The training log (also written to ``out_dir/training_log.json``).
@@ -262,7 +297,11 @@ def train_adapter(
         while step < total:
             epoch, index = divmod(step, per_epoch)
             if epoch not in epoch_batches:
-                epoch_batches = {epoch: length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+                epoch_batches = {epoch: given_order_batches(lengths, cfg.batch_size)
+                                 if order == "given" else
+                                 length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+            if order == "given":
+                torch.manual_seed(cfg.seed * 1_000_003 + step)
             batch = device_mod.to_device(
                 collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id),
                 placement)

@@ -137,8 +137,8 @@ def print_paths(run_dir: Path) -> None:
 
 def print_evaluation(run_dir: Path) -> None:
     path = run_dir / "evaluation.md"
-    if path.is_file():
-        print("\n" + "\n".join(path.read_text().splitlines()[4:]))
+    if path.is_file():  # everything but the title: the seed note and every metric's table
+        print("\n" + "\n".join(path.read_text().splitlines()[2:]))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,209 @@
+"""The variance pilot: how small a difference can the paired benchmark see, with the
+mixture sampler of version 1 (independent draws) and with common random numbers (crn)?
+
+    .venv/bin/python benchmarks/variance_pilot.py                  # both pools, resumable
+    .venv/bin/python benchmarks/variance_pilot.py --pools arith12  # one pool
+    .venv/bin/python benchmarks/variance_pilot.py --render         # results from the ledgers
+
+On both pools of docs/results.md, at the budget its dev phase chose, three mixtures are
+trained at the dev seeds ``SEEDS`` with each sampler, in one run:
+
+* ``uniform``;
+* ``aa``: uniform with 0.01 of the budget moved from the pool's second task to its first
+  (an A/A-like pair: the two mixtures differ by a few examples, so any difference between
+  them is noise);
+* ``good``: the pool's known-good mixture (family-uniform on ``redundancy``, the swarm's
+  dev best on ``arith12``, both from the pool's ledger in benchmarks/results/mixture_quality).
+
+For each sampler, pair (aa − uniform, good − uniform) and metric (macro accuracy; the
+mean gold log-probability, both over tasks, or over families where the pool declares
+them, as in docs/results.md), it reports the paired sd over seeds, the mean difference,
+and the smallest difference ``DETECT_SEEDS`` paired seeds detect at 80% power (two-sided
+5% t-test), and the variance-reduction factor (sd before / sd after, squared).
+
+Every training trains and scores in fp32 (``--precision``), so seeds trained on machines
+with and without native bf16 stay comparable; each records its machine. The ledgers
+(benchmarks/results/variance_pilot/POOL.json) are rewritten after every training and a
+rerun skips what they hold; trainings run seed-major (both pools, both samplers, every
+arm at a seed before the next seed; the A/A pair at every seed before the good mixture),
+so a stopped run always holds complete paired seeds.
+The summary goes to benchmarks/results/variance_pilot.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mixture_quality as mq
+from taskpgm import atomic
+
+SEEDS = (100, 101, 102, 103, 104, 105)
+SAMPLERS = ("independent", "crn")
+ARMS = ("uniform", "aa", "good")
+#: The A/A pair at every seed first, then the good mixture: a run stopped early holds the
+#: A/A pair (the instrument's noise floor) at the most seeds.
+ORDER = (("uniform", "aa"), ("good",))
+PAIRS = ("aa", "good")
+METRICS = ("accuracy", "logprob")
+MOVED = 0.01  # the A/A pair's shift of budget share between two tasks
+DETECT_SEEDS = 10
+LEDGERS = mq.ROOT / "benchmarks" / "results" / "variance_pilot"
+RESULTS = mq.ROOT / "benchmarks" / "results" / "variance_pilot.json"
+PHASE = "pilot"
+
+
+def arm_weights(pr: mq.PoolRun, decided: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The three mixtures of the pilot on one pool."""
+    t = len(pr.names)
+    uniform = np.full(t, 1.0 / t)
+    aa = uniform.copy()
+    aa[0] += MOVED
+    aa[1] -= MOVED
+    good = pr.family_uniform() if pr.pool.good == "family-uniform" else dict(decided["good"])
+    return {"uniform": pr.as_dict(uniform), "aa": pr.as_dict(aa), "good": good}
+
+
+def method_name(arm: str, sampler: str) -> str:
+    return f"{arm}@{sampler}"
+
+
+def run_pilot(pools: list[str], seeds: tuple[int, ...], precision: str, work: Path,
+              ledgers: Path) -> None:
+    runs: dict[str, tuple[dict[str, mq.PoolRun], int, dict[str, dict[str, float]]]] = {}
+    for name in pools:
+        decided = json.loads((mq.LEDGERS / f"{name}.json").read_text())["decisions"]
+        ledger = mq.Ledger(ledgers / f"{name}.json", name)
+        ledger.data.setdefault("precision", precision)
+        if ledger.data["precision"] != precision:
+            raise SystemExit(f"{ledger.path} was trained in {ledger.data['precision']}; "
+                             f"rerun with --precision {ledger.data['precision']}")
+        per_sampler = {s: mq.PoolRun(mq.POOLS[name], work / name, ledger, sampler=s,
+                                     precision=precision) for s in SAMPLERS}
+        arms = arm_weights(per_sampler["crn"], decided)
+        ledger.data["arms"] = arms
+        ledger.data["budget"] = int(decided["budget"])
+        ledger.save()
+        runs[name] = (per_sampler, int(decided["budget"]), arms)
+    total = len(pools) * len(seeds) * len(SAMPLERS) * len(ARMS)
+    done = 0
+    for group in ORDER:
+        for seed in seeds:
+            for per_sampler, budget, arms in runs.values():
+                for sampler, pr in per_sampler.items():
+                    for arm in group:
+                        pr.train(PHASE, budget, method_name(arm, sampler), arms[arm], seed)
+                        done += 1
+                        print(f"variance pilot: {done}/{total} trainings", flush=True)
+            write_results(ledgers)
+
+
+def pair_stats(diffs: list[float]) -> dict[str, Any]:
+    d = np.asarray(diffs, dtype=np.float64)
+    sd = float(d.std(ddof=1)) if d.size >= 2 else float("nan")
+    return {"seeds": int(d.size), "diffs": [round(float(x), 6) for x in d],
+            "mean": float(d.mean()) if d.size else float("nan"), "sd": sd,
+            f"detectable_at_{DETECT_SEEDS}": mq.detectable(sd, DETECT_SEEDS),
+            "seeds_for_0.02": mq.seeds_for_power(sd) if np.isfinite(sd) else None}
+
+
+def pool_results(led: dict[str, Any]) -> dict[str, Any]:
+    """Per sampler, pair and metric: the paired differences over the complete seeds."""
+    fam = led.get("families")
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for e in led["trainings"].values():
+        rows[(e["method"], int(e["seed"]))] = e["rows"]
+    def complete(arms: tuple[str, ...]) -> list[int]:
+        wanted = [method_name(a, s) for a in arms for s in SAMPLERS]
+        return sorted({s for (_, s) in rows if all((m, s) in rows for m in wanted)})
+
+    out: dict[str, Any] = {"budget": led.get("budget"),
+                           "complete_seeds": {p: complete(("uniform", p)) for p in PAIRS},
+                           "per_task_items": led.get("per_task", {}).get("dev"),
+                           "tasks": len(led.get("tasks", [])), "samplers": {}}
+    for sampler in SAMPLERS:
+        per: dict[str, Any] = {}
+        for pair in PAIRS:
+            per[pair] = {}
+            seeds = out["complete_seeds"][pair]
+            for m in METRICS:
+                diffs = [mq.metric(rows[(method_name(pair, sampler), s)], "dev", m, fam)
+                         - mq.metric(rows[(method_name("uniform", sampler), s)], "dev", m, fam)
+                         for s in seeds]
+                per[pair][m] = pair_stats(diffs)
+        out["samplers"][sampler] = per
+    out["reduction"] = {
+        pair: {m: reduction(out["samplers"]["independent"][pair][m]["sd"],
+                            out["samplers"]["crn"][pair][m]["sd"]) for m in METRICS}
+        for pair in PAIRS}
+    return out
+
+
+def reduction(before: float, after: float) -> dict[str, float]:
+    """sd before / sd after, and its square (the variance-reduction factor)."""
+    if not (np.isfinite(before) and np.isfinite(after)) or after <= 0:
+        return {"sd_ratio": float("nan"), "variance_ratio": float("nan")}
+    return {"sd_ratio": before / after, "variance_ratio": (before / after) ** 2}
+
+
+def write_results(ledgers: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "command": "python benchmarks/variance_pilot.py",
+        "moved": MOVED, "seeds": list(SEEDS), "detect_seeds": DETECT_SEEDS, "pools": {}}
+    for path in sorted(ledgers.glob("*.json")):
+        led = json.loads(path.read_text())
+        out["pools"][led["pool"]] = {**pool_results(led), "machines": led.get("machines", []),
+                                     "precision": led.get("precision"),
+                                     "cpu_s": round(sum(e["cpu_s"] for e in
+                                                        led["trainings"].values()), 1)}
+    atomic.write_json(RESULTS, out)
+    print(table(out), flush=True)
+    return out
+
+
+def table(out: dict[str, Any]) -> str:
+    """The results as Markdown: one row per pool, pair and metric."""
+    lines = [f"| pool | pair | metric | sd, independent | sd, crn | sd ratio | "
+             f"detectable at {DETECT_SEEDS} seeds, independent | same, crn | mean diff, crn |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for pool, res in out["pools"].items():
+        for pair in PAIRS:
+            for m in METRICS:
+                a = res["samplers"]["independent"][pair][m]
+                b = res["samplers"]["crn"][pair][m]
+                r = res["reduction"][pair][m]["sd_ratio"]
+                lines.append(
+                    f"| {pool} | {pair} − uniform ({len(res['complete_seeds'][pair])} seeds) "
+                    f"| {m} | "
+                    f"{a['sd']:.4f} | {b['sd']:.4f} | {r:.1f}× | "
+                    f"{a[f'detectable_at_{DETECT_SEEDS}']:.4f} | "
+                    f"{b[f'detectable_at_{DETECT_SEEDS}']:.4f} | {b['mean']:+.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pools", nargs="+", default=["arith12", "redundancy"],
+                        choices=list(mq.POOLS))
+    parser.add_argument("--seeds", type=int, default=len(SEEDS),
+                        help=f"how many of the seeds {SEEDS} to run")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "variance-pilot")
+    parser.add_argument("--ledgers", type=Path, default=LEDGERS)
+    parser.add_argument("--render", action="store_true", help="only write the results")
+    args = parser.parse_args(argv)
+    if not args.render:
+        run_pilot(args.pools, SEEDS[: args.seeds], args.precision, args.work, args.ledgers)
+    write_results(args.ledgers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
