@@ -207,16 +207,18 @@ class PoolRun:
     training at a time."""
 
     def __init__(self, pool: Pool, work: Path, ledger: Ledger, *,
-                 sampler: Sampler = "independent", precision: str | None = None) -> None:
+                 sampler: Sampler = "independent", precision: str | None = None,
+                 items: bool = False) -> None:
         """``sampler``: how each training draws its mixed set; this benchmark's ledgers were
         trained with ``independent`` (sampler version 1), so that stays its default.
         ``precision``: training and scoring precision for every training (None: the
-        config's, ``auto``)."""
+        config's, ``auto``). ``items``: the ledger keeps every item's scores too."""
         from taskpgm.experts import load_tasks
         from taskpgm.models import Base
 
         self.pool, self.work, self.ledger = pool, work, ledger
         self.sampler: Sampler = sampler
+        self.items = items
         self.cfg = config_mod.load(ROOT / pool.config)
         if precision is not None:
             self.cfg = self.cfg.model_copy(update={
@@ -309,7 +311,7 @@ class PoolRun:
             self.mean_tokens, self.sets[split], seeds=[seed], token_budget=budget,
             max_repeat=self.cfg.mrf.max_repeat, experts_cfg=self.cfg.experts,
             scoring=eval_scoring(self.cfg), normalization=self.cfg.relations.normalization,
-            root=self.root, sampler=self.sampler)
+            root=self.root, sampler=self.sampler, items=self.items)
         cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - wall
         ours = [r for r in rows if r["method"] == method]
         base = [r for r in rows if r["method"] == "base"]

@@ -85,7 +85,7 @@ def run_pilot(pools: list[str], seeds: tuple[int, ...], precision: str, work: Pa
             raise SystemExit(f"{ledger.path} was trained in {ledger.data['precision']}; "
                              f"rerun with --precision {ledger.data['precision']}")
         per_sampler = {s: mq.PoolRun(mq.POOLS[name], work / name, ledger, sampler=s,
-                                     precision=precision) for s in SAMPLERS}
+                                     precision=precision, items=True) for s in SAMPLERS}
         arms = arm_weights(per_sampler["crn"], decided)
         ledger.data["arms"] = arms
         ledger.data["budget"] = int(decided["budget"])

@@ -108,6 +108,21 @@ def test_run_writes_the_run_directory_contract(first_run):
     mixture = json.loads((out / "stages.json").read_text())["mixture"]
     assert mixture["sampler"] == "crn-v2"
     assert len(mixture["fingerprint"]) == 32 and mixture["examples"] == len(lines)
+    # every training keeps its items' scores; their group means are the rows
+    trained = [d for d in (first_run.config.parent / "artifacts" / "evaluation").iterdir()
+               if (d / "items.json").is_file() and not d.name.startswith("base-")]
+    assert trained
+    for d in trained:
+        items = json.loads((d / "items.json").read_text())
+        assert json.loads((d / "manifest.json").read_text())["sampler"] == "crn-v2"
+        for row in json.loads((d / "scores.json").read_text()):
+            mine = [it for it in items if (it["split"], it["task"]) == (row["split"],
+                                                                          row["task"])]
+            assert len(mine) == row["n"]
+            assert sum(it["correct"] for it in mine) / len(mine) == pytest.approx(
+                row["accuracy"], abs=1e-6)
+            assert sum(it["logprob"] for it in mine) / len(mine) == pytest.approx(
+                row["logprob"], abs=1e-5)
     methods = {r.split(",")[0] for r in rows}
     assert methods == {"base", "taskpgm", "uniform", "size", "reference"}
     assert "weights (taskpgm" in first_run.stdout

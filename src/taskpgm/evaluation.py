@@ -217,6 +217,7 @@ def ensure_evaluation(
     scoring_placement: Placement | None = None,
     tracker: Any = None,
     sampler: Sampler = "crn",
+    items: bool = False,
 ) -> list[dict[str, Any]]:
     """Train on every (method, seed) mixture and score; reuse finished pairs.
 
@@ -231,6 +232,8 @@ def ensure_evaluation(
         tracker: a :class:`taskpgm.tracking.Tracker` that gets each training's curve.
         sampler: how a seed draws each mixed set (``mixture.sampler``); with ``crn`` the
             training keeps the sampler's order, so methods at one seed share their order.
+        items: also give each trained method's row its items (``ids``, ``correct``,
+            ``logprob``, in the group's order), for paired per-item analyses.
 
     Returns:
         Rows ``{method, seed, task, split, accuracy, n}``, the base model first.
@@ -299,9 +302,27 @@ def ensure_evaluation(
             progress.update(1, note=f"{name} done")
         if tracker is not None:
             tracker.training_file("evaluation", name, found / "training_log.json")
-        rows.extend({**row, "method": method}
-                    for row in json.loads((found / "scores.json").read_text()))
+        held = json.loads((found / "scores.json").read_text())
+        per_item = _group_items(found) if items else {}
+        rows.extend({**row, "method": method,
+                     **({"items": per_item[(row["split"], row["task"])]} if per_item else {})}
+                    for row in held)
     return rows
+
+
+def _group_items(found: Path) -> dict[tuple[str, str], dict[str, list[Any]]]:
+    """An artifact's items.json grouped by (split, task): ids, correct (0/1), logprob."""
+    path = found / "items.json"
+    if not path.is_file():  # trained before items.json existed
+        return {}
+    out: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for it in json.loads(path.read_text()):
+        group = out.setdefault((it["split"], it["task"]),
+                               {"ids": [], "correct": [], "logprob": []})
+        group["ids"].append(it["id"])
+        group["correct"].append(int(it["correct"]))
+        group["logprob"].append(it["logprob"])
+    return out
 
 
 def _find(name: str, fp: str, root: Path | None) -> Path | None:
