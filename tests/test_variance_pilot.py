@@ -1,0 +1,99 @@
+"""The variance pilot's statistics from a hand-made ledger (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def vp():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("variance_pilot",
+                                                  ROOT / "benchmarks" / "variance_pilot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(a: float, b: float, lp: float) -> list[dict[str, object]]:
+    return [{"task": "x", "split": "dev", "accuracy": a, "logprob": lp, "n": 10},
+            {"task": "y", "split": "dev", "accuracy": b, "logprob": lp, "n": 10}]
+
+
+# macro accuracy minus uniform's, per seed, by hand: (independent, crn) x (aa, good)
+DIFFS = {("independent", "aa"): [0.10, -0.10, 0.05], ("crn", "aa"): [0.01, -0.01, 0.0],
+         ("independent", "good"): [0.2, 0.0, 0.1], ("crn", "good"): [0.12, 0.08, 0.1]}
+
+
+def ledger() -> dict[str, object]:
+    trainings = {}
+    for seed_i, seed in enumerate((100, 101, 102)):
+        for sampler in ("independent", "crn"):
+            trainings[f"u-{sampler}-{seed}"] = {
+                "method": f"uniform@{sampler}", "seed": seed, "cpu_s": 1.0,
+                "rows": rows(0.5, 0.5, -1.0)}
+            for arm in ("aa", "good"):
+                d = DIFFS[(sampler, arm)][seed_i]
+                # the macro mean moves by d when both tasks move by d
+                trainings[f"{arm}-{sampler}-{seed}"] = {
+                    "method": f"{arm}@{sampler}", "seed": seed, "cpu_s": 1.0,
+                    "rows": rows(0.5 + d, 0.5 + d, -1.0 + d / 10)}
+    # a seed with the A/A pair only: counted for aa, not for good
+    for sampler in ("independent", "crn"):
+        for arm, d in (("uniform", 0.0), ("aa", 0.0)):
+            trainings[f"{arm}-{sampler}-103"] = {"method": f"{arm}@{sampler}", "seed": 103,
+                                                 "cpu_s": 1.0, "rows": rows(0.5 + d, 0.5, -1.0)}
+    return {"pool": "p", "budget": 8000, "tasks": ["x", "y"], "per_task": {"dev": 10},
+            "families": None, "trainings": trainings}
+
+
+def sd(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def test_pool_results_pairs_each_arm_with_uniform_over_its_complete_seeds(vp):
+    res = vp.pool_results(ledger())
+    assert res["complete_seeds"] == {"aa": [100, 101, 102, 103], "good": [100, 101, 102]}
+    for (sampler, arm), diffs in DIFFS.items():
+        if arm == "aa":
+            diffs = [*diffs, 0.0]
+        got = res["samplers"][sampler][arm]["accuracy"]
+        assert got["diffs"] == pytest.approx(diffs, abs=1e-9)
+        assert got["sd"] == pytest.approx(sd(diffs), abs=1e-9)
+        assert got["mean"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
+        lp = res["samplers"][sampler][arm]["logprob"]
+        assert lp["sd"] == pytest.approx(sd(diffs) / 10, abs=1e-9)
+    ratio = sd([0.10, -0.10, 0.05, 0.0]) / sd([0.01, -0.01, 0.0, 0.0])
+    assert res["reduction"]["aa"]["accuracy"]["sd_ratio"] == pytest.approx(ratio)
+    assert res["reduction"]["aa"]["accuracy"]["variance_ratio"] == pytest.approx(ratio ** 2)
+    # the detectable difference at 10 seeds is (t_.975,9 + t_.8,9) · sd / sqrt(10)
+    from scipy import stats
+
+    crn = res["samplers"]["crn"]["good"]["accuracy"]
+    want = (stats.t.ppf(0.975, 9) + stats.t.ppf(0.8, 9)) * crn["sd"] / math.sqrt(10)
+    assert crn["detectable_at_10"] == pytest.approx(want)
+
+
+def test_arms_move_one_hundredth_between_the_first_two_tasks(vp):
+    class FakeRun:
+        names = ["a", "b", "c", "d"]
+
+        class pool:  # noqa: N801 - stands in for mq.Pool
+            good = "swarm-best"
+
+        def as_dict(self, w):
+            return dict(zip(self.names, map(float, w), strict=True))
+
+    arms = vp.arm_weights(FakeRun(), {"good": {"a": 0.7, "b": 0.1, "c": 0.1, "d": 0.1}})
+    assert arms["uniform"] == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25})
+    assert arms["aa"] == pytest.approx({"a": 0.26, "b": 0.24, "c": 0.25, "d": 0.25})
+    assert arms["good"]["a"] == 0.7
