@@ -167,8 +167,12 @@ def write_results(ledgers: Path) -> dict[str, Any]:
     return out
 
 
+def _f(value: float, spec: str = ".4f", suffix: str = "") -> str:
+    return f"{value:{spec}}{suffix}" if np.isfinite(value) else "–"
+
+
 def table(out: dict[str, Any]) -> str:
-    """The results as Markdown: one row per pool, pair and metric."""
+    """The results as Markdown: one row per pool, pair and metric ("–" below two seeds)."""
     lines = [f"| pool | pair | metric | sd, independent | sd, crn | sd ratio | "
              f"detectable at {DETECT_SEEDS} seeds, independent | same, crn | mean diff, crn |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -181,9 +185,9 @@ def table(out: dict[str, Any]) -> str:
                 lines.append(
                     f"| {pool} | {pair} − uniform ({len(res['complete_seeds'][pair])} seeds) "
                     f"| {m} | "
-                    f"{a['sd']:.4f} | {b['sd']:.4f} | {r:.1f}× | "
-                    f"{a[f'detectable_at_{DETECT_SEEDS}']:.4f} | "
-                    f"{b[f'detectable_at_{DETECT_SEEDS}']:.4f} | {b['mean']:+.4f} |")
+                    f"{_f(a['sd'])} | {_f(b['sd'])} | {_f(r, '.1f', '×')} | "
+                    f"{_f(a[f'detectable_at_{DETECT_SEEDS}'])} | "
+                    f"{_f(b[f'detectable_at_{DETECT_SEEDS}'])} | {_f(b['mean'], '+.4f')} |")
     return "\n".join(lines)
 
 

@@ -83,12 +83,17 @@ def test_pool_results_pairs_each_arm_with_uniform_over_its_complete_seeds(vp):
     assert crn["detectable_at_10"] == pytest.approx(want)
 
 
+def mq_pool(good: str) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(good=good)
+
+
 def test_arms_move_one_hundredth_between_the_first_two_tasks(vp):
     class FakeRun:
-        names = ["a", "b", "c", "d"]
-
-        class pool:  # noqa: N801 - stands in for mq.Pool
-            good = "swarm-best"
+        def __init__(self) -> None:
+            self.names = ["a", "b", "c", "d"]
+            self.pool = mq_pool("swarm-best")
 
         def as_dict(self, w):
             return dict(zip(self.names, map(float, w), strict=True))
@@ -97,3 +102,11 @@ def test_arms_move_one_hundredth_between_the_first_two_tasks(vp):
     assert arms["uniform"] == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25})
     assert arms["aa"] == pytest.approx({"a": 0.26, "b": 0.24, "c": 0.25, "d": 0.25})
     assert arms["good"]["a"] == 0.7
+
+
+def test_the_docs_quote_the_pilot_results_as_rendered(vp):
+    """docs/benchmarks.md holds the table the committed results render to, unchanged."""
+    import json
+
+    results = json.loads(vp.RESULTS.read_text())
+    assert vp.table(results) in (ROOT / "docs" / "benchmarks.md").read_text()
