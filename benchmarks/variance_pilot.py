@@ -27,7 +27,8 @@ with and without native bf16 stay comparable; each records its machine. The ledg
 rerun skips what they hold; trainings run seed-major (both pools, both samplers, every
 arm at a seed before the next seed; the A/A pair at every seed before the good mixture),
 so a stopped run always holds complete paired seeds.
-The summary goes to benchmarks/results/variance_pilot.json.
+The summary goes to benchmarks/results/variance_pilot.json, its table into
+docs/benchmarks.md (between the markers ``MARKS``).
 """
 
 from __future__ import annotations
@@ -163,8 +164,24 @@ def write_results(ledgers: Path) -> dict[str, Any]:
                                      "cpu_s": round(sum(e["cpu_s"] for e in
                                                         led["trainings"].values()), 1)}
     atomic.write_json(RESULTS, out)
+    write_docs_table(out)
     print(table(out), flush=True)
     return out
+
+
+DOC = mq.ROOT / "docs" / "benchmarks.md"
+MARKS = ("<!-- variance pilot table: written by benchmarks/variance_pilot.py -->",
+         "<!-- end of the variance pilot table -->")
+
+
+def write_docs_table(out: dict[str, Any]) -> None:
+    """Put the table between its markers in docs/benchmarks.md (nothing else changes)."""
+    text = DOC.read_text()
+    start, end = text.find(MARKS[0]), text.find(MARKS[1])
+    if start < 0 or end < start:
+        return
+    head = text[: start + len(MARKS[0])]
+    atomic.write_text(DOC, f"{head}\n{table(out)}\n{text[end:]}")
 
 
 def _f(value: float, spec: str = ".4f", suffix: str = "") -> str:
