@@ -471,10 +471,12 @@ def seed_note(summary: Sequence[Mapping[str, Any]], reference: str = "uniform") 
             "docs/benchmarks.md's variance pilot says how many a given difference needs).")
 
 
-def evaluation_markdown(rows: Sequence[Mapping[str, Any]], reference: str = "uniform") -> str:
+def evaluation_markdown(rows: Sequence[Mapping[str, Any]], reference: str = "uniform",
+                        summary: Sequence[Mapping[str, Any]] | None = None) -> str:
     """evaluation.md: accuracy, the gold log-probability (and bits per byte where a task is
-    generative), each with intervals over seeds and paired differences."""
-    acc = summarize(rows, reference)
+    generative), each with intervals over seeds and paired differences. ``summary``: the
+    accuracy summary of ``rows`` when the caller has it already."""
+    acc = summarize(rows, reference) if summary is None else summary
     parts = ["# Evaluation\n",
              "Per method and split, the mean over seeds (a split's value is the mean over its "
              "tasks) with a 95% t-interval, and the paired difference against "

@@ -204,8 +204,11 @@ def _idents(pool: Sequence[Example]) -> list[str]:
 def task_order(pool: Sequence[Example], task: str, seed: int) -> list[int]:
     """The fixed order of a task's train examples at ``seed``: indices into ``pool`` sorted
     by a hash of (seed, task, example id), so it is the same whatever else is mixed."""
-    ids = _idents(pool)
-    return sorted(range(len(pool)), key=lambda i: (_unit(seed, task, ids[i], "order"), i))
+    return _order(_idents(pool), task, seed)
+
+
+def _order(ids: Sequence[str], task: str, seed: int) -> list[int]:
+    return sorted(range(len(ids)), key=lambda i: (_unit(seed, task, ids[i], "order"), i))
 
 
 def keyed_draw(pool: Sequence[Example], task: str, n: int, seed: int
@@ -217,7 +220,7 @@ def keyed_draw(pool: Sequence[Example], task: str, n: int, seed: int
     or on the method.
     """
     ids = _idents(pool)
-    order = task_order(pool, task, seed)
+    order = _order(ids, task, seed)
     out = []
     for j in range(n):
         passes, i = divmod(j, len(pool))

@@ -459,5 +459,5 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         e["logprob"] = {k: lp[k] for k in ("mean", "lo", "hi", "diff", "diff_lo", "diff_hi")
                         if k in lp}
     write_json(state.run_dir / "evaluation_summary.json", summary)
-    write_text(state.run_dir / "evaluation.md", evaluation_markdown(rows))
+    write_text(state.run_dir / "evaluation.md", evaluation_markdown(rows, summary=summary))
     return {"rows": len(rows)}
