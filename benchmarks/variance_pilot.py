@@ -1,5 +1,7 @@
 """The variance pilot: how small a difference can the paired benchmark see, with the
-mixture sampler of version 1 (independent draws) and with common random numbers (crn)?
+mixture sampler of version 1 (independent draws), with common random numbers (crn: the
+same draw, trained in key order with batches regrouped by length) and with crn-keyed
+(the same draw, each batch a fixed range of keys)?
 
     .venv/bin/python benchmarks/variance_pilot.py                  # both pools, resumable
     .venv/bin/python benchmarks/variance_pilot.py --pools arith12  # one pool
@@ -19,7 +21,16 @@ For each sampler, pair (aa − uniform, good − uniform) and metric (macro accu
 mean gold log-probability, both over tasks, or over families where the pool declares
 them, as in docs/results.md), it reports the paired sd over seeds, the mean difference,
 and the smallest difference ``DETECT_SEEDS`` paired seeds detect at 80% power (two-sided
-5% t-test), and the variance-reduction factor (sd before / sd after, squared).
+5% t-test), and the variance-reduction factor against independent draws (sd before / sd
+after, squared).
+
+Where the remaining noise comes from, per item rather than per seed (so a few seeds
+suffice): for each sampler, how far apart the two trainings of the A/A pair land (the
+root-mean-square difference of an item's gold log-probability over the dev items, and
+the share of items whose correctness differs), against two trainings of the same
+mixture at consecutive seeds (everything random changed). The A/A pair holds the
+initialization, dropout and eval items fixed and differs in the few examples moved;
+crn-keyed also holds every batch but the ones those examples fall in.
 
 Every training trains and scores in fp32 (``--precision``), so seeds trained on machines
 with and without native bf16 stay comparable; each records its machine. The ledgers
@@ -34,6 +45,7 @@ docs/benchmarks.md (between the markers ``MARKS``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -46,7 +58,7 @@ import mixture_quality as mq
 from taskpgm import atomic
 
 SEEDS = (100, 101, 102, 103, 104, 105)
-SAMPLERS = ("independent", "crn")
+SAMPLERS = ("independent", "crn", "crn-keyed")
 ARMS = ("uniform", "aa", "good")
 #: The A/A pair at every seed first, then the good mixture: a run stopped early holds the
 #: A/A pair (the instrument's noise floor) at the most seeds.
@@ -115,34 +127,83 @@ def pair_stats(diffs: list[float]) -> dict[str, Any]:
 
 
 def pool_results(led: dict[str, Any]) -> dict[str, Any]:
-    """Per sampler, pair and metric: the paired differences over the complete seeds."""
+    """Per sampler, pair and metric: the paired differences over the seeds that hold both
+    of the sampler's arms; each reduction over the seeds both samplers hold."""
     fam = led.get("families")
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for e in led["trainings"].values():
         rows[(e["method"], int(e["seed"]))] = e["rows"]
-    def complete(arms: tuple[str, ...]) -> list[int]:
-        wanted = [method_name(a, s) for a in arms for s in SAMPLERS]
+
+    def complete(pair: str, samplers: tuple[str, ...]) -> list[int]:
+        wanted = [method_name(a, s) for a in ("uniform", pair) for s in samplers]
         return sorted({s for (_, s) in rows if all((m, s) in rows for m in wanted)})
 
+    def diffs(sampler: str, pair: str, m: str, seeds: list[int]) -> list[float]:
+        return [mq.metric(rows[(method_name(pair, sampler), s)], "dev", m, fam)
+                - mq.metric(rows[(method_name("uniform", sampler), s)], "dev", m, fam)
+                for s in seeds]
+
     out: dict[str, Any] = {"budget": led.get("budget"),
-                           "complete_seeds": {p: complete(("uniform", p)) for p in PAIRS},
+                           "complete_seeds": {p: complete(p, SAMPLERS) for p in PAIRS},
                            "per_task_items": led.get("per_task", {}).get("dev"),
-                           "tasks": len(led.get("tasks", [])), "samplers": {}}
+                           "tasks": len(led.get("tasks", [])), "samplers": {},
+                           "reduction": {}}
     for sampler in SAMPLERS:
+        out["samplers"][sampler] = {
+            pair: {m: pair_stats(diffs(sampler, pair, m, complete(pair, (sampler,))))
+                   for m in METRICS} for pair in PAIRS}
+    for sampler in SAMPLERS[1:]:
         per: dict[str, Any] = {}
         for pair in PAIRS:
-            per[pair] = {}
-            seeds = out["complete_seeds"][pair]
-            for m in METRICS:
-                diffs = [mq.metric(rows[(method_name(pair, sampler), s)], "dev", m, fam)
-                         - mq.metric(rows[(method_name("uniform", sampler), s)], "dev", m, fam)
-                         for s in seeds]
-                per[pair][m] = pair_stats(diffs)
-        out["samplers"][sampler] = per
-    out["reduction"] = {
-        pair: {m: reduction(out["samplers"]["independent"][pair][m]["sd"],
-                            out["samplers"]["crn"][pair][m]["sd"]) for m in METRICS}
-        for pair in PAIRS}
+            common = complete(pair, ("independent", sampler))
+            per[pair] = {"seeds": len(common), **{
+                m: reduction(pair_stats(diffs("independent", pair, m, common))["sd"],
+                             pair_stats(diffs(sampler, pair, m, common))["sd"])
+                for m in METRICS}}
+        out["reduction"][sampler] = per
+    out["distances"] = distances(rows)
+    return out
+
+
+def _dev_items(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A training's dev items in one fixed order: (gold log-probability, correct)."""
+    dev = sorted((r for r in rows if r["split"] == "dev"), key=lambda r: r["task"])
+    if not dev or any("items" not in r for r in dev):
+        return None
+    lp = np.concatenate([np.asarray(r["items"]["logprob"], dtype=np.float64) for r in dev])
+    ok = np.concatenate([np.asarray(r["items"]["correct"], dtype=bool) for r in dev])
+    return lp, ok
+
+
+def item_distance(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float] | None:
+    """How far apart two trainings land on the dev items: RMS difference of the gold
+    log-probability, and the share of items whose correctness differs."""
+    x, y = _dev_items(a), _dev_items(b)
+    if x is None or y is None or x[0].shape != y[0].shape:
+        return None
+    return {"logprob_rms": float(np.sqrt(np.mean((x[0] - y[0]) ** 2))),
+            "flips": float(np.mean(x[1] != y[1]))}
+
+
+def distances(rows: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per sampler, the mean item distance of the A/A pair at each seed, and of uniform at
+    consecutive seeds (same sampler), over the seeds that hold per-item scores."""
+    out: dict[str, Any] = {}
+    for sampler in SAMPLERS:
+        uni = method_name("uniform", sampler)
+        seeds = sorted(s for (m, s) in rows if m == uni)
+        comparisons = {
+            "aa": [item_distance(rows[(uni, s)], rows[(method_name("aa", sampler), s)])
+                   for s in seeds if (method_name("aa", sampler), s) in rows],
+            "seeds": [item_distance(rows[(uni, s)], rows[(uni, t)])
+                      for s, t in itertools.pairwise(seeds)]}
+        per: dict[str, Any] = {}
+        for name, found in comparisons.items():
+            held = [d for d in found if d is not None]
+            per[name] = {"pairs": len(held), **{
+                k: float(np.mean([d[k] for d in held])) if held else float("nan")
+                for k in ("logprob_rms", "flips")}}
+        out[sampler] = per
     return out
 
 
@@ -189,22 +250,33 @@ def _f(value: float, spec: str = ".4f", suffix: str = "") -> str:
 
 
 def table(out: dict[str, Any]) -> str:
-    """The results as Markdown: one row per pool, pair and metric ("–" below two seeds)."""
-    lines = [f"| pool | pair | metric | sd, independent | sd, crn | sd ratio | "
-             f"detectable at {DETECT_SEEDS} seeds, independent | same, crn | mean diff, crn |",
+    """The results as Markdown: one row per pool, pair, metric and sampler ("–" below two
+    seeds), then the per-item distances."""
+    lines = ["| pool | pair | metric | sampler | seeds | paired sd | "
+             "sd ratio vs independent (common seeds) | "
+             f"detectable at {DETECT_SEEDS} seeds | mean diff |",
              "|---|---|---|---|---|---|---|---|---|"]
     for pool, res in out["pools"].items():
         for pair in PAIRS:
             for m in METRICS:
-                a = res["samplers"]["independent"][pair][m]
-                b = res["samplers"]["crn"][pair][m]
-                r = res["reduction"][pair][m]["sd_ratio"]
-                lines.append(
-                    f"| {pool} | {pair} − uniform ({len(res['complete_seeds'][pair])} seeds) "
-                    f"| {m} | "
-                    f"{_f(a['sd'])} | {_f(b['sd'])} | {_f(r, '.1f', '×')} | "
-                    f"{_f(a[f'detectable_at_{DETECT_SEEDS}'])} | "
-                    f"{_f(b[f'detectable_at_{DETECT_SEEDS}'])} | {_f(b['mean'], '+.4f')} |")
+                for sampler in SAMPLERS:
+                    a = res["samplers"][sampler][pair][m]
+                    r = (res["reduction"][sampler][pair][m]["sd_ratio"]
+                         if sampler in res["reduction"] else float("nan"))
+                    lines.append(
+                        f"| {pool} | {pair} − uniform | {m} | {sampler} | {a['seeds']} | "
+                        f"{_f(a['sd'])} | {_f(r, '.1f', '×')} | "
+                        f"{_f(a[f'detectable_at_{DETECT_SEEDS}'])} | {_f(a['mean'], '+.4f')} |")
+    lines += ["", "| pool | sampler | A/A pair: log-prob RMS | A/A: items flipped | "
+              "two seeds: log-prob RMS | two seeds: items flipped | pairs (A/A, seeds) |",
+              "|---|---|---|---|---|---|---|"]
+    for pool, res in out["pools"].items():
+        for sampler in SAMPLERS:
+            d = res["distances"][sampler]
+            lines.append(
+                f"| {pool} | {sampler} | {_f(d['aa']['logprob_rms'])} | "
+                f"{_f(d['aa']['flips'], '.3f')} | {_f(d['seeds']['logprob_rms'])} | "
+                f"{_f(d['seeds']['flips'], '.3f')} | {d['aa']['pairs']}, {d['seeds']['pairs']} |")
     return "\n".join(lines)
 
 

@@ -352,6 +352,15 @@ def one_seed_rows() -> list[dict[str, object]]:
                                 ("taskpgm", "a", 0.6, -0.8), ("taskpgm", "b", 0.7, -1.9)]]
 
 
+def test_keyed_batch_count_is_the_uniform_mixtures_batches():
+    from taskpgm.evaluation import keyed_batch_count
+
+    # budget 1200 over three tasks of 10, 20 and 40 tokens: 40 + 20 + 10 = 70 examples
+    assert keyed_batch_count(1200, [10.0, 20.0, 40.0], 8) == 9  # ⌈70 / 8⌉
+    assert keyed_batch_count(1200, [10.0, 20.0, 40.0], 7) == 10
+    assert keyed_batch_count(10, [400.0], 8) == 1  # never below one
+
+
 def test_one_seed_prints_no_bare_difference():
     from taskpgm.evaluation import evaluation_markdown, seed_note
 

@@ -140,3 +140,10 @@ def test_the_mixture_and_evaluation_fingerprints_change_with_the_sampler():
     # sampler is part of what it is
     assert BEFORE_EVALUATION not in {fp(old, "independent"), fp(new, "crn")}
     assert fp(old, "independent") != fp(old, "crn")
+    # crn-keyed draws the crn set and trains it otherwise: another artifact, and its
+    # batches per epoch are part of it
+    assert evaluation.sampler_id("crn-keyed") == "crn-keyed-v3"
+    keyed = {evaluation.fingerprint_of("base", new, "evalfp", recipe, FP32_, "length", scoring,
+                                       "crn-keyed", b) for b in (4, 5)}
+    assert len(keyed) == 2 and fp(new, "crn") not in keyed
+    assert sample_mixture(POOL, counts, 5, "crn-keyed") == new

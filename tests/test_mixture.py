@@ -15,6 +15,7 @@ from taskpgm.mixture import (
     baseline_weights,
     caps_from_budget,
     example_counts,
+    keyed_mixture,
     sample_mixture,
 )
 from taskpgm.tasks.schema import Example
@@ -187,6 +188,25 @@ def test_crn_repeated_ids_in_a_pool_are_drawn_as_distinct_entries():
     twice = {"a": make_examples("a", 3) * 2}
     mixed = sample_mixture(twice, {"a": 6}, seed=0)
     assert Counter(ex.id for ex in mixed) == {"a-0": 2, "a-1": 2, "a-2": 2}
+
+
+@settings(max_examples=50, deadline=None)
+@given(counts_strategy, st.integers(0, 10_000))
+def test_keyed_mixture_is_the_crn_set_with_its_ascending_keys(counts, seed):
+    """The keys a crn-keyed training cuts by: one per entry, in [0, 1), ascending, each
+    the entry's own (an entry keeps its key when other tasks' counts change)."""
+    mixed, key_list = keyed_mixture(POOL, counts, seed)
+    assert mixed == sample_mixture(POOL, counts, seed)
+    assert len(key_list) == len(mixed) and key_list == sorted(key_list)
+    assert all(0.0 <= k < 1.0 for k in key_list)
+    more = {**counts, "c": counts["c"] + 5}
+    mixed2, keys2 = keyed_mixture(POOL, more, seed)
+    first = {}
+    for ex, k in zip(mixed2, keys2, strict=True):
+        first.setdefault((ex.task, ex.id), []).append(k)
+    for ex, k in zip(mixed, key_list, strict=True):
+        if ex.task != "c":
+            assert k in first[(ex.task, ex.id)]
 
 
 def test_unknown_sampler_and_missing_train_data_are_clear_errors():

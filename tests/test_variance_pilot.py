@@ -28,15 +28,19 @@ def rows(a: float, b: float, lp: float) -> list[dict[str, object]]:
             {"task": "y", "split": "dev", "accuracy": b, "logprob": lp, "n": 10}]
 
 
-# macro accuracy minus uniform's, per seed, by hand: (independent, crn) x (aa, good)
+# macro accuracy minus uniform's, per seed, by hand: (independent, crn, crn-keyed) x
+# (aa, good)
 DIFFS = {("independent", "aa"): [0.10, -0.10, 0.05], ("crn", "aa"): [0.01, -0.01, 0.0],
-         ("independent", "good"): [0.2, 0.0, 0.1], ("crn", "good"): [0.12, 0.08, 0.1]}
+         ("crn-keyed", "aa"): [0.02, 0.0, 0.0],
+         ("independent", "good"): [0.2, 0.0, 0.1], ("crn", "good"): [0.12, 0.08, 0.1],
+         ("crn-keyed", "good"): [0.1, 0.1, 0.13]}
+SAMPLERS = ("independent", "crn", "crn-keyed")
 
 
 def ledger() -> dict[str, object]:
     trainings = {}
     for seed_i, seed in enumerate((100, 101, 102)):
-        for sampler in ("independent", "crn"):
+        for sampler in SAMPLERS:
             trainings[f"u-{sampler}-{seed}"] = {
                 "method": f"uniform@{sampler}", "seed": seed, "cpu_s": 1.0,
                 "rows": rows(0.5, 0.5, -1.0)}
@@ -47,7 +51,7 @@ def ledger() -> dict[str, object]:
                     "method": f"{arm}@{sampler}", "seed": seed, "cpu_s": 1.0,
                     "rows": rows(0.5 + d, 0.5 + d, -1.0 + d / 10)}
     # a seed with the A/A pair only: counted for aa, not for good
-    for sampler in ("independent", "crn"):
+    for sampler in SAMPLERS:
         for arm, d in (("uniform", 0.0), ("aa", 0.0)):
             trainings[f"{arm}-{sampler}-103"] = {"method": f"{arm}@{sampler}", "seed": 103,
                                                  "cpu_s": 1.0, "rows": rows(0.5 + d, 0.5, -1.0)}
@@ -63,6 +67,8 @@ def sd(values: list[float]) -> float:
 def test_pool_results_pairs_each_arm_with_uniform_over_its_complete_seeds(vp):
     res = vp.pool_results(ledger())
     assert res["complete_seeds"] == {"aa": [100, 101, 102, 103], "good": [100, 101, 102]}
+    assert res["samplers"]["crn"]["aa"]["accuracy"]["seeds"] == 4
+    assert res["reduction"]["crn"]["aa"]["seeds"] == 4
     for (sampler, arm), diffs in DIFFS.items():
         if arm == "aa":
             diffs = [*diffs, 0.0]
@@ -73,14 +79,63 @@ def test_pool_results_pairs_each_arm_with_uniform_over_its_complete_seeds(vp):
         lp = res["samplers"][sampler][arm]["logprob"]
         assert lp["sd"] == pytest.approx(sd(diffs) / 10, abs=1e-9)
     ratio = sd([0.10, -0.10, 0.05, 0.0]) / sd([0.01, -0.01, 0.0, 0.0])
-    assert res["reduction"]["aa"]["accuracy"]["sd_ratio"] == pytest.approx(ratio)
-    assert res["reduction"]["aa"]["accuracy"]["variance_ratio"] == pytest.approx(ratio ** 2)
+    assert res["reduction"]["crn"]["aa"]["accuracy"]["sd_ratio"] == pytest.approx(ratio)
+    assert res["reduction"]["crn"]["aa"]["accuracy"]["variance_ratio"] == pytest.approx(
+        ratio ** 2)
+    keyed = sd([0.2, 0.0, 0.1]) / sd([0.1, 0.1, 0.13])
+    assert res["reduction"]["crn-keyed"]["good"]["accuracy"]["sd_ratio"] == pytest.approx(keyed)
     # the detectable difference at 10 seeds is (t_.975,9 + t_.8,9) · sd / sqrt(10)
     from scipy import stats
 
     crn = res["samplers"]["crn"]["good"]["accuracy"]
     want = (stats.t.ppf(0.975, 9) + stats.t.ppf(0.8, 9)) * crn["sd"] / math.sqrt(10)
     assert crn["detectable_at_10"] == pytest.approx(want)
+
+
+def with_items(rows_: list[dict[str, object]], lp: list[float], ok: list[int]
+               ) -> list[dict[str, object]]:
+    """Rows with per-item scores: two items on task x, one on task y."""
+    out = [dict(r) for r in rows_]
+    out[0]["items"] = {"ids": ["a", "b"], "logprob": lp[:2], "correct": ok[:2]}
+    out[1]["items"] = {"ids": ["c"], "logprob": lp[2:], "correct": ok[2:]}
+    return out
+
+
+def test_a_sampler_behind_the_others_counts_its_own_seeds(vp):
+    """Seed 103's A/A pair without crn-keyed: crn and independent use it, crn-keyed does
+    not, and crn-keyed's reduction pairs only the seeds both samplers hold."""
+    led = ledger()
+    del led["trainings"]["aa-crn-keyed-103"]
+    res = vp.pool_results(led)
+    assert res["complete_seeds"]["aa"] == [100, 101, 102]
+    assert res["samplers"]["crn"]["aa"]["accuracy"]["seeds"] == 4
+    assert res["samplers"]["crn-keyed"]["aa"]["accuracy"]["seeds"] == 3
+    assert res["reduction"]["crn-keyed"]["aa"]["seeds"] == 3
+    ratio = sd([0.10, -0.10, 0.05]) / sd([0.02, 0.0, 0.0])
+    assert res["reduction"]["crn-keyed"]["aa"]["accuracy"]["sd_ratio"] == pytest.approx(ratio)
+
+
+def test_item_distances_of_the_aa_pair_and_of_two_seeds(vp):
+    """RMS of the per-item log-prob difference and the share of flipped items, by hand."""
+    base = rows(0.5, 0.5, -1.0)
+    trainings = {
+        "u100": {"method": "uniform@crn", "seed": 100,
+                 "rows": with_items(base, [-1.0, -2.0, -3.0], [1, 0, 1])},
+        "a100": {"method": "aa@crn", "seed": 100,
+                 "rows": with_items(base, [-1.3, -2.0, -3.4], [1, 1, 1])},
+        "u101": {"method": "uniform@crn", "seed": 101,
+                 "rows": with_items(base, [-2.0, -1.0, -3.0], [0, 0, 0])},
+        "u102": {"method": "uniform@crn", "seed": 102, "rows": base},  # no items: skipped
+    }
+    got = vp.distances({(e["method"], e["seed"]): e["rows"] for e in trainings.values()})
+    aa, seeds = got["crn"]["aa"], got["crn"]["seeds"]
+    assert aa["pairs"] == 1 and seeds["pairs"] == 1
+    assert aa["logprob_rms"] == pytest.approx(math.sqrt((0.09 + 0.0 + 0.16) / 3))
+    assert aa["flips"] == pytest.approx(1 / 3)
+    assert seeds["logprob_rms"] == pytest.approx(math.sqrt(2 / 3))
+    assert seeds["flips"] == pytest.approx(2 / 3)
+    assert got["independent"]["aa"]["pairs"] == 0
+    assert math.isnan(got["independent"]["aa"]["logprob_rms"])
 
 
 def mq_pool(good: str) -> object:

@@ -247,7 +247,10 @@ class MixtureConfig(Section):
     # same order, and train in that order: a paired comparison measures the weights, not
     # the draw. independent: the draw before sampler version 2 (fresh draws and a fresh
     # shuffle per mixture), kept only to reproduce older results; far noisier pairs.
-    sampler: Literal["crn", "independent"] = "crn"
+    # crn-keyed: the crn draw, each training batch a fixed range of keys, so two mixtures
+    # also share every batch their examples share (batches are not grouped by length:
+    # more padding, slower training).
+    sampler: Literal["crn", "crn-keyed", "independent"] = "crn"
 
 
 class EvaluationConfig(Section):

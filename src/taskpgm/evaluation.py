@@ -32,7 +32,7 @@ import numpy as np
 
 from taskpgm import artifacts
 from taskpgm.config import ExpertsConfig, SignalsConfig
-from taskpgm.mixture import SAMPLER_VERSION, Sampler, example_counts, sample_mixture
+from taskpgm.mixture import SAMPLER_VERSION, Sampler, example_counts, keyed_mixture, sample_mixture
 from taskpgm.predictions import Normalization, from_arrays
 from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.stats import mean_interval, paired_difference
@@ -41,6 +41,7 @@ from taskpgm.tasks.schema import Example, examples_fingerprint, probe_fingerprin
 if TYPE_CHECKING:  # the models, trainer and scorer import torch: only when work is done
     from taskpgm.device import Placement
     from taskpgm.models import Base, LoadedModel
+    from taskpgm.trainer import Order
 
 def hash_text(text: str) -> str:
     import hashlib
@@ -58,6 +59,11 @@ VERSION = 4  # 2: trailing prompt spaces move onto the answer; 3: rows carry the
 DEFAULTS: dict[str, Any] = {}
 
 
+#: How each sampler's mixed set is batched in training (:func:`taskpgm.trainer.train_adapter`).
+TRAINING_ORDER: dict[str, Order] = {"independent": "shuffled", "crn": "given",
+                                    "crn-keyed": "keyed"}
+
+
 def sampler_id(sampler: Sampler) -> str:
     """The sampler as artifacts record it: its name and version (``crn-v2``)."""
     return f"{sampler}-v{SAMPLER_VERSION[sampler]}"
@@ -65,15 +71,28 @@ def sampler_id(sampler: Sampler) -> str:
 
 def fingerprint_of(base_fp: str, mixed: Sequence[Example], eval_fp: str, recipe: ExpertsConfig,
                    training: Placement, normalization: Normalization,
-                   score_params: Mapping[str, Any], sampler: Sampler) -> str:
+                   score_params: Mapping[str, Any], sampler: Sampler,
+                   n_batches: int | None = None) -> str:
     """One (method, seed) training's fingerprint: the base, the mixed set in its order, the
-    eval set, the recipe at its precision, the scoring and the sampler that drew the set."""
+    eval set, the recipe at its precision, the scoring, the sampler that drew the set and
+    (``crn-keyed``) its batches per epoch."""
     from taskpgm.experts import fingerprint_settings
 
+    params: dict[str, Any] = {
+        "recipe": fingerprint_settings(recipe, training), "norm": normalization,
+        "scoring": dict(score_params), "sampler": sampler_id(sampler)}
+    if n_batches is not None:
+        params["batches"] = n_batches
     return artifacts.fingerprint(
-        STAGE, VERSION, [base_fp, examples_fingerprint(mixed), eval_fp],
-        {"recipe": fingerprint_settings(recipe, training), "norm": normalization,
-         "scoring": dict(score_params), "sampler": sampler_id(sampler)}, DEFAULTS)
+        STAGE, VERSION, [base_fp, examples_fingerprint(mixed), eval_fp], params, DEFAULTS)
+
+
+def keyed_batch_count(token_budget: int, mean_tokens: Sequence[float], batch_size: int) -> int:
+    """The batches per epoch of every ``crn-keyed`` training at a budget: those of the
+    uniform mixture, ⌈Σ_t (N / T) / m_t / batch_size⌉, the same for every method, so one
+    example more or less in a mixture moves no key range (its batches grow instead)."""
+    nominal = sum(token_budget / len(mean_tokens) / m for m in mean_tokens)
+    return max(1, math.ceil(nominal / batch_size))
 
 
 @dataclass(frozen=True)
@@ -231,7 +250,8 @@ def ensure_evaluation(
             resolved on the base's device). Both precisions enter the fingerprints.
         tracker: a :class:`taskpgm.tracking.Tracker` that gets each training's curve.
         sampler: how a seed draws each mixed set (``mixture.sampler``); with ``crn`` the
-            training keeps the sampler's order, so methods at one seed share their order.
+            training keeps the sampler's order, so methods at one seed share their order;
+            with ``crn-keyed`` it also cuts batches by key ranges, so they share batches.
         items: also give each trained method's row its items (``ids``, ``correct``,
             ``logprob``, in the group's order), for paired per-item analyses.
 
@@ -252,24 +272,30 @@ def ensure_evaluation(
         scoring_placement = device_mod.resolve(base.device, scoring.precision, stream=out)
     score_params = scoring_settings(scoring, scoring_placement)
     recipe = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
+    n_batches = (keyed_batch_count(token_budget, tokens, recipe.batch_size)
+                 if sampler == "crn-keyed" else None)
     plans = []
     for seed in seeds:
         for method, weights in methods.items():
             w = np.array([weights.get(t, 0.0) for t in tasks])
             counts = example_counts(w / w.sum(), sizes, tokens, token_budget, max_repeat)
-            mixed = sample_mixture(train, dict(zip(tasks, counts.tolist(), strict=True)), seed,
-                                   sampler)
+            count_map = dict(zip(tasks, counts.tolist(), strict=True))
+            keys: list[float] | None = None
+            if sampler == "crn-keyed":
+                mixed, keys = keyed_mixture(train, count_map, seed)
+            else:
+                mixed = sample_mixture(train, count_map, seed, sampler)
             cfg = recipe.model_copy(update={"seed": seed})
             fp = fingerprint_of(base.fingerprint, mixed, eval_fp, cfg, training, normalization,
-                                score_params, sampler)
-            plans.append((method, seed, mixed, cfg, fp))
+                                score_params, sampler, n_batches)
+            plans.append((method, seed, mixed, keys, cfg, fp))
     base_fp = artifacts.fingerprint(STAGE, VERSION, [base.fingerprint, eval_fp],
                                     {"norm": normalization, "scoring": score_params}, {})
     first: dict[str, str] = {}  # one training per distinct fingerprint (coinciding mixtures)
-    for method, seed, _, _, fp in plans:
+    for method, seed, *_, fp in plans:
         first.setdefault(fp, f"{method}-s{seed}")
     pending = {fp for fp, name in first.items() if _find(name, fp, root) is None}
-    done = sum(p[4] not in pending for p in plans)
+    done = sum(p[-1] not in pending for p in plans)
     print(f"evaluation: {len(plans)} trainings ({len(methods)} methods x {len(seeds)} seeds), "
           f"{done} done already; {len(evalset.examples())} examples "
           "scored after each", file=out, flush=True)
@@ -289,16 +315,16 @@ def ensure_evaluation(
     rows.extend(json.loads((found / "scores.json").read_text()))
     progress = Progress("evaluation", len(first), unit="training", every=0.0, stream=out,
                         start=len(first) - len(pending))
-    for method, seed, mixed, cfg, fp in plans:
+    for method, seed, mixed, keys, cfg, fp in plans:
         name = f"{method}-s{seed}"
         found = _find(name, fp, root)
         if found is None:
             with artifacts.claim(STAGE, name, fp, root=root, stream=out):
                 found = _find(name, fp, root)  # another process may have trained it
                 if found is None:
-                    found = _train_and_score(base, name, method, seed, mixed, cfg, fp,
+                    found = _train_and_score(base, name, method, seed, mixed, keys, cfg, fp,
                                              evalset, normalization, scoring, root, out,
-                                             training, scoring_placement, sampler)
+                                             training, scoring_placement, sampler, n_batches)
             progress.update(1, note=f"{name} done")
         if tracker is not None:
             tracker.training_file("evaluation", name, found / "training_log.json")
@@ -348,10 +374,11 @@ def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
 
 
 def _train_and_score(
-    base: Base, name: str, method: str, seed: int, mixed: Sequence[Example], cfg: ExpertsConfig,
+    base: Base, name: str, method: str, seed: int, mixed: Sequence[Example],
+    keys: Sequence[float] | None, cfg: ExpertsConfig,
     fp: str, evalset: EvalSet, normalization: Normalization, scoring: SignalsConfig,
     root: Path | None, out: TextIO, training: Placement, scoring_placement: Placement,
-    sampler: Sampler,
+    sampler: Sampler, n_batches: int | None,
 ) -> Path:
     from peft import PeftModel
 
@@ -371,7 +398,7 @@ def _train_and_score(
                            progress=Progress(f"evaluation {name}", None, unit="step",
                                              every=15.0, stream=out),
                            label=name, stream=out, placement=training,
-                           order="given" if sampler == "crn" else "shuffled")
+                           order=TRAINING_ORDER[sampler], keys=keys, n_batches=n_batches)
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
         (tmp / "training_log.json").write_text(json.dumps(log, indent=1))

@@ -40,11 +40,13 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 Baseline = Literal["uniform", "size", "temperature"]
-Sampler = Literal["crn", "independent"]
+Sampler = Literal["crn", "crn-keyed", "independent"]
 
 #: The version of the mixed-set draw; it enters the mixture and evaluation fingerprints.
-#: 1: independent draws and one shuffle; 2: common random numbers (crn).
-SAMPLER_VERSION = {"independent": 1, "crn": 2}
+#: 1: independent draws and one shuffle; 2: common random numbers (crn), trained in key
+#: order with batches regrouped by length; 3: the same draw, each training batch a fixed
+#: range of keys (crn-keyed: see :func:`taskpgm.trainer.keyed_batches`).
+SAMPLER_VERSION = {"independent": 1, "crn": 2, "crn-keyed": 3}
 
 
 def _positive(values: Sequence[float] | FloatArray, name: str) -> FloatArray:
@@ -243,7 +245,8 @@ def sample_mixture(
     only on (train splits, counts, seed, sampler).
     """
     if sampler not in SAMPLER_VERSION:
-        raise InvalidInputError(f"unknown sampler {sampler!r}; choose crn or independent")
+        raise InvalidInputError(f"unknown sampler {sampler!r}; choose one of "
+                                f"{', '.join(sorted(SAMPLER_VERSION))}")
     for name in sorted(counts):
         if int(counts[name]) > 0 and not train.get(name):
             raise InvalidInputError(
@@ -251,6 +254,17 @@ def sample_mixture(
                 "train data")
     if sampler == "independent":
         return _sample_independent(train, counts, seed)
+    return keyed_mixture(train, counts, seed)[0]
+
+
+def keyed_mixture(train: Mapping[str, Sequence[Example]], counts: Mapping[str, int], seed: int
+                  ) -> tuple[list[Example], list[float]]:
+    """The common-random-numbers mixed set and each entry's position key (ascending).
+
+    Returns:
+        ``(examples, keys)``: what :func:`sample_mixture` gives with ``crn``, and the key
+        in [0, 1) of each entry, which a ``crn-keyed`` training cuts its batches by.
+    """
     keyed: list[tuple[float, str, int, Example]] = []
     for name in sorted(counts):
         n = int(counts[name])
@@ -258,7 +272,7 @@ def sample_mixture(
             keyed.extend((key, name, j, ex)
                          for j, (key, ex) in enumerate(keyed_draw(train[name], name, n, seed)))
     keyed.sort(key=lambda entry: entry[:3])
-    return [ex for *_, ex in keyed]
+    return [ex for *_, ex in keyed], [key for key, *_ in keyed]
 
 
 def _sample_independent(train: Mapping[str, Sequence[Example]], counts: Mapping[str, int],
@@ -283,6 +297,7 @@ __all__ = [
     "caps_from_budget",
     "example_counts",
     "keyed_draw",
+    "keyed_mixture",
     "sample_mixture",
     "task_order",
 ]

@@ -14,7 +14,10 @@ mixture and seed). A plain loop, read top to bottom in :func:`train_adapter`:
   A mixture (``order="given"``) arrives in its sampler's key order
   (:func:`taskpgm.mixture.sample_mixture`) and keeps it: only windows of
   ``WINDOW_BATCHES · batch_size`` consecutive examples are regrouped by length, with no
-  fresh draw, so two mixtures that share examples also share their order;
+  fresh draw, so two mixtures that share examples also share their order. A keyed
+  mixture (``order="keyed"``, sampler ``crn-keyed``) cuts its batches by fixed key
+  ranges instead (:func:`keyed_batches`), so two mixtures share every batch whose
+  entries they share;
 * AdamW with linear warm-up then linear decay, the learning rate a pure function of
   the step; bf16 autocast where :mod:`taskpgm.device` chooses it (weights and
   optimizer stay float32); the model and every batch on the chosen device;
@@ -85,7 +88,35 @@ def length_batches(
 #: examples: enough to cut padding, few enough that the order stays the sampler's.
 WINDOW_BATCHES = 8
 
-Order = Literal["shuffled", "given"]
+Order = Literal["shuffled", "given", "keyed"]
+
+#: Each epoch of a keyed training turns every key by this much (mod 1) before cutting,
+#: so the epochs' batches differ while staying functions of the keys alone.
+EPOCH_TURN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def keyed_batches(keys: Sequence[float], n_batches: int, epoch: int = 0) -> list[list[int]]:
+    """The batches of a mixture cut by its position keys: ``n_batches`` equal ranges of
+    [0, 1), batch b holding the entries whose turned key ``(k + epoch · EPOCH_TURN) mod 1``
+    lies in [b/B, (b+1)/B), in index order.
+
+    A batch is then a function of its own entries' keys: an example added to or removed
+    from a mixture changes the one batch its key falls in, and every other batch of the
+    epoch stays as it was. The caller fixes ``n_batches`` from what the mixtures compared
+    share (the evaluation: the token budget), not from their sizes, so that one example
+    more does not move every range; the sizes vary around ``len(keys) / n_batches``, a
+    range may be empty, and batches are not grouped by length (more padding than
+    :func:`given_order_batches`).
+    """
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be at least 1, got {n_batches}")
+    turn = (epoch * EPOCH_TURN) % 1.0
+    batches: list[list[int]] = [[] for _ in range(n_batches)]
+    for i, key in enumerate(keys):
+        if not 0.0 <= key < 1.0:
+            raise ValueError(f"position key {key!r} of entry {i} is outside [0, 1)")
+        batches[min(n_batches - 1, int(((key + turn) % 1.0) * n_batches))].append(i)
+    return batches
 
 
 def given_order_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -105,6 +136,17 @@ def given_order_batches(lengths: Sequence[int], batch_size: int) -> list[list[in
         cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
         batches.extend(sorted(cut, key=min))
     return batches
+
+
+def epoch_plan(order: Order, lengths: Sequence[int], keys: Sequence[float] | None,
+               cfg: ExpertsConfig, epoch: int, per_epoch: int) -> list[list[int]]:
+    """One epoch's batches for an ``order`` of :func:`train_adapter`."""
+    if order == "keyed":
+        assert keys is not None
+        return keyed_batches(keys, per_epoch, epoch)
+    if order == "given":
+        return given_order_batches(lengths, cfg.batch_size)
+    return length_batches(lengths, cfg.batch_size, cfg.seed, epoch)
 
 
 def schedule(n_examples: int, cfg: ExpertsConfig) -> tuple[int, int]:
@@ -240,6 +282,8 @@ def train_adapter(
     stream: TextIO | None = None,
     placement: Placement | None = None,
     order: Order = "shuffled",
+    keys: Sequence[float] | None = None,
+    n_batches: int | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
 
@@ -259,7 +303,13 @@ def train_adapter(
         order: ``shuffled`` (an expert: a seeded shuffle per epoch) or ``given`` (a
             mixture in its sampler's order, every epoch: :func:`given_order_batches`;
             the random state is also reseeded from ``(seed, step)`` before each step, so
-            dropout at a step does not depend on what earlier batches drew).
+            dropout at a step does not depend on what earlier batches drew) or ``keyed``
+            (the same reseeding, batches cut by ``keys``: :func:`keyed_batches`; a step
+            whose key range holds no example is counted and skipped).
+        keys: with ``order="keyed"``, each example's position key in [0, 1)
+            (:func:`taskpgm.mixture.keyed_mixture`).
+        n_batches: with ``order="keyed"``, the batches (steps) of one epoch; by default
+            ``⌈len(examples) / batch_size⌉``. An epoch is one pass over every example.
 
     Returns:
         The training log (also written to ``out_dir/training_log.json``).
@@ -268,11 +318,17 @@ def train_adapter(
 
     if not examples:
         raise DataError(f"task {task!r} has no training examples; it cannot get an expert")
+    if (order == "keyed") != (keys is not None) or (keys is not None
+                                                    and len(keys) != len(examples)):
+        raise ValueError("order='keyed' takes one key per example, and only it takes keys")
     workdir.mkdir(parents=True, exist_ok=True)
     tok = base.tokenizer
     data = tokenize_training(tok, examples, cfg.max_length)
     lengths = [len(ids) for ids, _ in data]
     total, per_epoch = schedule(len(data), cfg)
+    if order == "keyed" and n_batches is not None:
+        per_epoch = n_batches
+        total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * n_batches))
     if placement is None:
         placement = device_mod.resolve(str(device_mod.model_device(base.model)), cfg.precision,
                                        stream=stream)
@@ -297,14 +353,18 @@ def train_adapter(
         while step < total:
             epoch, index = divmod(step, per_epoch)
             if epoch not in epoch_batches:
-                epoch_batches = {epoch: given_order_batches(lengths, cfg.batch_size)
-                                 if order == "given" else
-                                 length_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
-            if order == "given":
+                epoch_batches = {epoch: epoch_plan(order, lengths, keys, cfg, epoch,
+                                                    per_epoch)}
+            members = epoch_batches[epoch][index]
+            if not members:  # a keyed range that drew no example
+                step += 1
+                if progress is not None:
+                    progress.update(1, note=f"{label} step {step}/{total} (empty key range)")
+                continue
+            if order != "shuffled":
                 torch.manual_seed(cfg.seed * 1_000_003 + step)
             batch = device_mod.to_device(
-                collate([data[i] for i in epoch_batches[epoch][index]], tok.pad_token_id),
-                placement)
+                collate([data[i] for i in members], tok.pad_token_id), placement)
             lr = learning_rate(step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
