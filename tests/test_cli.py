@@ -43,3 +43,26 @@ def test_every_argument_has_help_and_options_show_their_defaults():
             assert action.help, f"{p.prog}: {action.dest} has no help"
     swarm = next(p for p in parsers if p.prog.endswith(" swarm"))
     assert "(default: 32)" in swarm.format_help()
+
+
+def test_config_show_doc_prints_every_key_with_its_help(capsys):
+    assert main(["config", "show", "--doc"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Run configuration reference")
+    assert "| `experts.rank` | `int`, ≥ 1 | `8` | LoRA rank: higher fits more of the task" in out
+    assert "## `tracking`" in out and "## `execution`" in out
+
+
+def test_config_show_resolves_a_config_and_rejects_doc_with_one(capsys):
+    import yaml
+
+    assert main(["config", "show", "--set", "experts.rank=4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["experts"]["rank"] == 4 and shown["tasks"]["splits"]["max_train"] == 2000
+    assert main(["config", "show", "--doc", "--set", "experts.rank=4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: config show --doc prints the reference")
+    assert "Traceback" not in err
+    assert main(["config", "show", "--set", "experts.rank=many"]) == 1
+    err = capsys.readouterr().err
+    assert "experts.rank" in err and "Traceback" not in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from taskpgm import config
 from taskpgm.errors import ConfigError, NotFoundError
@@ -88,3 +89,61 @@ def test_each_energy_brings_its_own_rho_and_untrusted_policy(tmp_path: Path) -> 
     assert (demo.mrf.energy, demo.mrf.rho, demo.mrf.untrusted) == ("split", 0.0, "exclude")
     with pytest.raises(ConfigError, match=r"set mrf\.energy: split, affinity or gain-model"):
         config.parse(f"mrf:\n  target: ['{tmp_path / 't.jsonl'}']\n")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sections(model: type[BaseModel] = config.RunConfig) -> list[type[BaseModel]]:
+    """``model`` and every section model below it, in field order."""
+    out = [model]
+    for field in model.model_fields.values():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += _sections(field.annotation)
+    return out
+
+
+def test_every_field_of_every_section_has_a_description() -> None:
+    missing = [f"{model.__name__}.{name}" for model in _sections()
+               if issubclass(model, config.Section)
+               for name, field in model.model_fields.items()
+               if not (field.description or "").strip()
+               and not (model is config.RunConfig and name != "output_dir")]
+    assert not missing, f"fields without Field(description=...): {missing}"
+    for model in _sections():
+        assert (model.__dict__.get("__doc__") or "").strip(), f"{model.__name__}: no docstring"
+    for section in config.config_sections():
+        assert section.help.strip(), f"section {section.name or '(top level)'} has no help"
+        for key in section.keys:
+            assert key.help.strip(), f"{key.key} has no description in the reference"
+
+
+def test_help_from_elsewhere_only_fills_gaps() -> None:
+    for model, helps in config._HELP_ELSEWHERE.items():
+        own = [name for name in helps if model.model_fields[name].description]
+        assert not own, (f"{model.__name__} now describes {own} itself: remove them from "
+                         "config._HELP_ELSEWHERE")
+
+
+def test_reference_follows_the_models() -> None:
+    sections = config.config_sections()
+    assert [s.name for s in sections] == ["", "base", "tasks", "tasks.splits", *[
+        n for n in config.RunConfig.model_fields if n not in ("base", "tasks", "output_dir")]]
+    keys = {k.key: k for s in sections for k in s.keys}
+    assert keys["output_dir"].type == "str | null"
+    assert keys["tasks.splits.max_train"].default == "2000"  # the run config's, not the model's
+    assert keys["experts.import"].default == "{}"  # the YAML key, not the Python name
+    assert (keys["experts.dropout"].bounds, keys["mrf.rho"].default) == (("≥ 0", "< 1"), "0.2")
+    assert keys["signals.precision"].type == "auto | fp32 | bf16"
+    text = config.config_reference()
+    assert text == config.config_reference()
+    assert "| `base.device` | `str`, matches `^(auto\\|cpu" in text  # | escaped in a cell
+    assert "## `execution`" in text and "### `tasks.splits`" in text
+
+
+def test_docs_config_md_is_the_rendered_reference() -> None:
+    doc = REPO / "docs" / "config.md"
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    assert text == config.config_reference(), (
+        "docs/config.md differs from the reference rendered from src/taskpgm/config.py; "
+        f"regenerate it with `{config.REFERENCE_COMMAND}`")

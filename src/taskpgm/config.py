@@ -1,9 +1,11 @@
 """The run configuration: one YAML file read into typed models that reject unknown keys.
 
 Each stage owns one section (``base``, ``tasks``, ``experts``, ``signals``; later
-stages add theirs as new fields of :class:`RunConfig`). Every field carries a
-comment on its trade-off. All validation errors of a file are collected and
-reported together, each with its YAML line and what to change.
+stages add theirs as new fields of :class:`RunConfig`). Every field's description
+says its trade-off and each section's docstring what it is for:
+:func:`config_reference` renders them as the Markdown reference of every key
+(docs/config.md, ``taskpgm config show --doc``). All validation errors of a file
+are collected and reported together, each with its YAML line and what to change.
 
 A minimal file::
 
@@ -14,9 +16,13 @@ A minimal file::
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -29,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from taskpgm.errors import ConfigError, NotFoundError
 from taskpgm.tasks.collection import TaskEntry
@@ -50,105 +57,156 @@ class Section(BaseModel):
 class BaseModelConfig(Section):
     """Which base model every expert is fine-tuned from."""
 
-    # A known name (smollm2-135m: 135M params, runs on 2 CPU cores), a local checkpoint
-    # directory, a .gguf file or a Hugging Face id. Bigger models learn more tasks but
-    # every expert and every scoring pass costs proportionally more.
-    model: str = "smollm2-135m"
-    # Run Python code shipped with the checkpoint. Needed by some architectures; it
-    # executes the checkpoint author's code, so it is off unless you trust them.
-    trust_remote_code: StrictBool = False
-    # torch CPU threads; None = torch's default (all cores). Lower it to share a machine.
-    threads: int | None = Field(default=None, ge=1)
-    # Where every model runs: auto (the first CUDA GPU if torch sees one, else the CPU),
-    # cpu, cuda or cuda:N. Results do not depend on it beyond float rounding, so it is not
-    # part of any fingerprint (see taskpgm.device).
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    model: str = Field(
+        default="smollm2-135m",
+        description="A known name (smollm2-135m: 135M parameters, runs on 2 CPU cores), a local "
+                    "checkpoint directory, a .gguf file or a Hugging Face id. Bigger models "
+                    "learn more tasks, but every expert and every scoring pass costs "
+                    "proportionally more.")
+    trust_remote_code: StrictBool = Field(
+        default=False,
+        description="Run Python code shipped with the checkpoint, which some architectures "
+                    "need. It executes the checkpoint author's code, so it is off unless you "
+                    "trust them.")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="torch CPU threads; null: torch's default (all cores). Lower it to share "
+                    "a machine.")
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+        description="Where every model runs: auto (the first CUDA GPU if torch sees one, else "
+                    "the CPU), cpu, cuda or cuda:N. Results do not depend on it beyond float "
+                    "rounding, so it is part of no fingerprint (see taskpgm.device).")
 
 
 class TasksConfig(Section):
     """Which tasks enter the mixture and how each is split (see :mod:`taskpgm.tasks`)."""
 
-    # Task specs ("bigbench:hyperbaton", "bigbench:arithmetic/2_digit_addition", a file
-    # path) or entries {spec, name, mapping, template, max_examples}. Each gets an expert:
-    # cost grows linearly with their number, the relations quadratically.
-    names: list[TaskEntry | TaskSpec] = Field(default_factory=list)
-    # Probe / eval / train sizes and the split seed. Every model is scored on every probe
-    # example: more probe examples tighten the relations but cost (tasks + 1) × tasks × probe
-    # scoring passes. max_train caps what an expert can see (it sees steps × batch_size).
-    splits: SplitOptions = Field(default_factory=lambda: SplitOptions(max_train=2000))
+    names: list[TaskEntry | TaskSpec] = Field(
+        default_factory=list,
+        description="Task specs (bigbench:hyperbaton, bigbench:arithmetic/2_digit_addition, a "
+                    "file path) or entries {spec, name, mapping, template, max_examples} "
+                    "(docs/tasks.md). Each gets an expert: cost grows linearly with their "
+                    "number, the relations quadratically.")
+    splits: SplitOptions = Field(
+        default_factory=lambda: SplitOptions(max_train=2000),
+        description="Every model is scored on every probe example: more probe examples tighten "
+                    "the relations but cost (tasks + 1) × tasks × probe scoring passes. "
+                    "max_train caps what an expert can see (it sees steps × batch_size).")
 
 
 class ExpertsConfig(Section):
     """How each task's LoRA expert is trained (defaults measured on the embedded model)."""
 
-    # LoRA rank: higher fits more of the task but trains slower and overfits small tasks.
-    rank: int = Field(default=8, ge=1)
-    # LoRA alpha: the update is scaled by alpha / rank; 2×rank is the usual choice.
-    alpha: float = Field(default=16.0, gt=0)
-    # Dropout on the LoRA input; > 0 regularizes but makes runs depend on the RNG stream.
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    # Modules that get adapters. Attention projections only is cheap; adding the MLP
-    # (gate_proj, up_proj, down_proj) learns more per step at ~2× adapter cost.
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    # Adapters only in the last N decoder layers (None: every layer). The backward pass
-    # then stops at the lowest adapted layer: on the embedded model, LoRA in the top 15 of
-    # 30 layers made an fp32 step 1.6x faster (docs/experts.md); fewer layers learn less.
-    layers: int | None = Field(default=None, ge=1)
-    # Peak learning rate: 3e-3 learns the default tasks in ~100 steps; at 1e-4 the
-    # experts barely move in that budget, much higher diverges.
-    lr: float = Field(default=3e-3, gt=0)
-    # Optimizer steps per expert (None: use epochs). Time per expert grows linearly.
-    steps: int | None = Field(default=100, ge=1)
-    # Passes over the training set when steps is None.
-    epochs: float = Field(default=1.0, gt=0)
-    # Examples per step: larger is smoother and faster per example, slower per step.
-    batch_size: int = Field(default=16, ge=1)
-    # Token cap per example (prompt is cut from the left, the answer never).
-    max_length: int = Field(default=256, ge=8)
-    # Linear warm-up steps, then linear decay to min_lr_ratio × lr.
-    warmup_steps: int = Field(default=10, ge=1)
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    # AdamW weight decay on the adapter weights.
-    weight_decay: float = Field(default=0.0, ge=0)
-    # Gradient-norm clip (0 = off): guards the high learning rate against spikes.
-    max_grad_norm: float = Field(default=1.0, ge=0)
-    # Training precision: auto (bf16 autocast where the hardware runs bf16 natively: a GPU
-    # that supports it or a CPU with avx512_bf16/amx; fp32 elsewhere), fp32 or bf16. Weights
-    # and optimizer stay float32. bf16 trained 1.55x faster on an avx512_bf16 CPU; emulated on
-    # an AVX2-only CPU it is ~100x slower. A bf16 expert is a different artifact from an
-    # fp32 one (the resolved precision is in its fingerprint).
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # Seed of LoRA initialization and batch order: same seed, same adapter.
-    seed: int = 0
-    # Save adapter + optimizer state every N steps: smaller loses less work on a kill,
-    # each save costs ~0.1 s.
-    checkpoint_every: int = Field(default=20, ge=1)
-    # Use existing adapters instead of training: {task: directory with adapter_config.json
-    # and adapter_model.safetensors}. Checked against the base model's shapes.
-    import_: dict[str, str] = Field(default_factory=dict, alias="import")
+    rank: int = Field(
+        default=8, ge=1,
+        description="LoRA rank: higher fits more of the task but trains slower and overfits "
+                    "small tasks.")
+    alpha: float = Field(
+        default=16.0, gt=0,
+        description="LoRA alpha: the update is scaled by alpha / rank; 2 × rank is the usual "
+                    "choice.")
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Dropout on the LoRA input; above 0 it regularizes but makes runs depend "
+                    "on the RNG stream.")
+    target_modules: tuple[str, ...] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        description="Modules that get adapters. Attention projections only is cheap; adding "
+                    "the MLP (gate_proj, up_proj, down_proj) learns more per step at about 2× "
+                    "the adapter cost.")
+    layers: int | None = Field(
+        default=None, ge=1,
+        description="Adapters only in the last N decoder layers (null: every layer); the "
+                    "backward pass then stops at the lowest adapted layer. On the embedded "
+                    "model, LoRA in the top 15 of 30 layers made an fp32 step 1.6x faster "
+                    "(docs/experts.md), but fewer layers learn less.")
+    lr: float = Field(
+        default=3e-3, gt=0,
+        description="Peak learning rate: 3e-3 learns the default tasks in about 100 steps; at "
+                    "1e-4 the experts barely move in that budget, and much higher diverges.")
+    steps: int | None = Field(
+        default=100, ge=1,
+        description="Optimizer steps per expert (null: use epochs). Time per expert grows "
+                    "linearly with it.")
+    epochs: float = Field(
+        default=1.0, gt=0,
+        description="Passes over the training set when steps is null.")
+    batch_size: int = Field(
+        default=16, ge=1,
+        description="Examples per step: larger is smoother and faster per example, slower per "
+                    "step.")
+    max_length: int = Field(
+        default=256, ge=8,
+        description="Token cap per example (the prompt is cut from the left, the answer "
+                    "never).")
+    warmup_steps: int = Field(
+        default=10, ge=1,
+        description="Linear warm-up steps, then linear decay to min_lr_ratio × lr.")
+    min_lr_ratio: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Where the linear decay after warm-up ends, as a share of lr (0: decay to "
+                    "zero, 1: a constant rate after warm-up).")
+    weight_decay: float = Field(
+        default=0.0, ge=0,
+        description="AdamW weight decay on the adapter weights.")
+    max_grad_norm: float = Field(
+        default=1.0, ge=0,
+        description="Gradient-norm clip (0: off): guards the high learning rate against "
+                    "spikes.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Training precision: auto (bf16 autocast where the hardware runs bf16 "
+                    "natively: a GPU that supports it or a CPU with avx512_bf16/amx; fp32 "
+                    "elsewhere), fp32 or bf16; weights and optimizer stay float32. bf16 "
+                    "trained 1.55x faster on an avx512_bf16 CPU but is about 100x slower "
+                    "emulated on an AVX2-only CPU, and a bf16 expert is a different artifact "
+                    "from an fp32 one (the resolved precision is in its fingerprint).")
+    seed: int = Field(
+        default=0,
+        description="Seed of LoRA initialization and batch order: same seed, same adapter.")
+    checkpoint_every: int = Field(
+        default=20, ge=1,
+        description="Save adapter and optimizer state every N steps: smaller loses less work "
+                    "on a kill; each save costs about 0.1 s.")
+    import_: dict[str, str] = Field(
+        default_factory=dict, alias="import",
+        description="Use existing adapters instead of training: {task: directory with "
+                    "adapter_config.json and adapter_model.safetensors}. Checked against the "
+                    "base model's shapes.")
 
 
 class SignalsConfig(Section):
     """How every model is scored on the probe set."""
 
-    # Top-k kept of the next-token distribution at each generative answer position, plus
-    # one tail bucket. Larger k: tighter JSD lower bound, bigger shards.
-    top_k: int = Field(default=32, ge=1)
-    # Examples per forward pass (all their choices share the prompt's KV cache). Larger
-    # is faster until memory runs out; ~16 keeps peak memory under 4 GB at 135M.
-    batch_size: int = Field(default=16, ge=1)
-    # Token cap per prompt + answer (prompt cut from the left).
-    max_length: int = Field(default=512, ge=8)
-    # Scoring precision (auto | fp32 | bf16, see experts.precision). fp32 by default so the
-    # signals are exact float32 numbers: bf16 autocast scored 1.66x faster on an avx512_bf16
-    # CPU with the same best choice, but moved log-likelihoods by up to 0.22 nats.
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
-    # Score a stratified sample of this many probe examples in all, so scoring costs
-    # (T + 1) · probe_total instead of (T + 1) · Σ_t P_t; None: every task's whole probe
-    # split. Each task keeps at least probe_floor (or all it has); the rest is shared in
-    # proportion to the probe splits. See docs/design.md for the rule for large T.
-    probe_total: int | None = Field(default=None, ge=1)
-    probe_floor: int = Field(default=8, ge=1)
+    top_k: int = Field(
+        default=32, ge=1,
+        description="Top-k kept of the next-token distribution at each generative answer "
+                    "position, plus one tail bucket. Larger k: a tighter JSD lower bound, "
+                    "bigger shards.")
+    batch_size: int = Field(
+        default=16, ge=1,
+        description="Examples per forward pass (all their choices share the prompt's KV "
+                    "cache). Larger is faster until memory runs out; 16 keeps peak memory "
+                    "under 4 GB at 135M.")
+    max_length: int = Field(
+        default=512, ge=8,
+        description="Token cap per prompt + answer (the prompt is cut from the left).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="fp32",
+        description="Scoring precision (see experts.precision). fp32 by default so the signals "
+                    "are exact float32 numbers: bf16 autocast scored 1.66x faster on an "
+                    "avx512_bf16 CPU with the same best choice, but moved log-likelihoods by "
+                    "up to 0.22 nats.")
+    probe_total: int | None = Field(
+        default=None, ge=1,
+        description="Score a stratified sample of this many probe examples in all, so scoring "
+                    "costs (T + 1) · probe_total instead of (T + 1) · Σ_t P_t; null: every "
+                    "task's whole probe split. docs/design.md has the rule for large T.")
+    probe_floor: int = Field(
+        default=8, ge=1,
+        description="With probe_total, each task keeps at least this many probe examples (or "
+                    "all it has); the rest is shared in proportion to the probe splits.")
 
 
 BaselineName = Literal["uniform", "size", "temperature", "reference"]
@@ -158,21 +216,30 @@ BASELINES: tuple[BaselineName, ...] = ("uniform", "size", "temperature", "refere
 class RelationsConfig(Section):
     """How signals become the affinity S (docs/design.md)."""
 
-    # Weight of the behaviour kernel against the squashed transfer PMI: 1 = only how the
-    # experts moved the base's predictions, 0 = only how much they raise each other's answers.
-    alpha: float = Field(default=0.5, ge=0, le=1)
-    # Behaviour kernel: "displacement" (cosine of the experts' moves away from the base;
-    # robust to how far each moved) or "jsd" (exp(-JSD/sigma) on the raw JSD between experts).
-    kernel: Literal["displacement", "jsd"] = "displacement"
-    # Transfer term: "symmetric" (1/2 (PMI + PMI^T)) or "pairwise" (the reference code's form).
-    pmi_form: Literal["symmetric", "pairwise"] = "symmetric"
-    # Choice distribution of multiple-choice examples: "length" divides each choice's
-    # log-likelihood by its tokens (removes the base model's bias towards short choices),
-    # "plain" uses the summed log-likelihood.
-    normalization: Literal["plain", "length"] = "length"
-    # Bootstrap draws of the probe set (resampled within each task) for intervals on the
-    # weights; 0 turns them off. Costs about one JSD matrix and B small solves, no model.
-    bootstrap: int = Field(default=200, ge=0)
+    alpha: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Weight of the behaviour kernel against the squashed transfer PMI: 1 = only "
+                    "how the experts moved the base's predictions, 0 = only how much they "
+                    "raise each other's answers.")
+    kernel: Literal["displacement", "jsd"] = Field(
+        default="displacement",
+        description="Behaviour kernel: displacement (cosine of the experts' moves away from "
+                    "the base; robust to how far each moved) or jsd (exp(-JSD/sigma) on the "
+                    "raw JSD between experts).")
+    pmi_form: Literal["symmetric", "pairwise"] = Field(
+        default="symmetric",
+        description="Transfer term: symmetric (1/2 (PMI + PMI^T)) or pairwise (the reference "
+                    "code's form).")
+    normalization: Literal["plain", "length"] = Field(
+        default="length",
+        description="Choice distribution of multiple-choice examples: length divides each "
+                    "choice's log-likelihood by its tokens (removes the base model's bias "
+                    "towards short choices), plain uses the summed log-likelihood.")
+    bootstrap: int = Field(
+        default=200, ge=0,
+        description="Bootstrap draws of the probe set (resampled within each task) for "
+                    "intervals on the weights; 0 turns them off. Costs about one JSD matrix "
+                    "and B small solves, no model.")
 
 
 #: Per energy, the rho and untrusted policy a config that names the energy but not them
@@ -187,6 +254,17 @@ ENERGY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _per_energy(key: str) -> str:
+    """``key``'s column of ENERGY_DEFAULTS in words (``0.2 for reference, 0.0 for split and
+    affinity``), for the field's description."""
+    by_value: dict[Any, list[str]] = {}
+    for energy, row in ENERGY_DEFAULTS.items():
+        by_value.setdefault(row[key], []).append(energy)
+    words = [", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+             for names in by_value.values()]
+    return ", ".join(f"{value} for {w}" for value, w in zip(by_value, words, strict=True))
+
+
 class MrfConfig(Section):
     """The energy E(p) = 1/2 p^T S p - rho u^T p and its constraints."""
 
@@ -199,129 +277,179 @@ class MrfConfig(Section):
         row = ENERGY_DEFAULTS.get(data.get("energy", cls.model_fields["energy"].default))
         return {**(row or {}), **data}
 
-    # rho = beta / lambda. 0: the most diverse mixture (least redundant tasks); larger values
-    # pull towards the utility. With the representativeness utility, rho = 1/T is uniform
-    # whenever the optimum is interior. Not given: the energy's default (ENERGY_DEFAULTS).
-    rho: float = Field(default=0.2, ge=0)
-    # Utility u: "representativeness" (S 1, tasks that stand for many), "transfer" (how much
-    # an expert helps the other tasks) or "gain" (how much a task's own expert learned).
-    utility: Literal["representativeness", "transfer", "gain"] = "representativeness"
-    # The energy: "affinity" (1/2 p^T S p - rho u^T p with the utility above), "split"
-    # (1/2 p^T R p - rho t^T p: R the redundancy exp(-JSD/sigma), never rewarding the mixing
-    # of tasks that interfere; t the signed benefit of a task's data, in units of the mean
-    # self-gain), "gain-model" (R and t from a second-order expansion of the mixture's total
-    # gain; rho = 1 is its own trade-off) or "reference" (the paper's setting: its pairwise
-    # PMI, its PSD shift, u = S 1; the default, chosen on dev by the mixture-quality
-    # benchmark). docs/design.md, "The split energy"; docs/results.md, "Shipped default".
-    energy: Literal["affinity", "split", "gain-model", "reference"] = "reference"
-    # Target mode: tasks you care about that are not in the pool (task specs, like
-    # tasks.names). Every model also scores their probe examples; the linear term becomes
-    # each expert's transfer onto them (in units of the mean self-gain) while the quadratic
-    # term stays. A target must not be a pool task and must have probe examples.
-    target: list[TaskEntry | TaskSpec] = Field(default_factory=list)
-    # At most this many tasks get weight (greedy selection, exact weights); None = no limit.
-    budget: int | None = Field(default=None, ge=1)
-    # Tasks whose expert did not beat the base model on its own probe (Wilson 95% lower
-    # bound of the expert's accuracy at or below the base's) have untrusted relations:
-    # "exclude" gives them nothing; "uniform" holds them at the uniform share 1/T and solves
-    # for the rest; "keep" trusts them anyway. With a budget they are never selected. Not
-    # given: the energy's default (ENERGY_DEFAULTS): keep for reference (the paper trusts
-    # every expert), exclude for the others.
-    untrusted: Literal["exclude", "uniform", "keep"] = "keep"
-    # No task's training split may be repeated more than this many times in the mixture;
-    # with the token budget this caps each weight (the caps enter the solve).
-    max_repeat: float = Field(default=4.0, gt=0)
+    rho: float = Field(
+        default=0.2, ge=0,
+        description="rho = beta / lambda: 0 gives the most diverse mixture (the least "
+                    "redundant tasks), larger values pull towards the utility; with the "
+                    "representativeness utility, rho = 1/T is uniform whenever the optimum is "
+                    f"interior. Not given: the energy's default ({_per_energy('rho')}).")
+    utility: Literal["representativeness", "transfer", "gain"] = Field(
+        default="representativeness",
+        description="Utility u: representativeness (S 1, tasks that stand for many), transfer "
+                    "(how much an expert helps the other tasks) or gain (how much a task's own "
+                    "expert learned).")
+    energy: Literal["affinity", "split", "gain-model", "reference"] = Field(
+        default="reference",
+        description="affinity (1/2 p^T S p - rho u^T p with the utility above), split (1/2 "
+                    "p^T R p - rho t^T p: R the redundancy exp(-JSD/sigma), never rewarding "
+                    "the mixing of tasks that interfere; t the signed benefit of a task's "
+                    "data, in units of the mean self-gain), gain-model (R and t from a "
+                    "second-order expansion of the mixture's total gain; rho = 1 is its own "
+                    "trade-off) or reference (the paper's setting: its pairwise PMI, its PSD "
+                    "shift, u = S 1; the default, chosen on dev by the mixture-quality "
+                    "benchmark). See docs/design.md, \"The split energy\", and "
+                    "docs/results.md, \"Shipped default\".")
+    target: list[TaskEntry | TaskSpec] = Field(
+        default_factory=list,
+        description="Target mode: tasks you care about that are not in the pool (task specs, "
+                    "like tasks.names), whose probe examples every model also scores; the "
+                    "linear term becomes each expert's transfer onto them (in units of the "
+                    "mean self-gain) while the quadratic term stays. A target must not be a "
+                    "pool task and must have probe examples, and the energy must not be "
+                    "reference.")
+    budget: int | None = Field(
+        default=None, ge=1,
+        description="At most this many tasks get weight (greedy selection, exact weights); "
+                    "null: no limit.")
+    untrusted: Literal["exclude", "uniform", "keep"] = Field(
+        default="keep",
+        description="Tasks whose expert did not beat the base model on its own probe (Wilson "
+                    "95% lower bound of the expert's accuracy at or below the base's): exclude "
+                    "gives them nothing, uniform holds them at the uniform share 1/T and "
+                    "solves for the rest, keep trusts them anyway; with a budget they are "
+                    "never selected. Not given: the energy's default "
+                    f"({_per_energy('untrusted')}; the paper trusts every expert).")
+    max_repeat: float = Field(
+        default=4.0, gt=0,
+        description="No task's training split may be repeated more than this many times in "
+                    "the mixture; with the token budget this caps each weight (the caps enter "
+                    "the solve).")
 
 
 class MixtureConfig(Section):
     """The mixed training set that realizes the weights."""
 
-    # Total tokens (prompt + answer) of the mixed set. Every method gets the same budget;
-    # the evaluation trains one epoch over it, so time grows linearly with it.
-    token_budget: int = Field(default=60_000, ge=1)
-    # Seed of the mixture draw (which examples, in which order).
-    seed: int = 0
-    # How a seed draws the mixed set. crn (common random numbers): each task's examples
-    # get one fixed order and each example one position key from (seed, task, example id)
-    # alone, so two mixtures at one seed share every example their counts share, in the
-    # same order, and train in that order: a paired comparison measures the weights, not
-    # the draw. independent: the draw before sampler version 2 (fresh draws and a fresh
-    # shuffle per mixture), kept only to reproduce older results; far noisier pairs.
-    # crn-keyed: the crn draw, each training batch a fixed range of keys, so two mixtures
-    # also share every batch their examples share (batches are not grouped by length:
-    # more padding, slower training).
-    sampler: Literal["crn", "crn-keyed", "independent"] = "crn"
+    token_budget: int = Field(
+        default=60_000, ge=1,
+        description="Total tokens (prompt + answer) of the mixed set. Every method gets the "
+                    "same budget and the evaluation trains one epoch over it, so time grows "
+                    "linearly with it.")
+    seed: int = Field(
+        default=0,
+        description="Seed of the mixture draw (which examples, in which order).")
+    sampler: Literal["crn", "crn-keyed", "independent"] = Field(
+        default="crn",
+        description="crn (common random numbers): each task's examples get one fixed order and "
+                    "each example one position key from (seed, task, example id) alone, so "
+                    "two mixtures at one seed share every example their counts share, in the "
+                    "same order, and a paired comparison measures the weights, not the draw. "
+                    "crn-keyed: the crn draw with each training batch a fixed range of keys, "
+                    "so two mixtures also share every batch their examples share (batches are "
+                    "not grouped by length: more padding, slower training); independent: the "
+                    "draw before sampler version 2, kept only to reproduce older results "
+                    "(far noisier pairs).")
 
 
 class EvaluationConfig(Section):
     """Train on each mixture with the same budget and score held-out data."""
 
-    # Run the evaluation stage at all (it trains one adapter per method and seed).
-    enabled: StrictBool = True
-    # Baselines beside TaskPGM: uniform, size (proportional to train size), temperature
-    # (p ~ n^(1/tau)) and reference (the paper's setting at its rho 0.2, solved exactly).
-    # All are brought under the same caps.
-    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINES))
-    # tau of the temperature baseline: 1 = size-proportional, large = uniform.
-    temperature: float = Field(default=2.0, gt=0)
-    # Seeds (mixture draw, LoRA initialization, data order); seeds are paired across
-    # methods and are the unit of replication for intervals. 5+ for a comparison.
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    # Tasks scored but never in the mixture (task specs, like tasks.names).
-    heldout: list[TaskEntry | TaskSpec] = Field(default_factory=list)
-    # MMLU subjects scored too ("mmlu:anatomy", ...); knowledge a small model mostly lacks.
-    mmlu: list[str] = Field(default_factory=list)
-    # At most this many eval examples per task (eval splits and held-out tasks).
-    max_eval: int = Field(default=200, ge=1)
-    # Share of each mixture task's eval examples held out as "test" (the final table only);
-    # the rest is "dev" (every choice: budget, rho, energy, policy). 0 keeps one "eval"
-    # split. The cut is by a hash of the example ids, so it is the same on every run.
-    test_share: float = Field(default=0.0, ge=0.0, lt=1.0)
-    # Precision of scoring the trained models (auto | fp32 | bf16; training uses
-    # experts.precision). Accuracy needs only the best choice, which bf16 kept on every
-    # example checked, so auto uses bf16 where the hardware runs it natively.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    enabled: StrictBool = Field(
+        default=True,
+        description="Run the evaluation stage at all (it trains one adapter per method and "
+                    "seed).")
+    baselines: list[BaselineName] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="Baselines beside TaskPGM: uniform, size (proportional to train size), "
+                    "temperature (p proportional to n^(1/tau)) and reference (the paper's "
+                    "setting at its rho 0.2, solved exactly). All are brought under the same "
+                    "caps.")
+    temperature: float = Field(
+        default=2.0, gt=0,
+        description="tau of the temperature baseline: 1 = size-proportional, large = "
+                    "uniform.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="Seeds (mixture draw, LoRA initialization, data order), paired across "
+                    "methods: the unit of replication for intervals. 5+ for a comparison.")
+    heldout: list[TaskEntry | TaskSpec] = Field(
+        default_factory=list,
+        description="Tasks scored but never in the mixture (task specs, like tasks.names).")
+    mmlu: list[str] = Field(
+        default_factory=list,
+        description="MMLU subjects scored too (mmlu:anatomy, ...): knowledge a small model "
+                    "mostly lacks.")
+    max_eval: int = Field(
+        default=200, ge=1,
+        description="At most this many eval examples per task (eval splits and held-out "
+                    "tasks).")
+    test_share: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="Share of each mixture task's eval examples held out as test (the final "
+                    "table only); the rest is dev (every choice: budget, rho, energy, policy), "
+                    "and 0 keeps one eval split. The cut is by a hash of the example ids, so "
+                    "it is the same on every run.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Precision of scoring the trained models (training uses "
+                    "experts.precision). Accuracy needs only the best choice, which bf16 kept "
+                    "on every example checked, so auto uses bf16 where the hardware runs it "
+                    "natively.")
 
 
 class ReportConfig(Section):
     """The HTML report."""
 
-    # Render report.html at the end of the run.
-    enabled: StrictBool = True
-    # Points on the rho path (weights along rho from 0 to 2/T) drawn in the report.
-    rho_path_points: int = Field(default=25, ge=2)
+    enabled: StrictBool = Field(
+        default=True,
+        description="Render report.html at the end of the run.")
+    rho_path_points: int = Field(
+        default=25, ge=2,
+        description="Points on the rho path (weights along rho from 0 to 2/T) drawn in the "
+                    "report.")
 
 
 class TrackingConfig(Section):
     """Experiment tracking (taskpgm.tracking): curves and weights for TensorBoard."""
 
-    # none, or tensorboard (event files through tensorboardX: pip install taskpgm[tracking]).
-    report_to: Literal["none", "tensorboard"] = "none"
-    # Where the event files go; None = RUN/tracking. Relative paths are relative to the
-    # config file.
-    log_dir: str | None = None
+    report_to: Literal["none", "tensorboard"] = Field(
+        default="none",
+        description="none, or tensorboard (event files through tensorboardX: pip install "
+                    "taskpgm[tracking]).")
+    log_dir: str | None = Field(
+        default=None,
+        description="Where the event files go; null: RUN/tracking. A relative path is "
+                    "relative to the config file.")
 
 
 class ExecutionConfig(Section):
     """Where the expensive, independent jobs run: one expert per task, one scoring pass per
     model (taskpgm.cluster)."""
 
-    # local: in this process, one job after another. ray: each missing expert is a Ray
-    # task and scoring runs in actors that keep the base model loaded (pip install
-    # taskpgm[cluster]). The artifact cache (output_dir or $TASKPGM_HOME) must then be on
-    # a filesystem every node sees (NFS, Lustre, ...): jobs return paths into it.
-    backend: Literal["local", "ray"] = "local"
-    # The Ray cluster: None starts a private one on this machine; auto joins the one
-    # `ray start` made here (or $RAY_ADDRESS); HOST:PORT joins that head node.
-    address: str | None = Field(default=None, pattern=r"^(auto|[A-Za-z0-9_.\-\[\]:]+:\d+)$")
-    # CPUs and GPUs each job asks Ray for. The job's torch threads follow cpus_per_job
-    # unless base.threads is set (thread counts change float rounding, so set base.threads
-    # for results bit-identical to a local run). gpus_per_job > 0 runs the jobs on GPUs.
-    cpus_per_job: float = Field(default=1.0, gt=0)
-    gpus_per_job: float = Field(default=0.0, ge=0)
-    # How often Ray retries a job whose worker died (a node lost, a process killed); the
-    # retry resumes its expert from the last checkpoint in the shared cache.
-    max_retries: int = Field(default=3, ge=0)
+    backend: Literal["local", "ray"] = Field(
+        default="local",
+        description="local: in this process, one job after another. ray: each missing expert "
+                    "is a Ray task and scoring runs in actors that keep the base model loaded "
+                    "(pip install taskpgm[cluster]); the artifact cache (output_dir or "
+                    "`$TASKPGM_HOME`) must then be on a filesystem every node sees (NFS, "
+                    "Lustre, ...), because jobs return paths into it.")
+    address: str | None = Field(
+        default=None, pattern=r"^(auto|[A-Za-z0-9_.\-\[\]:]+:\d+)$",
+        description="The Ray cluster: null starts a private one on this machine; auto joins "
+                    "the one `ray start` made here (or `$RAY_ADDRESS`); HOST:PORT joins that "
+                    "head node.")
+    cpus_per_job: float = Field(
+        default=1.0, gt=0,
+        description="CPUs each job asks Ray for; the job's torch threads follow it unless "
+                    "base.threads is set. Thread counts change float rounding, so set "
+                    "base.threads for results bit-identical to a local run.")
+    gpus_per_job: float = Field(
+        default=0.0, ge=0,
+        description="GPUs each job asks Ray for; above 0 runs the jobs on GPUs.")
+    max_retries: int = Field(
+        default=3, ge=0,
+        description="How often Ray retries a job whose worker died (a node lost, a process "
+                    "killed); the retry resumes its expert from the last checkpoint in the "
+                    "shared cache.")
 
 
 class RunConfig(Section):
@@ -338,9 +466,10 @@ class RunConfig(Section):
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     execution: ExecutionConfig = ExecutionConfig()
-    # Where stage artifacts go; None = $TASKPGM_HOME/artifacts. Relative paths are
-    # relative to the config file.
-    output_dir: str | None = None
+    output_dir: str | None = Field(
+        default=None,
+        description="Where stage artifacts go; null: `$TASKPGM_HOME/artifacts`. A relative "
+                    "path is relative to the config file.")
 
     @field_validator("output_dir")
     @classmethod
@@ -370,6 +499,165 @@ class RunConfig(Section):
                              "default; the paper's setting has no target); set mrf.energy: "
                              "split, affinity or gain-model")
         return self
+
+
+# The help of SplitOptions' fields (tasks.splits): they are declared in taskpgm.tasks.splits
+# with comments, not descriptions, so the reference takes their help from here until they
+# carry descriptions of their own (a field's own description wins).
+_HELP_ELSEWHERE: dict[type[BaseModel], dict[str, str]] = {
+    SplitOptions: {
+        "probe": "Probe examples per task; every expert is scored on all of them, so cost "
+                 "grows with T × probe.",
+        "eval": "Held-out examples per task for the final accuracy; more gives tighter "
+                "intervals.",
+        "max_train": "Cap on train examples per task (null: keep all); bounds memory on huge "
+                     "tasks.",
+        "seed": "Seed of the split; change it to draw other splits of the same data.",
+        "shrink": "With counts, a task with fewer than 2 × (probe + eval) examples gets "
+                  "proportionally smaller probe / eval splits so half of it stays for "
+                  "training. false: the exact sizes or an error.",
+    },
+}
+
+REFERENCE_COMMAND = "taskpgm config show --doc > docs/config.md"
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of the reference: its dotted name (as ``--set`` takes it), its type in YAML
+    words (``int | null``), its bounds (``≥ 1``), the regex a string must match, its default
+    as YAML and its help."""
+
+    key: str
+    type: str
+    bounds: tuple[str, ...]
+    pattern: str | None
+    default: str
+    help: str
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """One section of the reference: its dotted name ('' for the top level) and its keys."""
+
+    name: str
+    help: str
+    keys: list[ConfigKey]
+
+
+def _type_text(annotation: Any) -> str:
+    """A field's type in YAML words: ``int | null``, ``auto | fp32 | bf16``, ``list[str]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if annotation is Ellipsis:
+        return "..."
+    if origin is Annotated:
+        return _type_text(args[0])
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _bounds(field: FieldInfo) -> tuple[str, ...]:
+    """A field's numeric bounds: ``("≥ 0", "< 1")``."""
+    return tuple(f"{sign} {getattr(item, attr)}" for item in field.metadata
+                 for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+                 if getattr(item, attr, None) is not None)
+
+
+def _pattern(field: FieldInfo) -> str | None:
+    """The regex a string field must match, if any."""
+    return next((item.pattern for item in field.metadata if getattr(item, "pattern", None)),
+                None)
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as one line of YAML, the way a config file would write it."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    return text.removesuffix("...\n").strip()
+
+
+def _doc(model: type[BaseModel]) -> str:
+    """The model's own docstring on one line (not one inherited from a base class)."""
+    text = " ".join(inspect.cleandoc(model.__dict__.get("__doc__") or "").split())
+    return re.sub(r":\w+:`([^`]+)`", r"`\1`", text)  # :mod:`x` (reST) is `x` in Markdown
+
+
+def _help(model: type[BaseModel], name: str, field: FieldInfo) -> str:
+    return field.description or _HELP_ELSEWHERE.get(model, {}).get(name, "")
+
+
+def config_sections() -> list[ConfigSection]:
+    """Every section of :class:`RunConfig`, nested ones included, in field order.
+
+    The first is the top level (the keys that are not sections); defaults are those of
+    ``RunConfig()``, so a section's default that differs from its model's (tasks.splits'
+    max_train) shows as the run config has it.
+    """
+    out: list[ConfigSection] = []
+
+    def walk(name: str, model: type[BaseModel], value: BaseModel, extra: str) -> None:
+        section = ConfigSection(name, " ".join(filter(None, [_doc(model), extra])), [])
+        out.append(section)
+        nested: list[tuple[str, type[BaseModel], BaseModel, str]] = []
+        dumped = value.model_dump(mode="json", by_alias=True)
+        for attr, field in model.model_fields.items():
+            key = field.alias or attr
+            dotted = f"{name}.{key}" if name else key
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                nested.append((dotted, kind, getattr(value, attr), field.description or ""))
+                continue
+            section.keys.append(ConfigKey(dotted, _type_text(kind), _bounds(field),
+                                          _pattern(field), _yaml_value(dumped[key]),
+                                          _help(model, attr, field)))
+        for args in nested:
+            walk(*args)
+
+    walk("", RunConfig, RunConfig(), "")
+    return out
+
+
+def _row(key: ConfigKey) -> str:
+    """``key`` as a row of a Markdown table (a ``|`` inside a cell escaped, as GFM needs)."""
+    kind = ", ".join([f"`{key.type}`", *key.bounds]
+                     + ([f"matches `{key.pattern}`"] if key.pattern else []))
+    cells = [f"`{key.key}`", kind, f"`{key.default}`", key.help]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def config_reference() -> str:
+    """The reference of every config key as Markdown, rendered from the models alone.
+
+    One heading per section (its docstring below it), then a table of its keys: dotted
+    key, type, default and description. docs/config.md is this text (``taskpgm config
+    show --doc``); the same models always give the same text.
+    """
+    sections = config_sections()
+    names = ", ".join(f"`{s.name}`" for s in sections if s.name and "." not in s.name)
+    lines = [
+        "# Run configuration reference",
+        "",
+        f"<!-- Generated from src/taskpgm/config.py: edit the field descriptions there and "
+        f"run `{REFERENCE_COMMAND}`. -->",
+        "",
+        "A run config is one YAML file with a section per stage: " + names + ". Every key "
+        "may be left out (it takes the default below); an unknown key is an error. A key "
+        "is written nested in its section (`experts: {rank: 16}`) or given on the command "
+        "line by its dotted name (`--set experts.rank=16`). `null` is YAML's empty value.",
+    ]
+    for section in sections:
+        title = f"`{section.name}`" if section.name else "Top level"
+        lines += ["", f"{'#' * (2 + section.name.count('.'))} {title}", "", section.help]
+        if section.keys:
+            lines += ["", "| key | type | default | description |", "| --- | --- | --- | --- |"]
+        lines += [_row(key) for key in section.keys]
+    return "\n".join(lines) + "\n"
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

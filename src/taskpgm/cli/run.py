@@ -1,9 +1,11 @@
 """The pipeline commands: ``run``, ``experts``, ``signals``, ``status``, ``solve``, ``report``,
-``mix`` and ``evaluate``.
+``mix`` and ``evaluate``, and ``config show``.
 
 ``run``, ``experts`` and ``signals`` take a run config and run the stages up to
 and including theirs (``--out`` is the run directory, ``--set`` overrides the
 config); the others take a run directory that ``run`` (or one of those) filled.
+``config show`` prints a run config resolved (every default filled in) or, with
+``--doc``, the reference of every key (docs/config.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from taskpgm import config as config_mod
 from taskpgm.errors import ConfigError, NotFoundError
@@ -103,6 +106,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         _overrides(p)
         p.set_defaults(handler=cmd_stage, until=until)
 
+    p = subparsers.add_parser(
+        "config", help="a run config with every default filled in, or the reference of every key",
+        description="Run config help. `taskpgm config show --doc` prints the reference of every "
+                    "key (section, type, default, what it trades off: docs/config.md); "
+                    "`taskpgm config show CONFIG` prints CONFIG resolved, every default filled "
+                    "in.")
+    sub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    p = sub.add_parser("show", help="print a run config resolved, or with --doc every key's help",
+                       description="Print CONFIG (default: an empty config) with its --set "
+                                   "overrides applied and every default filled in, as YAML; or, "
+                                   "with --doc, the Markdown reference of every key.")
+    p.add_argument("config", type=Path, nargs="?", default=None,
+                   help="run config (YAML); without it, the defaults")
+    _overrides(p)
+    p.add_argument("--doc", action="store_true",
+                   help="print the reference of every key (section, type, default, "
+                        "description) as Markdown instead; docs/config.md is its output")
+    p.set_defaults(handler=cmd_config_show)
+
 
 def _json(p: argparse.ArgumentParser, text: str) -> None:
     p.add_argument("--json", action="store_true", help=text)
@@ -139,6 +161,21 @@ def print_evaluation(run_dir: Path) -> None:
     path = run_dir / "evaluation.md"
     if path.is_file():  # everything but the title: the seed note and every metric's table
         print("\n" + "\n".join(path.read_text().splitlines()[2:]))
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """``taskpgm config show [CONFIG] [--doc]``: the resolved config, or the key reference."""
+    if args.doc:
+        if args.config is not None or args.overrides:
+            raise ConfigError("config show --doc prints the reference of every key, which no "
+                              "config changes: drop CONFIG and --set, or drop --doc to see "
+                              "the config resolved")
+        print(config_mod.config_reference(), end="")
+        return 0
+    cfg = (config_mod.load(args.config, args.overrides) if args.config is not None
+           else config_mod.parse("", source="--set", overrides=args.overrides))
+    print(yaml.safe_dump(config_mod.dump(cfg), sort_keys=False, allow_unicode=True), end="")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
