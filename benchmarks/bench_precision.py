@@ -33,9 +33,9 @@ import torch
 from taskpgm import config as config_mod
 from taskpgm import device, models
 from taskpgm.cli.demo import DEMO_CONFIG
-from taskpgm.models import encode
 from taskpgm.signals import score
 from taskpgm.tasks import load_task
+from taskpgm.tokens import encode
 from taskpgm.trainer import train_adapter
 
 

@@ -30,7 +30,8 @@ from common import compare, peak_rss_mib
 from taskpgm import device, models
 from taskpgm.config import ExpertsConfig
 from taskpgm.tasks import load_task
-from taskpgm.trainer import lora_config, tokenize_training, train_adapter
+from taskpgm.tokens import tokenize_training
+from taskpgm.trainer import lora_config, train_adapter
 
 
 def trainer_run(lm: models.LoadedModel, data: list[tuple[list[int], int]], cfg: ExpertsConfig,

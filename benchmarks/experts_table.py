@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from taskpgm import config as config_module
-from taskpgm import signals as signals_stage
-from taskpgm.experts import load_tasks
+from taskpgm.inputs import load_tasks
+from taskpgm.pipeline import signals_of
 from taskpgm.stats import paired_bootstrap, wilson_interval
 
 COLUMNS = ["task", "n", "majority", "base_acc", "expert_acc", "expert_lo", "diff", "diff_lo",
@@ -43,7 +43,7 @@ def correct(arrays: dict[str, np.ndarray], rows: list[int], right: list[set[int]
 
 def table(config_path: str, overrides: list[str] | None = None) -> list[dict[str, object]]:
     cfg = config_module.load(config_path, overrides or [])
-    result = signals_stage.run(cfg)
+    result = signals_of(cfg)
     tasks = load_tasks(cfg)
     position = {ex_id: i for i, ex_id in enumerate(result.example_ids)}
     base = result.arrays("base")

@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # tiny_model, the test suite's t
 from taskpgm import config as config_mod  # noqa: E402
 from taskpgm.cli.demo import DEMO_CONFIG  # noqa: E402
 from taskpgm.pipeline import run  # noqa: E402
+from taskpgm.rundir import RunDir  # noqa: E402
 
 MODEL_STAGES = ("experts", "signals", "evaluation")
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(DEMO_CONFIG, [f"base.device={args.device}"])
     out = args.out or work / "run"
     run(cfg, out, stream=sys.stdout)
-    stages = json.loads((out / "stages.json").read_text())
+    stages = RunDir(out).read_stages()
     print(f"\n{'stage':<12} {'seconds':>8}  {'device':<8} {'precision':<9} "
           f"{'peak GPU GiB':>12}  why")
     ok = True

@@ -54,13 +54,16 @@ from scipy import stats as sps
 
 from taskpgm import atomic
 from taskpgm import config as config_mod
-from taskpgm.evaluation import EvalSet, ensure_evaluation
+from taskpgm.evaluation import ensure_evaluation
+from taskpgm.inputs import EvalSet, eval_scoring, eval_set, load_tasks, mean_train_tokens
 from taskpgm.mixture import Sampler, apply_caps
-from taskpgm.pipeline import eval_scoring, eval_set, mean_train_tokens, plan_of, run
+from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
+from taskpgm.rundir import RunDir
 from taskpgm.stats import mean_interval, paired_difference
 from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
 from taskpgm.weights import energy_terms, solve
+from taskpgm.workload import plan_of
 
 ROOT = Path(__file__).resolve().parent.parent
 LEDGERS = ROOT / "benchmarks" / "results" / "mixture_quality"
@@ -213,7 +216,6 @@ class PoolRun:
         trained with ``independent`` (sampler version 1), so that stays its default.
         ``precision``: training and scoring precision for every training (None: the
         config's, ``auto``). ``items``: the ledger keeps every item's scores too."""
-        from taskpgm.experts import load_tasks
         from taskpgm.models import Base
 
         self.pool, self.work, self.ledger = pool, work, ledger
@@ -229,8 +231,7 @@ class PoolRun:
         self.tasks = load_tasks(self.cfg)
         self.names = list(self.tasks)
         self.families = family_of(pool, self.names) if pool.families else None
-        self.base = Base(self.cfg.base.model, trust_remote_code=self.cfg.base.trust_remote_code,
-                         threads=self.cfg.base.threads, device=self.cfg.base.device)
+        self.base = Base.from_config(self.cfg.base)
         self.mean_tokens = mean_train_tokens(self.base.load().tokenizer, self.tasks,
                                              self.cfg.experts.max_length)
         work = plan_of(self.cfg, self.tasks, {}, {}, self.mean_tokens)
@@ -259,7 +260,7 @@ class PoolRun:
             cpu = time.process_time()
             state = run(self.cfg, self.work / "run", until="weights")
             spent = time.process_time() - cpu
-            stages = json.loads((state.run_dir / "stages.json").read_text())
+            stages = state.files.read_stages()
             if "pipeline_cpu_s" not in self.ledger.data and spent > 60:  # it did the work now
                 self.ledger.data["pipeline_cpu_s"] = round(spent, 1)
                 self.ledger.data["pipeline"]["stages"] = {
@@ -275,7 +276,7 @@ class PoolRun:
             update={"token_budget": budget})})
         run_dir = self.work / f"run-b{budget}"
         run(cfg, run_dir, until="weights")
-        return dict(json.loads((run_dir / "methods.json").read_text()))
+        return dict(RunDir(run_dir).read_methods())
 
     def caps(self, budget: int) -> np.ndarray:
         return np.asarray(self.methods_at(budget)["caps"], dtype=np.float64)

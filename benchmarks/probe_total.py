@@ -18,7 +18,6 @@ weights from the whole probe set:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     state = run(cfg, args.work / args.config.stem, until="weights")
     signals = open_signals(Path(state.stages["signals"]["path"]))
     relations = open_relations(Path(state.stages["relations"]["path"]))
-    caps = np.asarray(json.loads((state.run_dir / "methods.json").read_text())["caps"])
+    caps = np.asarray(state.files.read_methods()["caps"])
     tasks = relations.tasks
     pred = from_signals(signals, tasks, normalization=cfg.relations.normalization)
     settings: dict[str, Any] = {"budget": None, "utility_kind": cfg.mrf.utility, "caps": caps,
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return np.array(list(solve(rel, cfg.mrf.rho, **settings)["weights"].values()))
 
     full = weights_of(relations)
-    spans = json.loads((state.run_dir / "weights.json").read_text()).get("intervals") or {}
+    spans = (state.files.read_weights() or {}).get("intervals") or {}
     width = (float(sum(s["hi"] - s["lo"] for s in spans["tasks"].values()))
              if spans.get("tasks") else float("nan"))
     ids = signals.manifest["probe"]["ids"]

@@ -27,6 +27,7 @@ from taskpgm import config as config_mod
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
 from taskpgm.reference import REFERENCE_RHO
+from taskpgm.rundir import RunDir
 from taskpgm.tasks import load_task
 from taskpgm.weights import share_with_interval
 
@@ -77,9 +78,9 @@ def main() -> int:
     cfg_path.write_text(CONFIG.format(names=", ".join(names), steps=args.steps))
     cfg = config_mod.load(cfg_path)
     run(cfg, args.work / "run", until="weights")
-    stages = json.loads((args.work / "run" / "stages.json").read_text())
+    stages = RunDir(args.work / "run").read_stages()
     relations = open_relations(Path(stages["relations"]["path"]))
-    caps = np.asarray(json.loads((args.work / "run" / "methods.json").read_text())["caps"])
+    caps = np.asarray(RunDir(args.work / "run").read_methods()["caps"])
     t = len(relations.tasks)
     rows = []
     settings = [("affinity", u, rho) for u in ("representativeness", "transfer", "gain")

@@ -24,6 +24,7 @@ from taskpgm import atomic
 from taskpgm import config as config_mod
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
+from taskpgm.rundir import RunDir
 from taskpgm.weights import share_with_interval
 
 POOL = ["bigbench:arithmetic/2_digit_subtraction", "bigbench:arithmetic/4_digit_subtraction",
@@ -59,9 +60,9 @@ def main() -> int:
         path.write_text(CONFIG.format(pool=", ".join(POOL), target=target))
         out = args.work / mode
         run(config_mod.load(path), out, until="weights")
-        stages = json.loads((out / "stages.json").read_text())
+        stages = RunDir(out).read_stages()
         relations = open_relations(Path(stages["relations"]["path"]))
-        caps = np.asarray(json.loads((out / "methods.json").read_text())["caps"])
+        caps = np.asarray(RunDir(out).read_methods()["caps"])
         if mode == "targeted":
             result["target_pmi"] = dict(zip(relations.tasks,
                                             relations.arrays["target_pmi"][:, 0].tolist(),

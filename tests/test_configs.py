@@ -59,9 +59,9 @@ DEMO_BUDGET = {
 def test_demo_work_stays_within_its_budget():
     from transformers import AutoTokenizer
 
-    from taskpgm.experts import load_tasks
+    from taskpgm.inputs import load_all_tasks, load_tasks, mean_train_tokens
     from taskpgm.models import resolve
-    from taskpgm.pipeline import load_all_tasks, mean_train_tokens, plan_of
+    from taskpgm.workload import plan_of
 
     cfg = config_mod.load(DEMO_CONFIG)
     tasks, heldout, mmlu = load_all_tasks(cfg)

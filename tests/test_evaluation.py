@@ -9,10 +9,13 @@ import pytest
 
 import tiny_model
 from taskpgm.config import SignalsConfig
-from taskpgm.evaluation import EvalSet, accuracy_by_group, markdown_table, summarize
-from taskpgm.models import Base, encode
+from taskpgm.evaluation import accuracy_by_group
+from taskpgm.inputs import EvalSet
+from taskpgm.models import Base
 from taskpgm.oracles import score_naive
+from taskpgm.summary import markdown_table, summarize
 from taskpgm.tasks.schema import Example
+from taskpgm.tokens import encode
 
 T_975 = {1: 12.706205, 2: 4.302653}  # Student-t 0.975 quantiles by degrees of freedom
 
@@ -247,7 +250,7 @@ def test_empty_group_is_nan_with_count_zero(base: Base) -> None:
 
 
 def test_dev_and_test_are_disjoint_and_fixed_by_the_ids():
-    from taskpgm.pipeline import dev_test
+    from taskpgm.inputs import dev_test
     from taskpgm.tasks.schema import Example
 
     examples = [Example(task="t", id=f"id{i}", prompt=f"{i}?", choices=("a", "b"), correct=(0,))
@@ -269,7 +272,7 @@ def test_dev_and_test_are_disjoint_and_fixed_by_the_ids():
 
 def test_eval_set_with_a_test_share_has_dev_and_test_groups(tmp_path):
     from taskpgm import config as config_mod
-    from taskpgm.pipeline import eval_set
+    from taskpgm.inputs import eval_set
     from taskpgm.tasks.schema import Example, TaskSplits
 
     examples = tuple(Example(task="t", id=f"x{i}", prompt=f"{i}?", choices=("a", "b"),
@@ -362,7 +365,7 @@ def test_keyed_batch_count_is_the_uniform_mixtures_batches():
 
 
 def test_one_seed_prints_no_bare_difference():
-    from taskpgm.evaluation import evaluation_markdown, seed_note
+    from taskpgm.summary import evaluation_markdown, seed_note
 
     summary = summarize(one_seed_rows())
     _header, body = parse_markdown(markdown_table(summary))

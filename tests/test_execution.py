@@ -106,7 +106,7 @@ def test_tasks_left_without_training_examples_are_one_clear_error_before_any_wor
     from types import SimpleNamespace
 
     from taskpgm.errors import DataError
-    from taskpgm.pipeline import mean_train_tokens
+    from taskpgm.inputs import mean_train_tokens
 
     def task(n_train: int) -> SimpleNamespace:
         return SimpleNamespace(train=tuple(range(n_train)), probe=(1, 2), eval=(3,),

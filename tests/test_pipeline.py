@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from taskpgm import config as config_mod
 from taskpgm.cli import main
+from taskpgm.rundir import RunDir
 from tiny_model import tiny_dir
 
 COLOURS = ["red", "blue", "green", "cat", "dog"]
@@ -172,7 +174,21 @@ def test_status_solve_and_bad_config(first_run, tmp_path, capsys):
     assert main(["solve", str(out), "--rho", "0.1"]) == 0
     assert "KKT residual" in capsys.readouterr().out
     assert main(["solve", str(out), "--rho-path"]) == 0
-    assert "<- rho" in capsys.readouterr().out
+    assert "rho path: " in capsys.readouterr().out
+    # the CLI's path is methods.json's, and both reach the chosen rho
+    methods = RunDir(out).read_methods()
+    cfg = config_mod.load(out / RunDir.CONFIG)
+    assert methods["rho_path"][-1]["rho"] >= cfg.mrf.rho
+    assert main(["solve", str(out), "--rho-path", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)["rho_path"]
+    assert [p["rho"] for p in cli] == pytest.approx([p["rho"] for p in methods["rho_path"]])
+    for ours, theirs in zip(cli, methods["rho_path"], strict=True):
+        assert list(ours["weights"].values()) == pytest.approx(theirs["weights"], abs=1e-9)
+    # at a rho beyond 1/T the path still reaches it (it once stopped at 2/T)
+    assert main(["solve", str(out), "--rho-path", "--json", "--rho", "5"]) == 0
+    far = json.loads(capsys.readouterr().out)["rho_path"]
+    assert far[-1]["rho"] == pytest.approx(10.0) and any(
+        p["rho"] == pytest.approx(5.0) for p in far)
     assert main(["run", str(first_run.config), "--out", str(tmp_path / "bad"), "--set",
                  "mrf.budget=7", "--set", "mixture.token_budget=100000000"]) == 1
     err = capsys.readouterr().err
@@ -251,7 +267,8 @@ def test_load_run_and_json_outputs_match_the_run_directory(first_run, tmp_path, 
     solved = json.loads(capsys.readouterr().out)
     assert solved["weights"] == pytest.approx(result.weights, abs=1e-9)
     assert main(["solve", str(out), "--rho-path", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["rho_path"]) == 9
+    assert len(json.loads(capsys.readouterr().out)["rho_path"]) == len(
+        json.loads((out / "methods.json").read_text())["rho_path"])  # report.rho_path_points
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     assert main(["run", str(first_run.config), "--out", str(copy), "--json"]) == 0

@@ -13,22 +13,24 @@ Both return a :class:`Run`; ``Run.as_dict()`` is what ``taskpgm run --json`` pri
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from taskpgm.errors import ConfigError, NotFoundError
+from taskpgm.rundir import RunDir
 
-#: Files a finished run's exports may hold, by the name :attr:`Run.exports` gives them.
-EXPORTS = {"train": "mixture/train.jsonl", "hf": "mixture/hf",
-           "readme": "exports/README.md", "summary": "exports/mixture.json",
-           "interleave": "exports/interleave.json",
-           "llamafactory": "exports/llamafactory/dataset_info.json",
-           "llamafactory_data": "exports/llamafactory/data.yaml",
-           "axolotl": "exports/axolotl.yaml", "megatron": "exports/megatron/mixture.txt",
-           "megatron_blend": "exports/megatron/blend.txt"}
+#: Files a finished run's exports may hold, by the name :attr:`Run.exports` gives them,
+#: under the run's mixture/ and exports/ folders.
+EXPORTS = {"train": (RunDir.MIXTURE, "train.jsonl"), "hf": (RunDir.MIXTURE, "hf"),
+           "readme": (RunDir.EXPORTS, "README.md"), "summary": (RunDir.EXPORTS, "mixture.json"),
+           "interleave": (RunDir.EXPORTS, "interleave.json"),
+           "llamafactory": (RunDir.EXPORTS, "llamafactory/dataset_info.json"),
+           "llamafactory_data": (RunDir.EXPORTS, "llamafactory/data.yaml"),
+           "axolotl": (RunDir.EXPORTS, "axolotl.yaml"),
+           "megatron": (RunDir.EXPORTS, "megatron/mixture.txt"),
+           "megatron_blend": (RunDir.EXPORTS, "megatron/blend.txt")}
 
 
 @dataclass(frozen=True)
@@ -60,33 +62,25 @@ def load_run(path: str | Path) -> Run:
     Raises:
         NotFoundError: ``path`` is not a run directory, or its weights are not written yet.
     """
-    import csv
-
-    from taskpgm.pipeline import read_stages
-
     run_dir = Path(path)
-    if not (run_dir / "config.yaml").is_file():
-        raise NotFoundError(f"{run_dir} is not a run directory (no config.yaml); start one "
-                            "with `taskpgm run CONFIG` or taskpgm.run(config, out=...)")
-    weights_path = run_dir / "weights.json"
-    if not weights_path.is_file():
-        raise NotFoundError(f"{run_dir} has no weights.json yet: the run stopped before its "
-                            "weights stage; run it again to finish")
-    data = json.loads(weights_path.read_text())
-    spans = data.get("intervals", {}).get("tasks", {}) if data.get("intervals") else {}
-    counts_path = run_dir / "counts.json"
-    counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
-    evaluation: list[dict[str, str]] = []
-    if (run_dir / "evaluation.csv").is_file():
-        with (run_dir / "evaluation.csv").open(newline="") as f:
-            evaluation = list(csv.DictReader(f))
+    files = RunDir(run_dir)
+    if not files.is_run():
+        raise NotFoundError(f"{run_dir} is not a run directory (no {RunDir.CONFIG}); start "
+                            "one with `taskpgm run CONFIG` or taskpgm.run(config, out=...)")
+    data = files.read_weights()
+    if data is None:
+        raise NotFoundError(f"{run_dir} has no {RunDir.WEIGHTS} yet: the run stopped before "
+                            "its weights stage; run it again to finish")
+    intervals = data.get("intervals") or {}
+    spans = intervals.get("tasks", {})
+    exports = {k: files.file(folder) / rel for k, (folder, rel) in EXPORTS.items()}
     return Run(run_dir=run_dir, method=str(data.get("method")),
-               weights={t: float(w) for t, w in data["weights"].items()},
+               weights={t: float(w) for t, w in data.get("weights", {}).items()},
                intervals={t: (float(s["lo"]), float(s["hi"])) for t, s in spans.items()},
-               counts={t: int(c) for t, c in counts.items()},
-               exports={k: run_dir / rel for k, rel in EXPORTS.items()
-                        if (run_dir / rel).exists()},
-               stages=read_stages(run_dir), evaluation=evaluation)
+               counts=files.read_counts(),
+               exports={k: p for k, p in exports.items() if p.exists()},
+               stages=dict(files.read_stages()),  # type: ignore[arg-type]
+               evaluation=files.read_evaluation_rows())
 
 
 def run(config: str | Path | Any, out: str | Path | None = None, *,

@@ -131,8 +131,7 @@ def _worker_config(config_json: str) -> RunConfig:
 def _base_of(config: RunConfig) -> Any:
     from taskpgm.models import Base
 
-    return Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=_threads(config), device=config.base.device)
+    return Base.from_config(config.base, threads=_threads(config))
 
 
 def _placements_job(config_json: str) -> dict[str, Placement]:

@@ -25,12 +25,12 @@ from safetensors.torch import load_file
 
 from taskpgm import artifacts
 from taskpgm import device as device_mod
-from taskpgm.config import ExpertsConfig, RunConfig
+from taskpgm.config import ExpertsConfig
 from taskpgm.device import Placement
-from taskpgm.errors import ConfigError, ModelError, NotFoundError
+from taskpgm.errors import ModelError, NotFoundError
 from taskpgm.models import Base, LoadedModel, checkpoint_fingerprint
 from taskpgm.progress import Progress, say
-from taskpgm.tasks.schema import Example, TaskSplits, examples_fingerprint
+from taskpgm.tasks.schema import Example, examples_fingerprint
 from taskpgm.trainer import schedule, train_adapter
 
 STAGE = "experts"
@@ -327,37 +327,3 @@ def _make_expert(base: Base, task: str, fp: str, ipath: Path | None,
     artifacts.remove_work_dir(STAGE, task, fp, root=root)
     done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
                         manifest["source"])
-
-
-def load_tasks(config: RunConfig) -> dict[str, TaskSplits]:
-    """Load every task of the config with its splits (through :mod:`taskpgm.tasks`)."""
-    from taskpgm.tasks import load_collection
-
-    if not config.tasks.names:
-        raise ConfigError("tasks.names is empty: list the tasks to build experts for, "
-                          "e.g. [bigbench:hyperbaton, bigbench:navigate]")
-    loaded = load_collection(list(config.tasks.names), options=config.tasks.splits)
-    return {splits.name: splits for splits in loaded}
-
-
-def run(config: RunConfig, *, stream: TextIO | None = None, only: Sequence[str] | None = None
-        ) -> tuple[Base, dict[str, TaskSplits], dict[str, Expert]]:
-    """The experts stage of a run: resolve the base, load the tasks, ensure every expert."""
-    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads, device=config.base.device)
-    tasks = load_tasks(config)
-    root = config.artifact_root
-    if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
-        from taskpgm import cluster
-
-        placement = cluster.placements(config, stream=stream)["experts"]
-        say(device_mod.summary_line({"experts": placement}), stream)
-        cluster.train_experts(config, base, {t: s.train for t, s in tasks.items()}, placement,
-                              root=root, stream=stream)
-    else:
-        placement = device_mod.resolve(config.base.device, config.experts.precision,
-                                       stream=stream)
-        say(device_mod.summary_line({"experts": placement}), stream)
-    found = ensure_experts(base, {t: s.train for t, s in tasks.items()}, config.experts,
-                           root=root, stream=stream, placement=placement, only=only)
-    return base, tasks, found

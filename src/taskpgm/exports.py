@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from taskpgm.rundir import RunDir
 from taskpgm.tasks.schema import Example
 
 #: Megatron's index header and its dtype codes (megatron.core.datasets.indexed_dataset).
@@ -51,7 +52,7 @@ MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 
 def record(example: Example) -> dict[str, Any]:
     """One training example as an alpaca-style record, in its training form."""
-    from taskpgm.models import continuation, scored_prompt
+    from taskpgm.tokens import continuation, scored_prompt
 
     prompt = scored_prompt(example.prompt)
     output = continuation(prompt, example.answer_text)
@@ -115,7 +116,7 @@ def write_megatron(prefix: Path, documents: Sequence[Sequence[int]], vocab_size:
 
 def training_ids(tokenizer: Any, example: Example, max_length: int) -> list[int]:
     """The token ids an expert trains on for ``example`` (prompt, answer), then EOS."""
-    from taskpgm.models import encode
+    from taskpgm.tokens import encode
 
     prompt_ids, (answer_ids,) = encode(tokenizer, example.prompt, [example.answer_text],
                                        max_length)
@@ -143,7 +144,7 @@ def write_exports(
     skipped. Returns the paths written, by name.
     """
     run_dir = Path(run_dir)
-    mixture_dir, exports_dir = run_dir / "mixture", run_dir / "exports"
+    mixture_dir, exports_dir = RunDir(run_dir).mixture_dir, RunDir(run_dir).exports_dir
     taken: set[str] = set()
     stems = {task: file_stem(task, taken) for task in tasks}
     counted = {t: [ex for ex in mixed if ex.task == t] for t in tasks}

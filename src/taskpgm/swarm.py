@@ -18,7 +18,6 @@ killed swarm resumes at the next untrained mixture.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from scipy import stats
 from taskpgm import atomic
 from taskpgm.errors import InvalidInputError
 from taskpgm.progress import say
+from taskpgm.rundir import RunDir
 
 FloatArray = NDArray[np.float64]
 Predictor = Callable[[FloatArray], FloatArray]
@@ -138,7 +138,7 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     from taskpgm import device as device_mod
     from taskpgm import pipeline
     from taskpgm.evaluation import ensure_evaluation
-    from taskpgm.experts import load_tasks
+    from taskpgm.inputs import eval_scoring, eval_set, load_tasks, mean_train_tokens
     from taskpgm.mixture import apply_caps
     from taskpgm.models import Base
     from taskpgm.readers import open_relations
@@ -148,12 +148,10 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     state = pipeline.run(config, run_dir, stream=out, until="weights")
     tasks = load_tasks(config)
     names = list(tasks)
-    base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                threads=config.base.threads, device=config.base.device)
-    mean_tokens = pipeline.mean_train_tokens(base.load().tokenizer, tasks,
-                                             config.experts.max_length)
+    base = Base.from_config(config.base)
+    mean_tokens = mean_train_tokens(base.load().tokenizer, tasks, config.experts.max_length)
     compute = device_mod.run_placements(config, stream=out)
-    caps = np.asarray(json.loads((state.run_dir / "methods.json").read_text())["caps"])
+    caps = np.asarray(state.files.read_methods()["caps"])
     draws = np.array([apply_caps(w, caps) for w in
                       draw_mixtures(len(names), mixtures, concentration=concentration,
                                     seed=config.mixture.seed)])
@@ -163,9 +161,9 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     rows = ensure_evaluation(
         base, {m: dict(zip(names, map(float, w), strict=True)) for m, w in methods.items()},
         {t: tasks[t].train for t in names}, mean_tokens,
-        pipeline.eval_set(config, tasks, {}, {}), seeds=[seed],
+        eval_set(config, tasks, {}, {}), seeds=[seed],
         token_budget=config.mixture.token_budget, max_repeat=config.mrf.max_repeat,
-        experts_cfg=config.experts, scoring=pipeline.eval_scoring(config),
+        experts_cfg=config.experts, scoring=eval_scoring(config),
         normalization=config.relations.normalization, root=state.root, stream=out,
         training=compute["experts"], scoring_placement=compute["evaluation"],
         sampler=config.mixture.sampler)
@@ -209,7 +207,7 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
                       "lo": lo, "hi": hi, "spearman_logprob": lp_s, "logprob_lo": lp_lo,
                       "logprob_hi": lp_hi})
     result["fidelity"] = table
-    atomic.write_json(state.run_dir / "swarm.json", result)
+    atomic.write_json(state.files.file(RunDir.SWARM), result)
     say(f"swarm: {mixtures} mixtures; best {swarm_scores[best]:.3f} against uniform "
-        f"{score['uniform']:.3f}; written to {state.run_dir / 'swarm.json'}", out)
+        f"{score['uniform']:.3f}; written to {state.files.file(RunDir.SWARM)}", out)
     return result

@@ -45,22 +45,12 @@ from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig
 from taskpgm.device import Placement
 from taskpgm.errors import ConfigError, DataError, ModelError
-from taskpgm.models import LoadedModel, encode
+from taskpgm.models import LoadedModel
 from taskpgm.progress import Progress, format_seconds
 from taskpgm.tasks.schema import Example
+from taskpgm.tokens import tokenize_training
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-
-
-def tokenize_training(
-    tokenizer: Any, examples: Sequence[Example], max_length: int
-) -> list[tuple[list[int], int]]:
-    """Each example as ``(token ids, number of prompt tokens)``: prompt + training target."""
-    out = []
-    for ex in examples:
-        prompt_ids, (answer_ids,) = encode(tokenizer, ex.prompt, [ex.answer_text], max_length)
-        out.append((prompt_ids + answer_ids, len(prompt_ids)))
-    return out
 
 
 def length_batches(

@@ -159,6 +159,24 @@ def solve(
     return out
 
 
+def rho_grid(n_tasks: int, rho: float, points: int) -> np.ndarray:
+    """The rho values of the path: ``points`` evenly from 0 to max(2/T, 2ρ), so the path
+    always passes the chosen ρ and shows where the weights go on either side of it."""
+    return np.linspace(0.0, max(2.0 / n_tasks, 2.0 * rho), points)
+
+
+def rho_path(relations: Relations, cfg: MrfConfig, caps: np.ndarray, points: int,
+             rho: float | None = None) -> list[dict[str, Any]]:
+    """The unbudgeted solve at every point of :func:`rho_grid` (around ``rho``, by default
+    ``cfg.rho``): ``[{"rho", "weights" (in task order)}]``, what methods.json holds."""
+    out = []
+    for r in rho_grid(len(relations.tasks), cfg.rho if rho is None else rho, points):
+        fit = solve(relations, float(r), budget=None, utility_kind=cfg.utility, caps=caps,
+                    untrusted=cfg.untrusted, energy=cfg.energy)
+        out.append({"rho": float(r), "weights": list(fit["weights"].values())})
+    return out
+
+
 def ensure_weights(
     relations: Relations,
     cfg: MrfConfig,
@@ -186,7 +204,6 @@ def ensure_weights(
             say(f"weights: reusing {found}", stream)
             return open_weights(found)
         tasks = relations.tasks
-        t = len(tasks)
         methods: dict[str, dict[str, Any]] = {}
         for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
             settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
@@ -202,12 +219,7 @@ def ensure_weights(
             w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
             methods[kind] = {"method": kind,
                              "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
-        top = max(2.0 / t, 2.0 * cfg.rho)
-        path = []
-        for rho in np.linspace(0.0, top, rho_path_points):
-            fit = solve(relations, float(rho), budget=None, utility_kind=cfg.utility, caps=caps,
-                        untrusted=cfg.untrusted, energy=cfg.energy)
-            path.append({"rho": float(rho), "weights": list(fit["weights"].values())})
+        path = rho_path(relations, cfg, caps, rho_path_points)
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
                 "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
                 "relations": relations.fingerprint}

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from taskpgm.config import RunConfig
+from taskpgm.inputs import Tasks, eval_set, load_all_tasks, mean_train_tokens
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,17 @@ def estimate_seconds(work: Workload, *, params: float, adapted: float,
             + work.evaluation_scorings * eval_tokens * per("evaluation", score)}
 
 
+def plan_of(config: RunConfig, tasks: Tasks, heldout: Tasks, mmlu: Tasks,
+            mean_tokens: Mapping[str, float]) -> Workload:
+    """The run's :class:`Workload` from its loaded tasks."""
+    from taskpgm.signals import probes_of
+
+    evaluated = len(eval_set(config, tasks, heldout, mmlu).examples())
+    return plan(config, {t: len(s.train) for t, s in tasks.items()},
+                {t: len(v) for t, v in probes_of(config, tasks).items()}, mean_tokens,
+                evaluated)
+
+
 def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What ``taskpgm run`` would do on ``config`` (``taskpgm plan``): loads the tasks and
     the tokenizer only, trains and scores nothing. ``loaded``: the pipeline's own base,
@@ -122,11 +134,9 @@ def plan_run(config: RunConfig, *, loaded: Mapping[str, Any] | None = None) -> d
     from taskpgm import device as device_mod
     from taskpgm.experts import STAGE, fingerprint_of
     from taskpgm.models import Base
-    from taskpgm.pipeline import eval_set, load_all_tasks, mean_train_tokens, plan_of
 
     if loaded is None:
-        base = Base(config.base.model, trust_remote_code=config.base.trust_remote_code,
-                    device=config.base.device)
+        base = Base.from_config(config.base)
         tasks, heldout, mmlu = load_all_tasks(config)
         tokenizer = AutoTokenizer.from_pretrained(
             str(base.path), trust_remote_code=config.base.trust_remote_code)

@@ -20,7 +20,8 @@ import yaml
 
 from taskpgm import config as config_mod
 from taskpgm.errors import ConfigError, NotFoundError
-from taskpgm.pipeline import STAGES, default_run_dir, read_stages, run
+from taskpgm.pipeline import default_run_dir, run
+from taskpgm.rundir import STAGES, RunDir
 
 RUN_HELP = "run directory that `taskpgm run` wrote"
 
@@ -136,9 +137,11 @@ def _overrides(p: argparse.ArgumentParser) -> None:
 
 
 def print_weights(run_dir: Path) -> None:
-    weights = json.loads((run_dir / "weights.json").read_text())
-    counts = json.loads((run_dir / "counts.json").read_text()) if (
-        run_dir / "counts.json").is_file() else {}
+    files = RunDir(run_dir)
+    weights = files.read_weights()
+    if weights is None:
+        return
+    counts = files.read_counts()
     print(f"\nweights ({weights['method']}, rho={weights['rho']}, "
           f"KKT residual {weights['kkt_residual']:.1e}):")
     width = max(len(t) for t in weights["weights"])
@@ -149,18 +152,20 @@ def print_weights(run_dir: Path) -> None:
 
 def print_paths(run_dir: Path) -> None:
     print(f"\nrun directory: {run_dir}")
-    for label, rel in (("weights", "weights.json"), ("mixture", "mixture/train.jsonl"),
-                       ("exports", "exports"), ("evaluation", "evaluation.md"),
-                       ("report", "report.html")):
-        path = run_dir / rel
+    files = RunDir(run_dir)
+    for label, path in (("weights", files.file(RunDir.WEIGHTS)),
+                        ("mixture", files.mixture_dir / "train.jsonl"),
+                        ("exports", files.exports_dir),
+                        ("evaluation", files.file(RunDir.EVALUATION_MD)),
+                        ("report", files.report_path)):
         if path.exists():
             print(f"  {label:<11} {path}")
 
 
 def print_evaluation(run_dir: Path) -> None:
-    path = run_dir / "evaluation.md"
-    if path.is_file():  # everything but the title: the seed note and every metric's table
-        print("\n" + "\n".join(path.read_text().splitlines()[2:]))
+    text = RunDir(run_dir).read_evaluation_markdown()
+    if text is not None:  # everything but the title: the seed note and every metric's table
+        print("\n" + "\n".join(text.splitlines()[2:]))
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -212,7 +217,7 @@ def cmd_swarm(args: argparse.Namespace) -> int:
     for row in result["fidelity"]:
         print(f"fidelity {row['energy']:<9} rho={row['rho']:<6.3g} Spearman "
               f"{row['spearman']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]")
-    print(f"swarm: {out / 'swarm.json'}")
+    print(f"swarm: {RunDir(out).file(RunDir.SWARM)}")
     return 0
 
 
@@ -238,15 +243,15 @@ def cmd_until(args: argparse.Namespace) -> int:
 def _only(cfg: config_mod.RunConfig, until: str, only: list[str]) -> int:
     """``experts --only TASK`` / ``signals --only MODEL``: one job's share, into the cache."""
     from taskpgm import device as device_mod
-    from taskpgm import experts as experts_stage
+    from taskpgm.pipeline import experts_of
     from taskpgm.signals import probes_of, score_only
 
     if until == "experts":
-        _, _, found = experts_stage.run(cfg, only=only)
+        _, _, found = experts_of(cfg, only=only)
         for task, expert in found.items():
             print(f"{task}\t{expert.source}\t{expert.path}")
         return 0
-    base, tasks, found = experts_stage.run(cfg)
+    base, tasks, found = experts_of(cfg)
     root = cfg.artifact_root
     placement = device_mod.resolve(cfg.base.device, cfg.signals.precision)
     signals = score_only(base, found, probes_of(cfg, tasks), cfg.signals, only, root=root,
@@ -270,11 +275,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _run_config(run_dir: Path, overrides: list[str]) -> config_mod.RunConfig:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise NotFoundError(f"{run_dir} is not a run directory (no config.yaml); "
+    files = RunDir(run_dir)
+    if not files.is_run():
+        raise NotFoundError(f"{run_dir} is not a run directory (no {RunDir.CONFIG}); "
                             "start one with `taskpgm run CONFIG`")
-    return config_mod.load(path, overrides)
+    return config_mod.load(files.config_path, overrides)
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -297,7 +302,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     _run_config(args.run_dir, [])
-    stages = read_stages(args.run_dir)
+    stages = RunDir(args.run_dir).read_stages()
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), "stages": {
             name: {"done": bool(stages.get(name, {}).get("done", False)),
@@ -307,7 +312,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"run {args.run_dir}")
     for name in STAGES:
-        info: dict[str, Any] = stages.get(name, {})
+        info: dict[str, Any] = dict(stages.get(name, {}))
         done = info.get("done", False)
         fp = info.get("fingerprint") or ""
         if not fp and isinstance(info.get("fingerprints"), dict):
@@ -320,31 +325,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     from taskpgm.readers import open_relations
-    from taskpgm.weights import solve, with_intervals
+    from taskpgm.weights import rho_path, solve, with_intervals
 
     cfg = _run_config(args.run_dir, [])
-    stages = read_stages(args.run_dir)
-    rel_path = stages.get("relations", {}).get("path")
-    if not rel_path or not Path(rel_path).is_dir():
-        raise NotFoundError(f"{args.run_dir} has no finished relations stage; "
+    files = RunDir(args.run_dir)
+    rel_path = files.read_stages().get("relations", {}).get("path")
+    methods = files.read_methods()
+    if not rel_path or not Path(rel_path).is_dir() or "caps" not in methods:
+        raise NotFoundError(f"{args.run_dir} has no finished relations and weights stages; "
                             "run `taskpgm run` on it first")
     relations = open_relations(Path(rel_path))
-    methods = json.loads((args.run_dir / "methods.json").read_text())
     caps = np.asarray(methods["caps"], dtype=np.float64)
     rho = cfg.mrf.rho if args.rho is None else args.rho
     tasks = relations.tasks
     width = max(len(t) for t in tasks)
-    if args.rho_path:
-        grid = np.linspace(0.0, 2.0 / len(tasks), 9)
-        fits = [solve(relations, float(r), budget=None, utility_kind=cfg.mrf.utility, caps=caps,
-                      untrusted=cfg.mrf.untrusted, energy=cfg.mrf.energy)["weights"] for r in grid]
+    if args.rho_path:  # the path methods.json holds (the same grid, around this rho)
+        path = rho_path(relations, cfg.mrf, caps, cfg.report.rho_path_points, rho)
         if args.json:
-            print(json.dumps({"rho_path": [{"rho": float(r), "weights": f}
-                                           for r, f in zip(grid, fits, strict=True)]}, indent=1))
+            print(json.dumps({"rho_path": [{"rho": p["rho"], "weights": dict(
+                zip(tasks, p["weights"], strict=True))} for p in path]}, indent=1))
             return 0
-        print(" " * (width + 2) + "".join(f"{r:8.4f}" for r in grid) + "   <- rho")
-        for task in tasks:
-            print(f"  {task:<{width}}" + "".join(f"{f[task]:8.4f}" for f in fits))
+        print(f"rho path: {len(path)} points from 0 to {path[-1]['rho']:g} (max(2/T, 2 rho)), "
+              f"the chosen rho = {rho:g} within it")
+        print(f"  {'rho':>8}  " + "  ".join(f"{t[:10]:>10}" for t in tasks))
+        for p in path:
+            mark = "  <- rho" if abs(p["rho"] - rho) < 1e-9 else ""
+            print(f"  {p['rho']:8.4f}  " + "  ".join(f"{w:10.4f}" for w in p["weights"])
+                  + mark)
         return 0
     budget = args.budget if args.budget is not None else cfg.mrf.budget
     settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.mrf.utility, "caps": caps,
