@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -368,3 +368,42 @@ def remove_work_dir(stage: str, name: str, fp: str, *, root: Path | None = None)
     """Delete the scratch directory once the artifact is finished."""
     final = path_of(stage, name, fp, root=root)
     shutil.rmtree(final.parent / f".{final.name}.work", ignore_errors=True)
+
+
+#: What a stage computes into an artifact: fill the temporary directory it is given
+#: and return the manifest's entries (the writer adds stage, name, fingerprint, files).
+Compute = Callable[[Path], Mapping[str, Any]]
+
+
+def ensure(stage: str, name: str, fp: str, compute: Compute, *, root: Path | None = None,
+           stream: Any = None, finder: Callable[[], Path | None] | None = None
+           ) -> tuple[Path, bool]:
+    """The one path of every stage artifact: find it, else claim it, look again (another
+    process may have written it meanwhile), compute it into a temporary directory, add the
+    checksummed manifest, rename it into place, drop its work directory, and open it.
+
+    ``finder`` replaces the lookup where one artifact answers several names (the
+    evaluation's coinciding mixtures share a training).
+
+    Returns:
+        ``(path, computed)``: the finished artifact, and whether this call computed it.
+    """
+    def look() -> Path | None:
+        return finder() if finder is not None else find(stage, name, fp, root=root)
+
+    found = look()
+    if found is not None:
+        return found, False
+    with claim(stage, name, fp, root=root, stream=stream):
+        found = look()
+        if found is not None:
+            return found, False
+        manifest: dict[str, Any] = {}
+        with write(stage, name, fp, manifest, root=root) as tmp:
+            manifest.update(compute(tmp))
+        remove_work_dir(stage, name, fp, root=root)
+        found = find(stage, name, fp, root=root)
+    if found is None:  # written and gone at once: another process removed it as damaged
+        raise DataError(f"the {stage} artifact {name}-{fp} vanished right after it was "
+                        "written; check the cache's disk and rerun")
+    return found, True

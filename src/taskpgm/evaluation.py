@@ -20,6 +20,7 @@ bootstrap over examples.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -276,31 +277,28 @@ def ensure_evaluation(
           f"{done} done already; {len(evalset.examples())} examples "
           "scored after each", file=out, flush=True)
     rows: list[dict[str, Any]] = []
-    with artifacts.claim(STAGE, "base", base_fp, root=root, stream=out):
-        found = artifacts.find(STAGE, "base", base_fp, root=root)
-        if found is None:
-            loaded = base.load()
-            loaded.model.to(scoring_placement.torch_device)
-            acc = item_scores(loaded, loaded.model, evalset, normalization, scoring,
-                              _scoring_progress("base", evalset, out), scoring_placement)
-            with artifacts.write(STAGE, "base", base_fp, {"method": "base"}, root=root) as tmp:
-                (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
-                (tmp / "items.json").write_text(json.dumps(_items(acc)))
-            found = artifacts.find(STAGE, "base", base_fp, root=root)
-    assert found is not None
-    rows.extend(json.loads((found / "scores.json").read_text()))
+    def score_base(tmp: Path) -> dict[str, Any]:
+        loaded = base.load()
+        loaded.model.to(scoring_placement.torch_device)
+        acc = item_scores(loaded, loaded.model, evalset, normalization, scoring,
+                          _scoring_progress("base", evalset, out), scoring_placement)
+        (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
+        (tmp / "items.json").write_text(json.dumps(_items(acc)))
+        return {"method": "base"}
+
+    base_dir, _ = artifacts.ensure(STAGE, "base", base_fp, score_base, root=root, stream=out)
+    rows.extend(json.loads((base_dir / "scores.json").read_text()))
     progress = Progress("evaluation", len(first), unit="training", every=0.0, stream=out,
                         start=len(first) - len(pending))
     for method, seed, mixed, keys, cfg, fp in plans:
         name = f"{method}-s{seed}"
-        found = _find(name, fp, root)
-        if found is None:
-            with artifacts.claim(STAGE, name, fp, root=root, stream=out):
-                found = _find(name, fp, root)  # another process may have trained it
-                if found is None:
-                    found = _train_and_score(base, name, method, seed, mixed, keys, cfg, fp,
-                                             evalset, normalization, scoring, root, out,
-                                             training, scoring_placement, sampler, n_batches)
+        found, _ = artifacts.ensure(
+            STAGE, name, fp, _training_compute(
+                base, name, method, seed, mixed, keys, cfg, fp, evalset, normalization,
+                scoring, root, out, training, scoring_placement, sampler, n_batches),
+            root=root, stream=out, finder=functools.partial(_find, name, fp, root))
+        if fp in pending:
+            pending.discard(fp)
             progress.update(1, note=f"{name} done")
         if tracker is not None:
             tracker.training_file("evaluation", name, found / "training_log.json")
@@ -349,25 +347,26 @@ def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
                     every=15.0, stream=out)
 
 
-def _train_and_score(
+def _training_compute(
     base: Base, name: str, method: str, seed: int, mixed: Sequence[Example],
     keys: Sequence[float] | None, cfg: ExpertsConfig,
     fp: str, evalset: EvalSet, normalization: Normalization, scoring: SignalsConfig,
     root: Path | None, out: TextIO, training: Placement, scoring_placement: Placement,
     sampler: Sampler, n_batches: int | None,
-) -> Path:
+) -> artifacts.Compute:
+    """How one (method, seed) artifact is made: train the adapter, then score it."""
     from peft import PeftModel
 
     from taskpgm import device as device_mod
     from taskpgm.models import check_adapter_dir
     from taskpgm.trainer import train_adapter
 
-    loaded = base.load()
-    manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed),
-                                "sampler": sampler_id(sampler),
-                                "compute": {"training": training.as_dict(),
-                                            "scoring": scoring_placement.as_dict()}}
-    with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
+    def compute(tmp: Path) -> dict[str, Any]:
+        loaded = base.load()
+        manifest: dict[str, Any] = {"method": method, "seed": seed, "examples": len(mixed),
+                                    "sampler": sampler_id(sampler),
+                                    "compute": {"training": training.as_dict(),
+                                                "scoring": scoring_placement.as_dict()}}
         work = artifacts.work_dir(STAGE, name, fp, root=root)
         say(f"evaluation: training {name} on {len(mixed)} mixed examples", out)
         log = train_adapter(loaded, name, mixed, cfg, work, tmp / "adapter",
@@ -390,7 +389,6 @@ def _train_and_score(
         (tmp / "scores.json").write_text(json.dumps(_rows(method, seed, acc), indent=1))
         (tmp / "items.json").write_text(json.dumps(_items(acc)))
         say(f"evaluation: {name} trained in {format_seconds(log['seconds'])}", out)
-    artifacts.remove_work_dir(STAGE, name, fp, root=root)
-    path = artifacts.find(STAGE, name, fp, root=root)
-    assert path is not None
-    return path
+        return manifest
+
+    return compute

@@ -270,16 +270,15 @@ def ensure_experts(
     say(f"experts: {len(done)} of {len(plans)} finished already, "
         f"{len(todo)} to do ({total_steps} steps)", stream)
     for n, (task, fp, ipath) in enumerate(todo, start=len(done) + 1):
-        with artifacts.claim(STAGE, task, fp, root=root, stream=stream):
-            found = artifacts.find(STAGE, task, fp, root=root)  # another process's
-            if found is not None:
-                source = str(artifacts.read_manifest(found).get("source", "trained"))
-                done[task] = Expert(task, found, fp, source)
-                say(f"expert {n}/{len(plans)} {task}: finished by another process",
-                    stream)
-                continue
-            _make_expert(base, task, fp, ipath, train_sets, cfg, root, stream, progress,
-                         placement, f"expert {n}/{len(plans)} {task}", done)
+        label = f"expert {n}/{len(plans)} {task}"
+        found, computed = artifacts.ensure(
+            STAGE, task, fp, _expert_compute(base, task, fp, ipath, train_sets, cfg, root,
+                                             stream, progress, placement, label),
+            root=root, stream=stream)
+        if not computed:
+            say(f"{label}: finished by another process", stream)
+        source = str(artifacts.read_manifest(found).get("source", "trained"))
+        done[task] = Expert(task, found, fp, source)
     return {task: done[task] for task, _, _ in plans}
 
 
@@ -297,14 +296,15 @@ def missing(base: Base, train_sets: Mapping[str, Sequence[Example]], cfg: Expert
     return out
 
 
-def _make_expert(base: Base, task: str, fp: str, ipath: Path | None,
-                 train_sets: Mapping[str, Sequence[Example]], cfg: ExpertsConfig,
-                 root: Path | None, stream: TextIO | None, progress: Progress,
-                 placement: Placement, label: str, done: dict[str, Expert]) -> None:
-    """Train (or import) one expert into its artifact; the caller holds its claim."""
-    manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
-                                "base_name": base.name}
-    with artifacts.write(STAGE, task, fp, manifest, root=root) as tmp:
+def _expert_compute(base: Base, task: str, fp: str, ipath: Path | None,
+                    train_sets: Mapping[str, Sequence[Example]], cfg: ExpertsConfig,
+                    root: Path | None, stream: TextIO | None, progress: Progress,
+                    placement: Placement, label: str) -> artifacts.Compute:
+    """How one expert's artifact is made: trained, or imported (for :func:`artifacts.ensure`)."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        manifest: dict[str, Any] = {"task": task, "base": base.fingerprint,
+                                    "base_name": base.name}
         if ipath is not None and _is_checkpoint(ipath):
             check_checkpoint(base.load(), ipath)
             manifest.update(source="checkpoint", checkpoint=str(ipath.resolve()))
@@ -324,6 +324,6 @@ def _make_expert(base: Base, task: str, fp: str, ipath: Path | None,
                             config=cfg.model_dump(exclude={"import_"}),
                             compute=placement.as_dict(),
                             final_loss=log["final_loss"], seconds=log["seconds"])
-    artifacts.remove_work_dir(STAGE, task, fp, root=root)
-    done[task] = Expert(task, artifacts.path_of(STAGE, task, fp, root=root), fp,
-                        manifest["source"])
+        return manifest
+
+    return compute

@@ -88,11 +88,8 @@ def ensure_relations(
     """
     signals_fp = str(signals.manifest.get("fingerprint", signals.path.name))
     fp = fingerprint_of(signals_fp, tasks, cfg, targets)
-    with artifacts.claim(STAGE, STAGE, fp, root=root, stream=stream):
-        found = artifacts.find(STAGE, STAGE, fp, root=root)
-        if found is not None:
-            say(f"relations: reusing {found}", stream)
-            return open_relations(found)
+
+    def compute(tmp: Path) -> dict[str, Any]:
         say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
         pred = from_signals(signals, tasks, normalization=cfg.normalization,
                             correct_sets=correct_sets, targets=targets)
@@ -105,7 +102,9 @@ def ensure_relations(
         if cfg.bootstrap:
             arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
                                               pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
-        manifest: dict[str, Any] = {
+        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
+                  str(tmp / RELATIONS_FILE))
+        return {
             "tasks": list(tasks), "targets": list(targets), "models": pred.models,
             "signals": signals_fp, "config": cfg.model_dump(),
             "psd": {"clipped_eigenvalues": list(info.clipped_eigenvalues),
@@ -113,9 +112,8 @@ def ensure_relations(
                     "jsd_scale": info.jsd_scale},
             "probe_examples": int(pred.task_of.size),
         }
-        with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
-            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
-                      str(tmp / RELATIONS_FILE))
-        found = artifacts.find(STAGE, STAGE, fp, root=root)
-        assert found is not None
+
+    found, computed = artifacts.ensure(STAGE, STAGE, fp, compute, root=root, stream=stream)
+    if not computed:
+        say(f"relations: reusing {found}", stream)
     return open_relations(found)

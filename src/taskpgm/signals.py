@@ -302,12 +302,9 @@ def ensure_signals(
     examples, ids, probe_fp, placement, fp = plan_probe(base, experts, probes, cfg, placement,
                                                         stream)
     name = "probe"
-    with artifacts.claim(STAGE, name, fp, root=root, stream=stream):
-        found = artifacts.find(STAGE, name, fp, root=root)
-        out = stream or sys.stderr
-        if found is not None:
-            print(f"signals: reusing {found}", file=out, flush=True)
-            return open_signals(found)
+    out = stream or sys.stderr
+
+    def compute(tmp: Path) -> dict[str, Any]:
         keys = model_keys(experts)
         fps = model_fingerprints(base, experts)
         work = artifacts.work_dir(STAGE, name, fp, root=root)
@@ -319,7 +316,9 @@ def ensure_signals(
                                   root)
             print(f"signals: {stats['scored']:,} example scorings now, {stats['reused']:,} "
                   "reused from earlier runs", file=out, flush=True)
-        manifest: dict[str, Any] = {
+        for k in keys:
+            os.link(work / shard_name(k), tmp / shard_name(k))
+        return {
             "base": {"name": base.name, "fingerprint": base.fingerprint},
             "probe": {"fingerprint": probe_fp, "ids": ids, "tasks": [ex.task for ex in examples],
                       "kinds": [ex.kind for ex in examples],
@@ -328,13 +327,11 @@ def ensure_signals(
             "config": cfg.model_dump(),
             "compute": placement.as_dict(),
         }
-        with artifacts.write(STAGE, name, fp, manifest, root=root) as tmp:
-            for k in keys:
-                os.link(work / shard_name(k), tmp / shard_name(k))
-        artifacts.remove_work_dir(STAGE, name, fp, root=root)
-        path = artifacts.find(STAGE, name, fp, root=root)
-        assert path is not None
-        return open_signals(path)
+
+    found, computed = artifacts.ensure(STAGE, name, fp, compute, root=root, stream=stream)
+    if not computed:
+        print(f"signals: reusing {found}", file=out, flush=True)
+    return open_signals(found)
 
 
 def plan_probe(base: Base, experts: Mapping[str, Expert],
@@ -474,21 +471,15 @@ def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[E
                ) -> dict[str, np.ndarray]:
         parts = []
         for task, (name, fp) in part_paths(key).items():
-            with artifacts.claim(PARTS, name, fp, root=root, stream=out):
-                found = artifacts.find(PARTS, name, fp, root=root)
-                if found is None:
-                    arrays = score(model, tokenizer, by_task[task], cfg, progress=progress,
-                                   placement=placement)
-                    with artifacts.write(PARTS, name, fp, {"model": key, "task": task,
-                                                           "examples": len(by_task[task])},
-                                         root=root) as tmp:
-                        save_file(arrays, str(tmp / "shard.safetensors"))
-                    found = artifacts.find(PARTS, name, fp, root=root)
-                    stats["scored"] += len(by_task[task])
-                else:
-                    stats["reused"] += len(by_task[task])
-                assert found is not None
-                parts.append(load_file(str(found / "shard.safetensors")))
+            def compute(tmp: Path, task: str = task) -> dict[str, Any]:
+                arrays = score(model, tokenizer, by_task[task], cfg, progress=progress,
+                               placement=placement)
+                save_file(arrays, str(tmp / "shard.safetensors"))
+                return {"model": key, "task": task, "examples": len(by_task[task])}
+
+            found, computed = artifacts.ensure(PARTS, name, fp, compute, root=root, stream=out)
+            stats["scored" if computed else "reused"] += len(by_task[task])
+            parts.append(load_file(str(found / "shard.safetensors")))
         return concat_shards(parts)
 
     needed = [k for k in todo if not cached(k)]

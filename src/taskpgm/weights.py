@@ -198,11 +198,8 @@ def ensure_weights(
               "sizes": list(map(int, train_sizes)), "baselines": list(baselines),
               "temperature": temperature, "path": rho_path_points}
     fp = artifacts.fingerprint(STAGE, VERSION, [relations.fingerprint], params, {})
-    with artifacts.claim(STAGE, STAGE, fp, root=root, stream=stream):
-        found = artifacts.find(STAGE, STAGE, fp, root=root)
-        if found is not None:
-            say(f"weights: reusing {found}", stream)
-            return open_weights(found)
+
+    def compute(tmp: Path) -> dict[str, Any]:
         tasks = relations.tasks
         methods: dict[str, dict[str, Any]] = {}
         for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
@@ -223,14 +220,15 @@ def ensure_weights(
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
                 "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
                 "relations": relations.fingerprint}
-        manifest = {"relations": relations.fingerprint, "params": params}
-        with artifacts.write(STAGE, STAGE, fp, manifest, root=root) as tmp:
-            (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
+        (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
         say(f"weights: rho={cfg.rho:g} energy {main['energy']:.5f}, "
             f"KKT residual {main['kkt_residual']:.1e}", stream)
-        found = artifacts.find(STAGE, STAGE, fp, root=root)
-        assert found is not None
-        return open_weights(found)
+        return {"relations": relations.fingerprint, "params": params}
+
+    found, computed = artifacts.ensure(STAGE, STAGE, fp, compute, root=root, stream=stream)
+    if not computed:
+        say(f"weights: reusing {found}", stream)
+    return open_weights(found)
 
 
 def bootstrap_draws(relations: Relations) -> list[Relations]:
