@@ -36,12 +36,29 @@ from taskpgm.rundir import STAGES, RunDir
 
 @dataclass
 class RunState:
-    """What a run has produced so far (filled stage by stage)."""
+    """One run: its config and directory, the inputs the tasks stage loads, and what each
+    later stage produced (filled stage by stage; a stage reads only what came before)."""
 
     config: RunConfig
     run_dir: Path
     stream: TextIO
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the inputs (the tasks stage)
+    base: Any = None
+    tasks: Tasks = field(default_factory=dict)
+    heldout: Tasks = field(default_factory=dict)
+    mmlu: Tasks = field(default_factory=dict)
+    targets: Tasks = field(default_factory=dict)
+    mean_tokens: dict[str, float] = field(default_factory=dict)
+    caps: Any = None
+    compute: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+    tracker: Any = None
+    # the products
+    experts: dict[str, Any] = field(default_factory=dict)
+    signals: Any = None
+    relations: Any = None
+    weights: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path | None:
@@ -50,6 +67,14 @@ class RunState:
     @property
     def files(self) -> RunDir:
         return RunDir(self.run_dir)
+
+    @property
+    def on_ray(self) -> bool:
+        return self.config.execution.backend == "ray"
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return {t: s.train for t, s in self.tasks.items()}
 
     def say(self, text: str) -> None:
         say(text, self.stream)
@@ -61,6 +86,20 @@ class RunState:
 
 def default_run_dir(config_path: Path) -> Path:
     return Path("runs") / config_path.stem
+
+
+def placements_of(config: RunConfig, stream: TextIO | None) -> dict[str, Any]:
+    """Each stage's device and precision: this machine's, with the experts' and the
+    scoring's decided by a cluster worker on the Ray backend (the one place that asks)."""
+    from taskpgm.device import run_placements
+
+    compute = run_placements(config, stream=stream)  # a device that is not there fails here
+    if config.execution.backend == "ray":
+        from taskpgm import cluster
+
+        compute.update({k: v for k, v in cluster.placements(config, stream=stream).items()
+                        if k in ("experts", "signals")})
+    return compute
 
 
 def run(
@@ -77,162 +116,181 @@ def run(
     """
     if until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-    from taskpgm.device import peak_memory_gib, reset_peak_memory, run_placements, summary_line
-    from taskpgm.experts import ensure_experts
-    from taskpgm.models import Base
-    from taskpgm.relations_stage import ensure_relations
-    from taskpgm.signals import ensure_signals, probe_set, probes_of
-    from taskpgm.weights import ensure_weights
+    from taskpgm.device import peak_memory_gib, reset_peak_memory
 
-    out = stream or sys.stderr
-    state = RunState(config, Path(run_dir), out)
+    state = RunState(config, Path(run_dir), stream or sys.stderr)
     t_run = time.monotonic()
-
     last = STAGES.index(until) + 1
-
-    def stage(i: int, name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        if i > last:
-            return
+    for i, (name, step) in enumerate(STEPS[:last], start=1):
         elapsed = format_seconds(time.monotonic() - t_run)
-        state.say(f"[stage {i}/{last}: {name}] (elapsed {elapsed})")
-        where = compute[name].device if name in compute else None
+        state.say(f"[stage {i}/{last}: {name}]" + (f" (elapsed {elapsed})" if i > 1 else ""))
+        where = state.compute[name].device if name in state.compute else None
         if where is not None:
             reset_peak_memory(where)
         t0 = time.monotonic()
-        info = fn()
+        info = step(state)
         peak = peak_memory_gib(where) if where is not None else None
         if peak is not None:
             info["peak_gpu_gib"] = round(peak, 3)
         state.record(name, seconds=round(time.monotonic() - t0, 2), **info)
-
-    # 1. tasks (and the base model's tokenizer), checked with everything else before any work
-    t_tasks = time.monotonic()
-    state.say(f"[stage 1/{STAGES.index(until) + 1}: tasks]")
-    compute = run_placements(config, stream=out)  # a device that is not there fails here
-    on_ray = config.execution.backend == "ray"
-    if on_ray:  # experts and scoring run where the cluster's workers decide
-        from taskpgm import cluster
-
-        compute.update({k: v for k, v in cluster.placements(config, stream=out).items()
-                        if k in ("experts", "signals")})
-    state.say(summary_line(compute))
-    base = Base.from_config(config.base)  # a bad model fails here
-    tasks, heldout, mmlu = load_all_tasks(config)
-    targets = load_targets(config, tasks)
-    names = list(tasks)
-    tokenizer = base.load().tokenizer
-    mean_tokens = mean_train_tokens(tokenizer, tasks, config.experts.max_length)
-    caps = preflight(config, tasks, mean_tokens)
-    # nothing is written into the run directory before the checks above pass
-    state.files.write_config(config_mod.dump(config))
-    from taskpgm.workload import plan_of, plan_run
-
-    planned = plan_run(config, loaded={"base": base, "tasks": tasks, "heldout": heldout,
-                                       "mmlu": mmlu, "mean_tokens": mean_tokens,
-                                       "placements": compute})
-    state.say(planned["summary"])  # what `taskpgm plan` prints
-    work = plan_of(config, tasks, heldout, mmlu, mean_tokens)
-    state.record("tasks", seconds=round(time.monotonic() - t_tasks, 2), tasks=names,
-                 train={t: len(s.train) for t, s in tasks.items()},
-                 probe={t: len(s.probe) for t, s in tasks.items()}, mean_tokens=mean_tokens,
-                 workload=work.as_dict())
-
-    from taskpgm.tracking import Tracker
-
-    track = config.tracking
-    tracker = Tracker(track.report_to, Path(track.log_dir) if track.log_dir
-                      else state.files.tracking_dir)
-
-    probes = probes_of(config, {**tasks, **targets})  # all, or signals.probe_total of them
-
-    # 2-3. experts and signals (the expensive part; resumable)
-    experts: dict[str, Any] = {}
-
-    def do_experts() -> dict[str, Any]:
-        if on_ray:
-            cluster.train_experts(config, base, {t: s.train for t, s in tasks.items()},
-                                  compute["experts"], root=state.root, stream=out)
-        experts.update(ensure_experts(base, {t: s.train for t, s in tasks.items()},
-                                      config.experts, root=state.root, stream=out,
-                                      placement=compute["experts"]))
-        for t, e in experts.items():
-            tracker.training_file("experts", t, Path(e.path) / "training_log.json")
-        return {"compute": compute["experts"].as_dict(),
-                "fingerprints": {t: e.fingerprint for t, e in experts.items()},
-                "paths": {t: str(e.path) for t, e in experts.items()}}
-
-    stage(2, "experts", do_experts)
-    holder: dict[str, Any] = {}
-
-    def do_signals() -> dict[str, Any]:
-        if on_ray:
-            cluster.score_models(config, base, experts, probes, compute["signals"],
-                                 root=state.root, stream=out)
-        sig = ensure_signals(base, experts, probes, config.signals, root=state.root,
-                             stream=out, placement=compute["signals"])
-        holder["signals"] = sig
-        return {"compute": compute["signals"].as_dict(),
-                "fingerprint": str(sig.manifest.get("fingerprint")), "path": str(sig.path)}
-
-    stage(3, "signals", do_signals)
-
-    def do_relations() -> dict[str, Any]:
-        probe = probe_set(probes)
-        rel = ensure_relations(holder["signals"], names, config.relations,
-                               correct_sets=[ex.correct for ex in probe], targets=list(targets),
-                               root=state.root, stream=out)
-        holder["relations"] = rel
-        return {"fingerprint": rel.fingerprint, "path": str(rel.path),
-                "psd": rel.info.get("psd")}
-
-    stage(4, "relations", do_relations)
-
-    def do_weights() -> dict[str, Any]:
-        ev = config.evaluation
-        data = ensure_weights(
-            holder["relations"], config.mrf, caps=caps,
-            train_sizes=[len(tasks[t].train) for t in names], baselines=ev.baselines,
-            temperature=ev.temperature, rho_path_points=config.report.rho_path_points,
-            root=state.root, stream=out)
-        holder["weights"] = data
-        chosen = data["methods"][data["chosen"]]
-        state.files.write_weights({
-            **{k: v for k, v in chosen.items() if k != "weights"},
-            "fingerprints": {"relations": holder["relations"].fingerprint,
-                             "weights": data["fingerprint"]},
-            "weights": chosen["weights"]})
-        state.files.write_methods(data)
-        tracker.weights(data["chosen"], chosen["weights"])
-        return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
-
-    stage(5, "weights", do_weights)
-
-    def do_mixture() -> dict[str, Any]:
-        return write_mixture(state, tasks, mean_tokens, holder["weights"], tokenizer)
-
-    stage(6, "mixture", do_mixture)
-
-    def do_evaluation() -> dict[str, Any]:
-        if not config.evaluation.enabled:
-            return {"skipped": True}
-        info = evaluate(state, base, tasks, heldout, mmlu, mean_tokens, holder["weights"],
-                        compute, tracker)
-        return {"compute": {**compute["evaluation"].as_dict(),
-                            "training": compute["experts"].as_dict()}, **info}
-
-    stage(7, "evaluation", do_evaluation)
-
-    def do_report() -> dict[str, Any]:
-        if not config.report.enabled:
-            return {"skipped": True}
-        from taskpgm.report import render
-
-        path = render(state.run_dir)
-        return {"path": str(path)}
-
-    stage(8, "report", do_report)
     state.say(f"run finished in {format_seconds(time.monotonic() - t_run)}")
     return state
+
+
+def trained_experts(config: RunConfig, base: Any, train: dict[str, Any], placement: Any,
+                    stream: TextIO | None, only: Sequence[str] | None = None
+                    ) -> dict[str, Any]:
+    """Every expert of ``train`` (or those ``only`` names), trained where missing: on the
+    Ray backend as cluster jobs first (the executor), then found here; else here."""
+    from taskpgm.experts import ensure_experts
+
+    if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
+        from taskpgm import cluster
+
+        cluster.train_experts(config, base, train, placement, root=config.artifact_root,
+                              stream=stream)
+    return ensure_experts(base, train, config.experts, root=config.artifact_root,
+                          stream=stream, placement=placement, only=only)
+
+
+def scored_signals(config: RunConfig, base: Any, experts: dict[str, Any],
+                   probes: dict[str, Any], placement: Any, stream: TextIO | None) -> Any:
+    """The probe set scored by the base and every expert: on the Ray backend by scoring
+    actors first (the executor), then assembled here; else here."""
+    from taskpgm.signals import ensure_signals
+
+    if config.execution.backend == "ray":
+        from taskpgm import cluster
+
+        cluster.score_models(config, base, experts, probes, placement,
+                             root=config.artifact_root, stream=stream)
+    return ensure_signals(base, experts, probes, config.signals, root=config.artifact_root,
+                          stream=stream, placement=placement)
+
+
+# ---------------------------------------------------------------------- the stages
+def tasks_step(state: RunState) -> dict[str, Any]:
+    """Load every input and check the whole config before any work (nothing is written
+    into the run directory before these checks pass)."""
+    from taskpgm.device import summary_line
+    from taskpgm.models import Base
+    from taskpgm.signals import probes_of
+    from taskpgm.tracking import Tracker
+    from taskpgm.workload import plan_of, plan_run
+
+    config = state.config
+    state.compute = placements_of(config, state.stream)
+    state.say(summary_line(state.compute))
+    state.base = Base.from_config(config.base)  # a bad model fails here
+    state.tasks, state.heldout, state.mmlu = load_all_tasks(config)
+    state.targets = load_targets(config, state.tasks)
+    state.mean_tokens = mean_train_tokens(state.base.load().tokenizer, state.tasks,
+                                          config.experts.max_length)
+    state.caps = preflight(config, state.tasks, state.mean_tokens)
+    state.files.write_config(config_mod.dump(config))
+    planned = plan_run(config, loaded={"base": state.base, "tasks": state.tasks,
+                                       "heldout": state.heldout, "mmlu": state.mmlu,
+                                       "mean_tokens": state.mean_tokens,
+                                       "placements": state.compute})
+    state.say(planned["summary"])  # what `taskpgm plan` prints
+    work = plan_of(config, state.tasks, state.heldout, state.mmlu, state.mean_tokens)
+    track = config.tracking
+    state.tracker = Tracker(track.report_to, Path(track.log_dir) if track.log_dir
+                            else state.files.tracking_dir)
+    # every probe example, or signals.probe_total of them
+    state.probes = probes_of(config, {**state.tasks, **state.targets})
+    return {"tasks": list(state.tasks), "train": {t: len(s.train) for t, s in state.tasks.items()},
+            "probe": {t: len(s.probe) for t, s in state.tasks.items()},
+            "mean_tokens": state.mean_tokens, "workload": work.as_dict()}
+
+
+def experts_step(state: RunState) -> dict[str, Any]:
+    """One LoRA expert per task (the expensive part; resumable; on Ray as cluster jobs)."""
+    placement = state.compute["experts"]
+    state.experts = trained_experts(state.config, state.base, state.train, placement,
+                                    state.stream)
+    for t, e in state.experts.items():
+        state.tracker.training_file("experts", t, Path(e.path) / "training_log.json")
+    return {"compute": placement.as_dict(),
+            "fingerprints": {t: e.fingerprint for t, e in state.experts.items()},
+            "paths": {t: str(e.path) for t, e in state.experts.items()}}
+
+
+def signals_step(state: RunState) -> dict[str, Any]:
+    """The base and every expert scored on the probe set (on Ray by scoring actors)."""
+    placement = state.compute["signals"]
+    state.signals = scored_signals(state.config, state.base, state.experts, state.probes,
+                                   placement, state.stream)
+    return {"compute": placement.as_dict(),
+            "fingerprint": str(state.signals.manifest.get("fingerprint")),
+            "path": str(state.signals.path)}
+
+
+def relations_step(state: RunState) -> dict[str, Any]:
+    from taskpgm.relations_stage import ensure_relations
+    from taskpgm.signals import probe_set
+
+    probe = probe_set(state.probes)
+    rel = ensure_relations(state.signals, list(state.tasks), state.config.relations,
+                           correct_sets=[ex.correct for ex in probe],
+                           targets=list(state.targets), root=state.root, stream=state.stream)
+    state.relations = rel
+    return {"fingerprint": rel.fingerprint, "path": str(rel.path), "psd": rel.info.get("psd")}
+
+
+def weights_step(state: RunState) -> dict[str, Any]:
+    """Every method's weights under the same caps; the chosen one into weights.json."""
+    from taskpgm.weights import ensure_weights
+
+    config, names = state.config, list(state.tasks)
+    ev = config.evaluation
+    data = ensure_weights(
+        state.relations, config.mrf, caps=state.caps,
+        train_sizes=[len(state.tasks[t].train) for t in names], baselines=ev.baselines,
+        temperature=ev.temperature, rho_path_points=config.report.rho_path_points,
+        root=state.root, stream=state.stream)
+    state.weights = data
+    chosen = data["methods"][data["chosen"]]
+    state.files.write_weights({
+        **{k: v for k, v in chosen.items() if k != "weights"},
+        "fingerprints": {"relations": state.relations.fingerprint,
+                         "weights": data["fingerprint"]},
+        "weights": chosen["weights"]})
+    state.files.write_methods(data)
+    state.tracker.weights(data["chosen"], chosen["weights"])
+    return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
+
+
+def mixture_step(state: RunState) -> dict[str, Any]:
+    return write_mixture(state, state.tasks, state.mean_tokens, state.weights,
+                         state.base.load().tokenizer)
+
+
+def evaluation_step(state: RunState) -> dict[str, Any]:
+    if not state.config.evaluation.enabled:
+        return {"skipped": True}
+    info = evaluate(state, state.base, state.tasks, state.heldout, state.mmlu,
+                    state.mean_tokens, state.weights, state.compute, state.tracker)
+    return {"compute": {**state.compute["evaluation"].as_dict(),
+                        "training": state.compute["experts"].as_dict()}, **info}
+
+
+def report_step(state: RunState) -> dict[str, Any]:
+    if not state.config.report.enabled:
+        return {"skipped": True}
+    from taskpgm.report import render
+
+    return {"path": str(render(state.run_dir))}
+
+
+#: The stages in order, each a function of the run so far that returns its stages.json
+#: entry. A new stage is one function here (and its name in ``rundir.STAGES``).
+Step = Callable[[RunState], dict[str, Any]]
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("tasks", tasks_step), ("experts", experts_step), ("signals", signals_step),
+    ("relations", relations_step), ("weights", weights_step), ("mixture", mixture_step),
+    ("evaluation", evaluation_step), ("report", report_step))
+assert tuple(name for name, _ in STEPS) == STAGES
 
 
 def write_mixture(state: RunState, tasks: Tasks, mean_tokens: dict[str, float],
@@ -293,51 +351,32 @@ def evaluate(state: RunState, base: Any, tasks: Tasks, heldout: Tasks,
 
 def experts_of(config: RunConfig, *, stream: TextIO | None = None,
                only: Sequence[str] | None = None) -> tuple[Any, Tasks, dict[str, Any]]:
-    """The experts of a config, trained where missing (``taskpgm experts``, and what
-    ``signals --only`` scores): the base, the tasks, {task: expert}. On the Ray backend
-    the missing ones train as cluster jobs first, unless ``only`` names this job's share."""
+    """The experts of a config, trained where missing (``taskpgm experts --only``, and
+    what ``signals --only`` scores), without a run directory: (base, tasks, experts)."""
     from taskpgm import device as device_mod
-    from taskpgm.experts import ensure_experts
     from taskpgm.inputs import load_tasks
     from taskpgm.models import Base
 
     base = Base.from_config(config.base)
     tasks = load_tasks(config)
-    train = {t: s.train for t, s in tasks.items()}
-    if config.execution.backend == "ray" and only is None:  # `--only` is one job itself
-        from taskpgm import cluster
-
-        placement = cluster.placements(config, stream=stream)["experts"]
-        say(device_mod.summary_line({"experts": placement}), stream)
-        cluster.train_experts(config, base, train, placement, root=config.artifact_root,
-                              stream=stream)
-    else:
+    if config.execution.backend == "ray" and only is None:
+        placement = placements_of(config, stream)["experts"]
+    else:  # one job's share, on this machine
         placement = device_mod.resolve(config.base.device, config.experts.precision,
                                        stream=stream)
-        say(device_mod.summary_line({"experts": placement}), stream)
-    found = ensure_experts(base, train, config.experts, root=config.artifact_root,
-                           stream=stream, placement=placement, only=only)
+    say(device_mod.summary_line({"experts": placement}), stream)
+    found = trained_experts(config, base, {t: s.train for t, s in tasks.items()}, placement,
+                            stream, only)
     return base, tasks, found
 
 
 def signals_of(config: RunConfig, *, stream: TextIO | None = None) -> Any:
     """The signals of a config (:class:`taskpgm.readers.Signals`), with everything before
-    them ensured: what ``taskpgm signals`` computes, without a run directory."""
+    them ensured, without a run directory (``benchmarks/experts_table.py``)."""
     from taskpgm import device as device_mod
-    from taskpgm.signals import ensure_signals, probes_of
+    from taskpgm.signals import probes_of
 
     base, tasks, found = experts_of(config, stream=stream)
-    probes = probes_of(config, tasks)
-    if config.execution.backend == "ray":
-        from taskpgm import cluster
-
-        placement = cluster.placements(config, stream=stream)["signals"]
-        say(device_mod.summary_line({"signals": placement}), stream)
-        cluster.score_models(config, base, found, probes, placement,
-                             root=config.artifact_root, stream=stream)
-    else:
-        placement = device_mod.resolve(config.base.device, config.signals.precision,
-                                       stream=stream)
-        say(device_mod.summary_line({"signals": placement}), stream)
-    return ensure_signals(base, found, probes, config.signals, root=config.artifact_root,
-                          stream=stream, placement=placement)
+    placement = placements_of(config, stream)["signals"]
+    say(device_mod.summary_line({"signals": placement}), stream)
+    return scored_signals(config, base, found, probes_of(config, tasks), placement, stream)
