@@ -127,3 +127,37 @@ def test_caps_that_the_trusted_tasks_cannot_fill_are_reported():
     caps = np.array([0.1, 1.0, 0.1, 0.1, 0.1, 1.0])
     with pytest.raises(InvalidInputError, match="cannot hold weight"):
         solve(rel, 0.0, budget=None, utility_kind="representativeness", caps=caps)
+
+
+def test_every_named_baseline_is_a_registered_method():
+    from taskpgm.config import BASELINES
+    from taskpgm.weights import METHODS
+
+    assert set(METHODS) == set(BASELINES)
+
+
+def test_a_new_method_is_one_registered_function(tmp_path, monkeypatch):
+    """The recipe of docs/design.md: a function of MethodInputs in weights.METHODS, and the
+    weights stage writes its record beside the others, under the same caps."""
+    from taskpgm import weights as weights_mod
+    from taskpgm.config import MrfConfig
+
+    seen = {}
+
+    def first_task_only(given):
+        seen["caps"] = given.caps
+        w = np.zeros(len(given.relations.tasks))
+        w[0] = 1.0
+        return {"weights": given.as_weights(w), "note": "all on the first task"}
+
+    monkeypatch.setitem(weights_mod.METHODS, "first-task", first_task_only)
+    rel = relations(EXPERT, BASE)
+    rel.arrays["pmi_sequence"] = rel.arrays["pmi"] + rel.arrays["pmi"].T
+    caps = np.full(len(EXPERT), 1.0)
+    data = weights_mod.ensure_weights(rel, MrfConfig(), caps=caps, train_sizes=[100] * 6,
+                                      baselines=["uniform", "first-task"], temperature=2.0,
+                                      root=tmp_path)
+    got = data["methods"]["first-task"]
+    assert got["method"] == "first-task" and got["note"] == "all on the first task"
+    assert got["weights"]["task0"] == 1.0 and seen["caps"] is caps
+    assert data["methods"]["uniform"]["weights"]["task3"] == pytest.approx(1 / 6)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,6 +160,48 @@ def solve(
     return out
 
 
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method of the weights stage may read: the relations, the ``mrf`` section,
+    the caps every method must respect, the train sizes, the temperature of the size
+    baseline and the reference rows (the paper's exact and projected solves)."""
+
+    relations: Relations
+    cfg: MrfConfig
+    caps: np.ndarray
+    train_sizes: list[int]
+    temperature: float
+    reference: dict[str, Any]
+
+    def as_weights(self, w: Sequence[float] | np.ndarray) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(self.relations.tasks, w, strict=True)}
+
+
+#: A method: its record for methods.json (``weights`` {task: share} under the caps, and
+#: whatever certificate or intervals it has), from the stage's inputs.
+Method = Callable[[MethodInputs], dict[str, Any]]
+
+
+def _baseline(kind: str) -> Method:
+    def weights(given: MethodInputs) -> dict[str, Any]:
+        w = baseline_weights(kind, given.train_sizes, tau=given.temperature,  # type: ignore[arg-type]
+                             caps=given.caps)
+        return {"weights": given.as_weights(w)}
+    return weights
+
+
+#: Every method beside TaskPGM that ``evaluation.baselines`` may name. A new method is a
+#: function of :class:`MethodInputs` registered here (and its name added to
+#: ``config.BASELINES``): the weights stage, methods.json, the evaluation and the report
+#: then treat it like the others.
+METHODS: dict[str, Method] = {
+    "uniform": _baseline("uniform"),
+    "size": _baseline("size"),
+    "temperature": _baseline("temperature"),
+    "reference": lambda given: dict(given.reference["exact"]),
+}
+
+
 def rho_grid(n_tasks: int, rho: float, points: int) -> np.ndarray:
     """The rho values of the path: ``points`` evenly from 0 to max(2/T, 2ρ), so the path
     always passes the chosen ρ and shows where the weights go on either side of it."""
@@ -209,13 +252,9 @@ def ensure_weights(
             methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
         main = methods["taskpgm"]
         ref = reference_rows(relations, caps)
+        given = MethodInputs(relations, cfg, caps, list(map(int, train_sizes)), temperature, ref)
         for kind in baselines:
-            if kind == "reference":
-                methods[kind] = {**ref["exact"], "method": kind}
-                continue
-            w = baseline_weights(kind, train_sizes, tau=temperature, caps=caps)  # type: ignore[arg-type]
-            methods[kind] = {"method": kind,
-                             "weights": {name: float(v) for name, v in zip(tasks, w, strict=True)}}
+            methods[kind] = {**METHODS[kind](given), "method": kind}
         path = rho_path(relations, cfg, caps, rho_path_points)
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
                 "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
