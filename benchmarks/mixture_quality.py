@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from taskpgm.mixture import Sampler, apply_caps
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
 from taskpgm.rundir import RunDir
-from taskpgm.stats import mean_interval, paired_difference
+from taskpgm.stats import detectable, holm, mean_interval, paired_difference, seeds_for_power
 from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
 from taskpgm.weights import energy_terms, solve
 from taskpgm.workload import plan_of
@@ -132,36 +131,6 @@ def metric(rows: list[dict[str, Any]], split: str, field_: str = "accuracy",
     for task, v in per.items():
         groups.setdefault(families[task], []).append(v)
     return float(np.mean([np.mean(v) for v in groups.values()]))
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values."""
-    order = np.argsort(pvalues)
-    m = len(pvalues)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return [float(a) for a in adjusted]
-
-
-def seeds_for_power(sd: float, diff: float = POWER_DIFF, power: float = 0.8) -> int:
-    """Paired seeds for a two-sided 5% t-test to reach ``power`` at ``diff`` (normal
-    approximation, then one t-correction step)."""
-    if not np.isfinite(sd) or sd <= 0:
-        return 2
-    z = sps.norm.ppf(0.975) + sps.norm.ppf(power)
-    n = max(2, math.ceil((z * sd / diff) ** 2))
-    t = sps.t.ppf(0.975, n - 1) + sps.t.ppf(power, n - 1)
-    return max(2, math.ceil((t * sd / diff) ** 2))
-
-
-def detectable(sd: float, n: int, power: float = 0.8) -> float:
-    """The paired difference a two-sided 5% t-test finds with ``power`` at ``n`` seeds."""
-    if n < 2 or not np.isfinite(sd):
-        return float("nan")
-    return float((sps.t.ppf(0.975, n - 1) + sps.t.ppf(power, n - 1)) * sd / math.sqrt(n))
 
 
 # ------------------------------------------------------------------------------ ledger

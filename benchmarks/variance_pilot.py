@@ -55,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixture_quality as mq
-from taskpgm import atomic
+from taskpgm import atomic, stats
 
 SEEDS = (100, 101, 102, 103, 104, 105)
 SAMPLERS = ("independent", "crn", "crn-keyed")
@@ -122,8 +122,8 @@ def pair_stats(diffs: list[float]) -> dict[str, Any]:
     sd = float(d.std(ddof=1)) if d.size >= 2 else float("nan")
     return {"seeds": int(d.size), "diffs": [round(float(x), 6) for x in d],
             "mean": float(d.mean()) if d.size else float("nan"), "sd": sd,
-            f"detectable_at_{DETECT_SEEDS}": mq.detectable(sd, DETECT_SEEDS),
-            "seeds_for_0.02": mq.seeds_for_power(sd) if np.isfinite(sd) else None}
+            f"detectable_at_{DETECT_SEEDS}": stats.detectable(sd, DETECT_SEEDS),
+            "seeds_for_0.02": stats.seeds_for_power(sd) if np.isfinite(sd) else None}
 
 
 def pool_results(led: dict[str, Any]) -> dict[str, Any]:

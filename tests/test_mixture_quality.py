@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,29 +21,6 @@ def mq():
     sys.modules["mixture_quality"] = module
     spec.loader.exec_module(module)
     return module
-
-
-def test_holm_by_hand(mq):
-    # p = (0.01, 0.04, 0.03, 0.20), m = 4. Sorted: 0.01·4 = 0.04, 0.03·3 = 0.09,
-    # 0.04·2 = 0.08 -> raised to 0.09 (monotone), 0.20·1 = 0.20.
-    assert mq.holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
-    assert mq.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
-
-
-def test_seeds_for_power_matches_the_t_test_it_promises(mq):
-    from scipy import stats
-
-    sd, diff = 0.025, 0.02
-    n = mq.seeds_for_power(sd, diff)
-    # the noncentral-t power of a paired two-sided 5% test at n seeds is at least 0.8
-    def power(k: int) -> float:
-        nc = diff / (sd / np.sqrt(k))
-        crit = stats.t.ppf(0.975, k - 1)
-        return float(1 - stats.nct.cdf(crit, k - 1, nc) + stats.nct.cdf(-crit, k - 1, nc))
-    assert power(n) >= 0.79
-    assert power(n - 2) < 0.8
-    # and the detectable difference at n seeds is (about) the one asked for
-    assert mq.detectable(sd, n) == pytest.approx(diff, rel=0.1)
 
 
 def test_metric_macro_over_tasks_and_over_families(mq):

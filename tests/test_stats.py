@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from taskpgm.stats import mean_interval, paired_bootstrap, paired_difference, wilson_interval
+from taskpgm.stats import (
+    detectable,
+    holm,
+    mean_interval,
+    paired_bootstrap,
+    paired_difference,
+    seeds_for_power,
+    wilson_interval,
+)
 
 
 def test_wilson_matches_the_closed_form_by_hand():
@@ -78,3 +86,26 @@ def test_paired_bootstrap_covers_a_known_difference_about_95_percent_of_the_time
         covered += lo <= 0.1 <= hi
     # binomial sd of the rate at 0.95 is 1.1 points; a 90% or a 99% interval falls outside
     assert 0.92 <= covered / trials <= 0.98
+
+
+def test_holm_by_hand():
+    # p = (0.01, 0.04, 0.03, 0.20), m = 4. Sorted: 0.01·4 = 0.04, 0.03·3 = 0.09,
+    # 0.04·2 = 0.08 -> raised to 0.09 (monotone), 0.20·1 = 0.20.
+    assert holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_seeds_for_power_matches_the_t_test_it_promises():
+    from scipy import stats
+
+    sd, diff = 0.025, 0.02
+    n = seeds_for_power(sd, diff)
+    # the noncentral-t power of a paired two-sided 5% test at n seeds is at least 0.8
+    def power(k: int) -> float:
+        nc = diff / (sd / np.sqrt(k))
+        crit = stats.t.ppf(0.975, k - 1)
+        return float(1 - stats.nct.cdf(crit, k - 1, nc) + stats.nct.cdf(-crit, k - 1, nc))
+    assert power(n) >= 0.79
+    assert power(n - 2) < 0.8
+    # and the detectable difference at n seeds is (about) the one asked for
+    assert detectable(sd, n) == pytest.approx(diff, rel=0.1)

@@ -9,6 +9,10 @@
   (seeds paired across methods: same mixture draw, initialization and order).
 * :func:`paired_bootstrap` — percentile interval of mean(a − b) over examples,
   for one model against another on the same examples (expert versus base).
+* :func:`detectable` — the paired difference a two-sided 5% t-test finds with 80%
+  power at n seeds, (t_{0.975, n−1} + t_{0.8, n−1}) · sd / √n, and
+  :func:`seeds_for_power`, the seeds that reach it for a given difference.
+* :func:`holm` — Holm's step-down adjusted p-values, for several comparisons at once.
 """
 
 from __future__ import annotations
@@ -70,3 +74,34 @@ def paired_bootstrap(
     means = d[rng.integers(0, d.size, size=(reps, d.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values."""
+    order = np.argsort(pvalues)
+    m = len(pvalues)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return [float(a) for a in adjusted]
+
+
+def seeds_for_power(sd: float, diff: float = 0.02, power: float = 0.8) -> int:
+    """Paired seeds for a two-sided 5% t-test to reach ``power`` at ``diff`` (normal
+    approximation, then one t-correction step)."""
+    if not np.isfinite(sd) or sd <= 0:
+        return 2
+    z = _scipy_stats.norm.ppf(0.975) + _scipy_stats.norm.ppf(power)
+    n = max(2, math.ceil((z * sd / diff) ** 2))
+    t = _scipy_stats.t.ppf(0.975, n - 1) + _scipy_stats.t.ppf(power, n - 1)
+    return max(2, math.ceil(float(t * sd / diff) ** 2))
+
+
+def detectable(sd: float, n: int, power: float = 0.8) -> float:
+    """The paired difference a two-sided 5% t-test finds with ``power`` at ``n`` seeds."""
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    t = _scipy_stats.t.ppf(0.975, n - 1) + _scipy_stats.t.ppf(power, n - 1)
+    return float(t * sd / math.sqrt(n))
