@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from taskpgm.config import ExecutionConfig, RunConfig
-from taskpgm.device import Placement
 from taskpgm.errors import ConfigError, ModelError, TaskPGMError
+from taskpgm.placement import Placement
 from taskpgm.progress import Progress, say
 from taskpgm.tasks.schema import Example
 

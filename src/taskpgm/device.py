@@ -37,7 +37,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -45,50 +45,17 @@ import torch
 
 from taskpgm import atomic, cache
 from taskpgm.errors import ConfigError
+from taskpgm.placement import Placement
 
 if TYPE_CHECKING:
     from taskpgm.config import RunConfig
 
-Precision = Literal["fp32", "bf16"]
 PrecisionSetting = Literal["auto", "fp32", "bf16"]
 # Flags that mean the CPU executes bf16 arithmetic natively.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 BUSY = 0.5  # load average per CPU above which a timing is taken to be measured under load
 PROBE_SIZE = 512  # matmul side of the probe: ~0.3 s emulated in bf16 on 2 AVX2 cores
 MACHINE_FILE = "machine.json"
-
-
-@dataclass(frozen=True)
-class Placement:
-    """A stage's device and precision, and why they were chosen.
-
-    Attributes:
-        device: a torch device string (``"cpu"``, ``"cuda:0"``).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast; weights stay float32).
-        why: one line a user can read (``"no native bf16 (avx2)"``).
-    """
-
-    device: str = "cpu"
-    precision: Precision = "fp32"
-    why: str = "default"
-
-    @property
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device)
-
-    @property
-    def bf16(self) -> bool:
-        return self.precision == "bf16"
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """``torch.autocast`` on this device type, enabled only for bf16."""
-        return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return f"{self.device} {self.precision} ({self.why})"
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.tasks.schema import Example, examples_fingerprint
 
 if TYPE_CHECKING:  # the models, trainer and scorer import torch: only when work is done
-    from taskpgm.device import Placement
     from taskpgm.models import Base, LoadedModel
+    from taskpgm.placement import Placement
     from taskpgm.trainer import Order
 
 STAGE = "evaluation"

@@ -26,9 +26,9 @@ from safetensors.torch import load_file
 from taskpgm import artifacts
 from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig
-from taskpgm.device import Placement
 from taskpgm.errors import ModelError, NotFoundError
 from taskpgm.models import Base, LoadedModel, checkpoint_fingerprint
+from taskpgm.placement import Placement
 from taskpgm.progress import Progress, say
 from taskpgm.tasks.schema import Example, examples_fingerprint
 from taskpgm.trainer import schedule, train_adapter

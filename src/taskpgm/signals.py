@@ -42,10 +42,10 @@ from safetensors.numpy import load_file, save_file
 from taskpgm import artifacts, atomic
 from taskpgm import device as device_mod
 from taskpgm.config import RunConfig, SignalsConfig
-from taskpgm.device import Placement
 from taskpgm.errors import DataError, ModelError, NotFoundError
 from taskpgm.experts import Expert
 from taskpgm.models import Base, check_adapter_dir, load
+from taskpgm.placement import Placement
 from taskpgm.progress import Progress
 from taskpgm.readers import BASE_KEY, Signals, model_keys, open_signals
 from taskpgm.tasks.schema import Example, probe_fingerprint

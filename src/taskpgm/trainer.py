@@ -43,9 +43,9 @@ from safetensors.torch import load_file, save_file
 from taskpgm import atomic
 from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig
-from taskpgm.device import Placement
 from taskpgm.errors import ConfigError, DataError, ModelError
 from taskpgm.models import LoadedModel
+from taskpgm.placement import Placement
 from taskpgm.progress import Progress, format_seconds
 from taskpgm.tasks.schema import Example
 from taskpgm.tokens import tokenize_training
