@@ -53,8 +53,8 @@ from scipy import stats as sps
 
 from taskpgm import atomic
 from taskpgm import config as config_mod
-from taskpgm.evaluation import ensure_evaluation
-from taskpgm.inputs import EvalSet, eval_scoring, eval_set, load_tasks, mean_train_tokens
+from taskpgm.evaluation import Recipe, ensure_evaluation
+from taskpgm.inputs import EvalSet, eval_set, load_tasks, mean_train_tokens
 from taskpgm.mixture import Sampler, apply_caps
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
@@ -278,10 +278,9 @@ class PoolRun:
         cpu, wall = time.process_time(), time.monotonic()
         rows = ensure_evaluation(
             self.base, {method: weights}, {t: self.tasks[t].train for t in self.names},
-            self.mean_tokens, self.sets[split], seeds=[seed], token_budget=budget,
-            max_repeat=self.cfg.mrf.max_repeat, experts_cfg=self.cfg.experts,
-            scoring=eval_scoring(self.cfg), normalization=self.cfg.relations.normalization,
-            root=self.root, sampler=self.sampler, items=self.items)
+            self.mean_tokens, self.sets[split],
+            Recipe.from_config(self.cfg, token_budget=budget, sampler=self.sampler),
+            seeds=[seed], root=self.root, items=self.items)
         cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - wall
         ours = [r for r in rows if r["method"] == method]
         base = [r for r in rows if r["method"] == "base"]

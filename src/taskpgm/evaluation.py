@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from taskpgm import artifacts
-from taskpgm.config import ExpertsConfig, SignalsConfig
-from taskpgm.inputs import EvalSet
+from taskpgm.config import ExpertsConfig, RunConfig, SignalsConfig
+from taskpgm.inputs import EvalSet, eval_scoring
 from taskpgm.mixture import SAMPLER_VERSION, Sampler, example_counts, keyed_mixture, sample_mixture
 from taskpgm.predictions import Normalization, from_arrays
 from taskpgm.progress import Progress, format_seconds, say
@@ -194,25 +194,59 @@ def _items(items: Mapping[tuple[str, str], ItemScores]) -> list[dict[str, Any]]:
             for ident, c, lp, b in zip(sc.ids, sc.correct, sc.logprob, sc.bpb, strict=True)]
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How every mixture of an evaluation is drawn, trained and scored: the same for each
+    method and seed, so a paired difference is the weights' alone.
+
+    Attributes:
+        token_budget, max_repeat: the mixture's budget and repeat cap (the counts).
+        experts: the training recipe (one epoch over the mixed set, at its seed).
+        scoring: the scoring settings; normalization: the choice normalization.
+        sampler: how a seed draws each mixed set (``mixture.sampler``); with ``crn`` the
+            training keeps the sampler's order, so methods at one seed share their order;
+            with ``crn-keyed`` it also cuts batches by key ranges, so they share batches.
+        training, scoring_placement: device and precision of the training and of the
+            scoring (None: ``experts.precision`` and ``scoring.precision`` resolved on the
+            base's device). Both precisions enter the fingerprints.
+    """
+
+    token_budget: int
+    max_repeat: float
+    experts: ExpertsConfig
+    scoring: SignalsConfig
+    normalization: Normalization
+    sampler: Sampler = "crn"
+    training: Placement | None = None
+    scoring_placement: Placement | None = None
+
+    @classmethod
+    def from_config(cls, config: RunConfig, compute: Mapping[str, Placement] | None = None,
+                    *, token_budget: int | None = None, sampler: Sampler | None = None
+                    ) -> Recipe:
+        """A run's recipe (``compute``: its placements, :func:`taskpgm.pipeline.placements_of`);
+        ``token_budget`` and ``sampler`` override the config's."""
+        return cls(token_budget=config.mixture.token_budget if token_budget is None
+                   else token_budget, max_repeat=config.mrf.max_repeat,
+                   experts=config.experts, scoring=eval_scoring(config),
+                   normalization=config.relations.normalization,
+                   sampler=config.mixture.sampler if sampler is None else sampler,
+                   training=compute["experts"] if compute else None,
+                   scoring_placement=compute["evaluation"] if compute else None)
+
+
 def ensure_evaluation(
     base: Base,
     methods: Mapping[str, Mapping[str, float]],
     train: Mapping[str, Sequence[Example]],
     mean_tokens: Mapping[str, float],
     evalset: EvalSet,
+    recipe: Recipe,
     *,
     seeds: Sequence[int],
-    token_budget: int,
-    max_repeat: float,
-    experts_cfg: ExpertsConfig,
-    scoring: SignalsConfig,
-    normalization: Normalization,
     root: Path | None = None,
     stream: TextIO | None = None,
-    training: Placement | None = None,
-    scoring_placement: Placement | None = None,
     tracker: Any = None,
-    sampler: Sampler = "crn",
     items: bool = False,
 ) -> list[dict[str, Any]]:
     """Train on every (method, seed) mixture and score; reuse finished pairs.
@@ -222,13 +256,8 @@ def ensure_evaluation(
         train: the train split of every mixture task.
         mean_tokens: mean tokens of a training example of each task.
         evalset: what is scored after training.
-        training, scoring_placement: device and precision of the training and of the
-            scoring (default: ``experts_cfg.precision`` and ``scoring.precision``
-            resolved on the base's device). Both precisions enter the fingerprints.
+        recipe: how each mixture is drawn, trained and scored (:class:`Recipe`).
         tracker: a :class:`taskpgm.tracking.Tracker` that gets each training's curve.
-        sampler: how a seed draws each mixed set (``mixture.sampler``); with ``crn`` the
-            training keeps the sampler's order, so methods at one seed share their order;
-            with ``crn-keyed`` it also cuts batches by key ranges, so they share batches.
         items: also give each trained method's row its items (``ids``, ``correct``,
             ``logprob``, in the group's order), for paired per-item analyses.
 
@@ -238,6 +267,9 @@ def ensure_evaluation(
     from taskpgm import device as device_mod
     from taskpgm.signals import fingerprint_settings as scoring_settings
 
+    token_budget, max_repeat, experts_cfg = recipe.token_budget, recipe.max_repeat, recipe.experts
+    scoring, normalization, sampler = recipe.scoring, recipe.normalization, recipe.sampler
+    training, scoring_placement = recipe.training, recipe.scoring_placement
     out = stream or sys.stderr
     tasks = list(train)
     sizes = [len(train[t]) for t in tasks]
@@ -248,8 +280,8 @@ def ensure_evaluation(
     if scoring_placement is None:
         scoring_placement = device_mod.resolve(base.device, scoring.precision, stream=out)
     score_params = scoring_settings(scoring, scoring_placement)
-    recipe = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
-    n_batches = (keyed_batch_count(token_budget, tokens, recipe.batch_size)
+    one_epoch = experts_cfg.model_copy(update={"steps": None, "epochs": 1.0})
+    n_batches = (keyed_batch_count(token_budget, tokens, one_epoch.batch_size)
                  if sampler == "crn-keyed" else None)
     plans = []
     for seed in seeds:
@@ -262,7 +294,7 @@ def ensure_evaluation(
                 mixed, keys = keyed_mixture(train, count_map, seed)
             else:
                 mixed = sample_mixture(train, count_map, seed, sampler)
-            cfg = recipe.model_copy(update={"seed": seed})
+            cfg = one_epoch.model_copy(update={"seed": seed})
             fp = fingerprint_of(base.fingerprint, mixed, eval_fp, cfg, training, normalization,
                                 score_params, sampler, n_batches)
             plans.append((method, seed, mixed, keys, cfg, fp))

@@ -23,7 +23,6 @@ from taskpgm.config import RunConfig
 from taskpgm.errors import ConfigError
 from taskpgm.inputs import (
     Tasks,
-    eval_scoring,
     eval_set,
     load_all_tasks,
     load_targets,
@@ -326,19 +325,15 @@ def write_mixture(state: RunState, tasks: Tasks, mean_tokens: dict[str, float],
 def evaluate(state: RunState, base: Any, tasks: Tasks, heldout: Tasks,
              mmlu: Tasks, mean_tokens: dict[str, float], weights: dict[str, Any],
              compute: dict[str, Any], tracker: Any = None) -> dict[str, Any]:
-    from taskpgm.evaluation import ensure_evaluation
+    from taskpgm.evaluation import Recipe, ensure_evaluation
     from taskpgm.summary import evaluation_markdown, summarize
 
     cfg = state.config
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
     rows = ensure_evaluation(
         base, methods, {t: tasks[t].train for t in tasks}, mean_tokens,
-        eval_set(cfg, tasks, heldout, mmlu),
-        seeds=cfg.evaluation.seeds, token_budget=cfg.mixture.token_budget,
-        max_repeat=cfg.mrf.max_repeat, experts_cfg=cfg.experts, scoring=eval_scoring(cfg),
-        normalization=cfg.relations.normalization, root=state.root, stream=state.stream,
-        training=compute["experts"], scoring_placement=compute["evaluation"], tracker=tracker,
-        sampler=cfg.mixture.sampler)
+        eval_set(cfg, tasks, heldout, mmlu), Recipe.from_config(cfg, compute),
+        seeds=cfg.evaluation.seeds, root=state.root, stream=state.stream, tracker=tracker)
     summary = summarize(rows)
     logprob = {(e["method"], e["split"]): e for e in summarize(rows, metric="logprob")}
     for e in summary:  # each accuracy entry carries the log-probability's beside it

@@ -137,8 +137,8 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     """
     from taskpgm import device as device_mod
     from taskpgm import pipeline
-    from taskpgm.evaluation import ensure_evaluation
-    from taskpgm.inputs import eval_scoring, eval_set, load_tasks, mean_train_tokens
+    from taskpgm.evaluation import Recipe, ensure_evaluation
+    from taskpgm.inputs import eval_set, load_tasks, mean_train_tokens
     from taskpgm.mixture import apply_caps
     from taskpgm.models import Base
     from taskpgm.readers import open_relations
@@ -161,12 +161,8 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     rows = ensure_evaluation(
         base, {m: dict(zip(names, map(float, w), strict=True)) for m, w in methods.items()},
         {t: tasks[t].train for t in names}, mean_tokens,
-        eval_set(config, tasks, {}, {}), seeds=[seed],
-        token_budget=config.mixture.token_budget, max_repeat=config.mrf.max_repeat,
-        experts_cfg=config.experts, scoring=eval_scoring(config),
-        normalization=config.relations.normalization, root=state.root, stream=out,
-        training=compute["experts"], scoring_placement=compute["evaluation"],
-        sampler=config.mixture.sampler)
+        eval_set(config, tasks, {}, {}), Recipe.from_config(config, compute), seeds=[seed],
+        root=state.root, stream=out)
     split = "dev" if config.evaluation.test_share > 0 else "eval"  # never the test part
     def mean_of(metric: str) -> dict[str, float]:
         return {m: float(np.mean([r[metric] for r in rows
