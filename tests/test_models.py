@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tiny_model
-from taskpgm import models
+from taskpgm import models, tokens
 from taskpgm.errors import ModelError, NotFoundError
 
 
@@ -116,11 +116,11 @@ def test_tokenizer_fingerprint_tells_vocabularies_apart(tiny: Path, tmp_path: Pa
 
 def test_encode_keeps_the_answer_and_cuts_the_prompt_from_the_left(tiny: Path) -> None:
     tok = models.load(str(tiny)).tokenizer
-    assert models.continuation("Q: x\nA:", "red") == " red"
-    assert models.continuation("Q: x\nA: ", "red") == "red"
+    assert tokens.continuation("Q: x\nA:", "red") == " red"
+    assert tokens.continuation("Q: x\nA: ", "red") == "red"
     prompt = "Q: " + "the sky is blue " * 40 + "\nA:"
-    full, answers = models.encode(tok, prompt, ["green grass", "red"], 1000)
-    cut, answers_cut = models.encode(tok, prompt, ["green grass", "red"], 12)
+    full, answers = tokens.encode(tok, prompt, ["green grass", "red"], 1000)
+    cut, answers_cut = tokens.encode(tok, prompt, ["green grass", "red"], 12)
     assert answers_cut == answers
     assert len(cut) + max(len(a) for a in answers) <= 12
     assert cut == full[-len(cut):]
@@ -140,11 +140,11 @@ def test_trailing_prompt_space_moves_onto_the_answer(tiny):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny))
-    prompt_ids, (answer_ids,) = models.encode(tok, "Q: 2 + 2\nA: ", ["4"], 64)
+    prompt_ids, (answer_ids,) = tokens.encode(tok, "Q: 2 + 2\nA: ", ["4"], 64)
     assert prompt_ids == tok("Q: 2 + 2\nA:").input_ids
     assert answer_ids == tok(" 4", add_special_tokens=False).input_ids
     # a prompt that ends in a newline keeps it, and the answer follows it directly
-    prompt_ids, (answer_ids,) = models.encode(tok, "Q: 2 + 2\n", ["4"], 64)
+    prompt_ids, (answer_ids,) = tokens.encode(tok, "Q: 2 + 2\n", ["4"], 64)
     assert answer_ids == tok("4", add_special_tokens=False).input_ids
 
 
