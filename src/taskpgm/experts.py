@@ -34,7 +34,7 @@ from taskpgm.tasks.schema import Example, examples_fingerprint
 from taskpgm.trainer import schedule, train_adapter
 
 STAGE = "experts"
-VERSION = 2  # 2: trailing prompt spaces move onto the answer (models.encode)
+VERSION = 2  # 2: trailing prompt spaces move onto the answer (tokens.encode)
 #: The ``experts`` defaults of VERSION, frozen (with ``bf16`` for the training precision):
 #: a setting equal to its entry here stays out of the fingerprint. When a default in
 #: config.ExpertsConfig changes, bump VERSION and refresh this snapshot

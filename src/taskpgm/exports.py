@@ -14,8 +14,8 @@ Layout, relative to the run directory (the run-directory contract of the pipelin
     exports/axolotl.yaml             a `datasets:` entry for the mixed set
 
 Records are written in the form the experts were trained on: ``instruction`` is the
-prompt without its trailing spaces (:func:`taskpgm.models.scored_prompt`) and ``output``
-the answer with the separating space (:func:`taskpgm.models.continuation`), so
+prompt without its trailing spaces (:func:`taskpgm.tokens.scored_prompt`) and ``output``
+the answer with the separating space (:func:`taskpgm.tokens.continuation`), so
 ``text = instruction + output`` is the training text a concatenating trainer sees. Plus
 ``task``, ``id`` and an empty ``input`` (the alpaca fields LLaMA-Factory and axolotl read).
 

@@ -53,7 +53,7 @@ from taskpgm.tokens import encode
 
 STAGE = "signals"
 PARTS = "scores"  # one model on one task's probe examples: the unit that is reused
-# 2: trailing prompt spaces move onto the answer (models.encode); 3: each model is scored
+# 2: trailing prompt spaces move onto the answer (tokens.encode); 3: each model is scored
 # task by task (batches never mix tasks), so adding a task rescores only what is new
 VERSION = 3
 #: The ``signals`` defaults of VERSION, frozen (with ``bf16`` for the scoring precision):
