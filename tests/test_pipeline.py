@@ -108,7 +108,7 @@ def test_run_writes_the_run_directory_contract(first_run):
     assert header == "method,seed,task,split,accuracy,logprob,bpb"
     # the mixture records the sampler that drew it, and its content hash
     mixture = json.loads((out / "stages.json").read_text())["mixture"]
-    assert mixture["sampler"] == "crn-v2"
+    assert mixture["sampler"] == "crn-keyed-v3"  # the default sampler
     assert len(mixture["fingerprint"]) == 32 and mixture["examples"] == len(lines)
     # every training keeps its items' scores; their group means are the rows
     trained = [d for d in (first_run.config.parent / "artifacts" / "evaluation").iterdir()
@@ -116,7 +116,7 @@ def test_run_writes_the_run_directory_contract(first_run):
     assert trained
     for d in trained:
         items = json.loads((d / "items.json").read_text())
-        assert json.loads((d / "manifest.json").read_text())["sampler"] == "crn-v2"
+        assert json.loads((d / "manifest.json").read_text())["sampler"] == "crn-keyed-v3"
         for row in json.loads((d / "scores.json").read_text()):
             mine = [it for it in items if (it["split"], it["task"]) == (row["split"],
                                                                           row["task"])]

@@ -338,14 +338,17 @@ class MixtureConfig(Section):
         default=0,
         description="Seed of the mixture draw (which examples, in which order).")
     sampler: Literal["crn", "crn-keyed", "independent"] = Field(
-        default="crn",
-        description="crn (common random numbers): each task's examples get one fixed order and "
+        default="crn-keyed",
+        description="crn-keyed (the default, chosen by the variance pilot of "
+                    "docs/benchmarks.md: its A/A pairs are 1.6x less noisy than crn's): the crn "
+                    "draw with each training batch a fixed range of keys, so two mixtures share "
+                    "every batch their examples share (batches are not grouped by length: more "
+                    "padding, slower training). "
+                    "crn (common random numbers): each task's examples get one fixed order and "
                     "each example one position key from (seed, task, example id) alone, so "
                     "two mixtures at one seed share every example their counts share, in the "
-                    "same order, and a paired comparison measures the weights, not the draw. "
-                    "crn-keyed: the crn draw with each training batch a fixed range of keys, "
-                    "so two mixtures also share every batch their examples share (batches are "
-                    "not grouped by length: more padding, slower training); independent: the "
+                    "same order, and a paired comparison measures the weights, not the draw; "
+                    "its batches are regrouped by length within windows. independent: the "
                     "draw before sampler version 2, kept only to reproduce older results "
                     "(far noisier pairs).")
 

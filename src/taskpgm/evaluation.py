@@ -216,7 +216,7 @@ class Recipe:
     experts: ExpertsConfig
     scoring: SignalsConfig
     normalization: Normalization
-    sampler: Sampler = "crn"
+    sampler: Sampler = "crn-keyed"
     training: Placement | None = None
     scoring_placement: Placement | None = None
 
