@@ -68,10 +68,6 @@ class RunState:
         return RunDir(self.run_dir)
 
     @property
-    def on_ray(self) -> bool:
-        return self.config.execution.backend == "ray"
-
-    @property
     def train(self) -> dict[str, Any]:
         return {t: s.train for t, s in self.tasks.items()}
 
@@ -261,15 +257,13 @@ def weights_step(state: RunState) -> dict[str, Any]:
 
 
 def mixture_step(state: RunState) -> dict[str, Any]:
-    return write_mixture(state, state.tasks, state.mean_tokens, state.weights,
-                         state.base.load().tokenizer)
+    return write_mixture(state)
 
 
 def evaluation_step(state: RunState) -> dict[str, Any]:
     if not state.config.evaluation.enabled:
         return {"skipped": True}
-    info = evaluate(state, state.base, state.tasks, state.heldout, state.mmlu,
-                    state.mean_tokens, state.weights, state.compute, state.tracker)
+    info = evaluate(state)
     return {"compute": {**state.compute["evaluation"].as_dict(),
                         "training": state.compute["experts"].as_dict()}, **info}
 
@@ -292,14 +286,15 @@ STEPS: tuple[tuple[str, Step], ...] = (
 assert tuple(name for name, _ in STEPS) == STAGES
 
 
-def write_mixture(state: RunState, tasks: Tasks, mean_tokens: dict[str, float],
-                  weights: dict[str, Any], tokenizer: Any = None) -> dict[str, Any]:
+def write_mixture(state: RunState) -> dict[str, Any]:
     """The chosen method's counts, mixed set and exports, into the run directory."""
     from taskpgm.evaluation import sampler_id
     from taskpgm.exports import write_exports
     from taskpgm.mixture import example_counts, sample_mixture
     from taskpgm.tasks.schema import examples_fingerprint
 
+    tasks, mean_tokens, weights = state.tasks, state.mean_tokens, state.weights
+    tokenizer = state.base.load().tokenizer
     cfg = state.config
     names = list(tasks)
     chosen = weights["methods"][weights["chosen"]]["weights"]
@@ -322,13 +317,14 @@ def write_mixture(state: RunState, tasks: Tasks, mean_tokens: dict[str, float],
             "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def evaluate(state: RunState, base: Any, tasks: Tasks, heldout: Tasks,
-             mmlu: Tasks, mean_tokens: dict[str, float], weights: dict[str, Any],
-             compute: dict[str, Any], tracker: Any = None) -> dict[str, Any]:
+def evaluate(state: RunState) -> dict[str, Any]:
+    """Train and score every method at every seed; the evaluation files of the run."""
     from taskpgm.evaluation import Recipe, ensure_evaluation
     from taskpgm.summary import evaluation_markdown, summarize
 
-    cfg = state.config
+    cfg, base, tasks, weights = state.config, state.base, state.tasks, state.weights
+    heldout, mmlu, mean_tokens = state.heldout, state.mmlu, state.mean_tokens
+    compute, tracker = state.compute, state.tracker
     methods = {m: d["weights"] for m, d in weights["methods"].items()}
     rows = ensure_evaluation(
         base, methods, {t: tasks[t].train for t in tasks}, mean_tokens,
