@@ -23,8 +23,8 @@ import cvxpy as cp
 import numpy as np
 
 from common import compare, timed
-from taskpgm.mrf import TaskMixtureMRF, energy
-from taskpgm.qp import blas_threads_for, solve_simplex_qp
+from taskpgm.core.mrf import TaskMixtureMRF, energy
+from taskpgm.core.qp import blas_threads_for, solve_simplex_qp
 
 
 def clustered_affinity(n: int, seed: int, families: int = 12, rank: int = 16) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from common import compare, peak_rss_mib, timed
-from taskpgm.relations import jsd_matrix
+from taskpgm.core.relations import jsd_matrix
 
 
 def make_input(models: int, examples: int, choices: int, seed: int = 0) -> np.ndarray:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jsd_matrix: M={args.tasks + 1} models, N={args.examples}, C={args.choices}, "
           f"torch threads={torch.get_num_threads()}, input {d.nbytes / 2**20:.0f} MiB", flush=True)
     before = peak_rss_mib()
-    ours, ours_s = timed(lambda: jsd_matrix(d, device="cpu"), repeat=3)
+    ours, ours_s = timed(lambda: jsd_matrix(d), repeat=3)
     grew = peak_rss_mib() - before
     full = (args.tasks + 1) ** 2 * args.examples * args.choices * 8 / 2**30
     print(f"jsd_matrix peak memory: process peak {peak_rss_mib():.0f} MiB, grew {grew:.0f} MiB "

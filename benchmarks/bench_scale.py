@@ -7,7 +7,7 @@ Run: .venv/bin/python benchmarks/bench_scale.py                 (part of `make b
 
 Synthetic signals: T + 1 models (the base, then one expert per task) predict 4-way
 choice distributions on N probe examples, N/T of each task; tasks come in families of
-5 whose experts lift each other's gold answers (as in :mod:`taskpgm.synthetic`). Each
+5 whose experts lift each other's gold answers (as in :mod:`taskpgm.core.synthetic`). Each
 part runs through the product's own functions, in order: relations (mean-JSD matrix,
 transfer PMI, affinity: ``relations_stage.relation_arrays``), the split energy's terms,
 the exact solve (``weights.solve``, energy ``split``), the bootstrap intervals
@@ -94,8 +94,8 @@ def core(tasks: int, probe: int, draws: int, budget: int) -> dict[str, Any]:
     """Time each part of the math core at T tasks; returns seconds and peak MiB per part."""
     from taskpgm import weights
     from taskpgm.bootstrap import relation_replicates, weight_intervals
+    from taskpgm.core.split import split_terms
     from taskpgm.relations_stage import relation_arrays
-    from taskpgm.split import split_terms
 
     out: dict[str, Any] = {"tasks": tasks, "probe": probe, "draws": draws, "budget": budget}
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from taskpgm import config as config_module
+from taskpgm.core.stats import paired_bootstrap, wilson_interval
 from taskpgm.inputs import load_tasks
 from taskpgm.pipeline import signals_of
-from taskpgm.stats import paired_bootstrap, wilson_interval
 
 COLUMNS = ["task", "n", "majority", "base_acc", "expert_acc", "expert_lo", "diff", "diff_lo",
            "diff_hi"]

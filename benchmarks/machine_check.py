@@ -16,39 +16,41 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mixture_quality as mq
+from quality import protocol
+from quality.ledger import Ledger
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pool", choices=list(mq.POOLS))
+    parser.add_argument("pool", choices=list(protocol.POOLS))
     parser.add_argument("phase", choices=["dev", "test"])
     parser.add_argument("runs", nargs="+", help="METHOD:SEED entries of the ledger")
-    parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "machine-check")
+    parser.add_argument("--work", type=Path, default=protocol.ROOT / "runs" / "machine-check")
     args = parser.parse_args(argv)
-    held = json.loads((mq.LEDGERS / f"{args.pool}.json").read_text())
-    budget, split = held["decisions"]["budget"], mq.split_of(args.phase)
+    held = json.loads((protocol.LEDGERS / f"{args.pool}.json").read_text())
+    budget, split = held["decisions"]["budget"], protocol.split_of(args.phase)
     wanted = []  # every entry checked before anything is loaded or trained
     for item in args.runs:
         method, _, seed = item.partition(":")
-        key = mq.Ledger.key(args.phase, budget, method, int(seed)) if seed.isdigit() else None
+        key = Ledger.key(args.phase, budget, method, int(seed)) if seed.isdigit() else None
         if key not in held["trainings"]:
             raise SystemExit(f"{item!r}: no {args.phase} training of that METHOD:SEED in "
-                             f"{mq.LEDGERS / f'{args.pool}.json'}; name one the ledger holds, "
+                             f"{protocol.LEDGERS / f'{args.pool}.json'}; name one the ledger "
+                             "holds, "
                              "e.g. uniform:1000")
         wanted.append((method, int(seed), held["trainings"][key]))
-    scratch = mq.Ledger(args.work / "ledger.json", args.pool)
+    scratch = Ledger(args.work / "ledger.json", args.pool)
     scratch.data = dict(held, trainings={})  # the pool's record, none of its trainings
-    pr = mq.PoolRun(mq.POOLS[args.pool], args.work, scratch)
+    pr = protocol.PoolRun(protocol.POOLS[args.pool], args.work, scratch)
     for method, seed, old in wanted:
         new = pr.train(args.phase, budget, method, old["weights"], seed)
         a = {r["task"]: r for r in old["rows"] if r["split"] == split}
         b = {r["task"]: r for r in new if r["split"] == split}
         moved = [round((b[t]["accuracy"] - a[t]["accuracy"]) * a[t]["n"]) for t in a]
         fam = pr.families
-        acc = mq.metric(new, split, families=fam) - mq.metric(old["rows"], split, families=fam)
+        acc = (protocol.metric(new, split, families=fam)
+               - protocol.metric(old["rows"], split, families=fam))
         lp = float(np.mean([b[t]["logprob"] - a[t]["logprob"] for t in a]))
         print(f"{method} s{seed} (ledger machine {old.get('machine', 0)} -> this one): "
               f"items changed per task {moved}; macro accuracy {acc:+.4f}; "

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from taskpgm import config as config_mod
+from taskpgm.core.reference import REFERENCE_RHO
 from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
-from taskpgm.reference import REFERENCE_RHO
 from taskpgm.rundir import RunDir
 from taskpgm.tasks import load_task
 from taskpgm.weights import share_with_interval

@@ -53,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mixture_quality as mq
-from taskpgm import atomic, stats
+from quality import protocol
+from quality.ledger import Ledger
+from taskpgm import atomic
+from taskpgm.core import stats
 
 SEEDS = (100, 101, 102, 103, 104, 105)
 SAMPLERS = ("independent", "crn", "crn-keyed")
@@ -67,12 +68,12 @@ PAIRS = ("aa", "good")
 METRICS = ("accuracy", "logprob")
 MOVED = 0.01  # the A/A pair's shift of budget share between two tasks
 DETECT_SEEDS = 10
-LEDGERS = mq.ROOT / "benchmarks" / "results" / "variance_pilot"
-RESULTS = mq.ROOT / "benchmarks" / "results" / "variance_pilot.json"
+LEDGERS = protocol.ROOT / "benchmarks" / "results" / "variance_pilot"
+RESULTS = protocol.ROOT / "benchmarks" / "results" / "variance_pilot.json"
 PHASE = "pilot"
 
 
-def arm_weights(pr: mq.PoolRun, decided: dict[str, Any]) -> dict[str, dict[str, float]]:
+def arm_weights(pr: protocol.PoolRun, decided: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The three mixtures of the pilot on one pool."""
     t = len(pr.names)
     uniform = np.full(t, 1.0 / t)
@@ -89,15 +90,15 @@ def method_name(arm: str, sampler: str) -> str:
 
 def run_pilot(pools: list[str], seeds: tuple[int, ...], precision: str, work: Path,
               ledgers: Path) -> None:
-    runs: dict[str, tuple[dict[str, mq.PoolRun], int, dict[str, dict[str, float]]]] = {}
+    runs: dict[str, tuple[dict[str, protocol.PoolRun], int, dict[str, dict[str, float]]]] = {}
     for name in pools:
-        decided = json.loads((mq.LEDGERS / f"{name}.json").read_text())["decisions"]
-        ledger = mq.Ledger(ledgers / f"{name}.json", name)
+        decided = json.loads((protocol.LEDGERS / f"{name}.json").read_text())["decisions"]
+        ledger = Ledger(ledgers / f"{name}.json", name)
         ledger.data.setdefault("precision", precision)
         if ledger.data["precision"] != precision:
             raise SystemExit(f"{ledger.path} was trained in {ledger.data['precision']}; "
                              f"rerun with --precision {ledger.data['precision']}")
-        per_sampler = {s: mq.PoolRun(mq.POOLS[name], work / name, ledger, sampler=s,
+        per_sampler = {s: protocol.PoolRun(protocol.POOLS[name], work / name, ledger, sampler=s,
                                      precision=precision, items=True) for s in SAMPLERS}
         arms = arm_weights(per_sampler["crn"], decided)
         ledger.data["arms"] = arms
@@ -139,8 +140,8 @@ def pool_results(led: dict[str, Any]) -> dict[str, Any]:
         return sorted({s for (_, s) in rows if all((m, s) in rows for m in wanted)})
 
     def diffs(sampler: str, pair: str, m: str, seeds: list[int]) -> list[float]:
-        return [mq.metric(rows[(method_name(pair, sampler), s)], "dev", m, fam)
-                - mq.metric(rows[(method_name("uniform", sampler), s)], "dev", m, fam)
+        return [protocol.metric(rows[(method_name(pair, sampler), s)], "dev", m, fam)
+                - protocol.metric(rows[(method_name("uniform", sampler), s)], "dev", m, fam)
                 for s in seeds]
 
     out: dict[str, Any] = {"budget": led.get("budget"),
@@ -230,7 +231,7 @@ def write_results(ledgers: Path) -> dict[str, Any]:
     return out
 
 
-DOC = mq.ROOT / "docs" / "benchmarks.md"
+DOC = protocol.ROOT / "docs" / "benchmarks.md"
 MARKS = ("<!-- variance pilot table: written by benchmarks/variance_pilot.py -->",
          "<!-- end of the variance pilot table -->")
 
@@ -284,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", nargs="+", default=["arith12", "redundancy"],
-                        choices=list(mq.POOLS))
+                        choices=list(protocol.POOLS))
     parser.add_argument("--seeds", type=int, default=len(SEEDS),
                         help=f"how many of the seeds {SEEDS} to run")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--work", type=Path, default=mq.ROOT / "runs" / "variance-pilot")
+    parser.add_argument("--work", type=Path, default=protocol.ROOT / "runs" / "variance-pilot")
     parser.add_argument("--ledgers", type=Path, default=LEDGERS)
     parser.add_argument("--render", action="store_true", help="only write the results")
     args = parser.parse_args(argv)

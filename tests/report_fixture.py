@@ -10,12 +10,12 @@ import yaml
 from safetensors.numpy import save_file
 
 from taskpgm import artifacts
-from taskpgm.mixture import baseline_weights
-from taskpgm.mrf import TaskMixtureMRF
+from taskpgm.core.mixture import baseline_weights
+from taskpgm.core.mrf import TaskMixtureMRF
+from taskpgm.core.relations import affinity, displacement_cosine, jsd_matrix, transfer_pmi
+from taskpgm.core.summary import summarize
+from taskpgm.core.synthetic import synthetic_signals
 from taskpgm.predictions import ProbePredictions
-from taskpgm.relations import affinity, displacement_cosine, jsd_matrix, transfer_pmi
-from taskpgm.summary import summarize
-from taskpgm.synthetic import synthetic_signals
 
 EVIL = "<script>alert(1)</script>"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from taskpgm.bootstrap import draw_counts, relation_replicates, weight_intervals
+from taskpgm.core.relations import affinity, jsd_matrices, jsd_matrix
 from taskpgm.predictions import ProbePredictions
-from taskpgm.relations import affinity, jsd_matrices, jsd_matrix
 
 
 def test_draws_are_stratified_by_task():

@@ -9,11 +9,11 @@ import pytest
 
 import tiny_model
 from taskpgm.config import SignalsConfig
+from taskpgm.core.summary import markdown_table, summarize
 from taskpgm.evaluation import accuracy_by_group
 from taskpgm.inputs import EvalSet
 from taskpgm.models import Base
 from taskpgm.oracles import score_naive
-from taskpgm.summary import markdown_table, summarize
 from taskpgm.tasks.schema import Example
 from taskpgm.tokens import encode
 
@@ -365,7 +365,7 @@ def test_keyed_batch_count_is_the_uniform_mixtures_batches():
 
 
 def test_one_seed_prints_no_bare_difference():
-    from taskpgm.summary import evaluation_markdown, seed_note
+    from taskpgm.core.summary import evaluation_markdown, seed_note
 
     summary = summarize(one_seed_rows())
     _header, body = parse_markdown(markdown_table(summary))

@@ -353,7 +353,7 @@ def test_mixtures_one_example_apart_train_nearly_the_same_adapter(
     (and 0.21 against 1.28 at seeds 3 and 4). Key-range batches (``crn-keyed``, 15 ranges
     for both counts, as the evaluation fixes them from the budget) keep every batch but
     one the same, and come closer still."""
-    from taskpgm.mixture import keyed_mixture, sample_mixture
+    from taskpgm.core.mixture import keyed_mixture, sample_mixture
 
     train = {"colours": tiny_model.colour_task(120), "sums": tiny_model.sums_task(120)}
     cfg = ExpertsConfig(steps=None, epochs=1.0, batch_size=8, lr=3e-3, checkpoint_every=1000)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from taskpgm.core.mixture import sample_mixture
 from taskpgm.exports import example_shares, file_stem, write_exports
-from taskpgm.mixture import sample_mixture
 from taskpgm.tasks.schema import Example
 
 

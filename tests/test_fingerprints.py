@@ -120,7 +120,7 @@ def test_the_sampler_change_leaves_every_upstream_fingerprint_as_it_was():
 
 def test_the_mixture_and_evaluation_fingerprints_change_with_the_sampler():
     from taskpgm import evaluation
-    from taskpgm.mixture import sample_mixture
+    from taskpgm.core.mixture import sample_mixture
     from taskpgm.tasks.schema import examples_fingerprint
 
     counts = {"a": 20, "b": 11}

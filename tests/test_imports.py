@@ -22,10 +22,11 @@ def modules_after(code: str) -> set[str]:
     "from taskpgm.cli import build_parser; build_parser()",
     "import taskpgm.report",
     "import taskpgm.readers, taskpgm.weights, taskpgm.relations_stage, taskpgm.evaluation",
-    "import taskpgm.relations, taskpgm.mrf, taskpgm.qp, taskpgm.budget",
     # the numpy-only core, and what the model-free code holds of the model side
-    "import taskpgm.relations, taskpgm.qp, taskpgm.mrf, taskpgm.budget, taskpgm.split, "
-    "taskpgm.mixture, taskpgm.stats, taskpgm.summary, taskpgm.predictions, taskpgm.reference",
+    "import taskpgm.core.relations, taskpgm.core.qp, taskpgm.core.mrf, taskpgm.core.budget, "
+    "taskpgm.core.split, taskpgm.core.mixture, taskpgm.core.stats, taskpgm.core.summary, "
+    "taskpgm.core.reference, taskpgm.core.jsd, taskpgm.core.synthetic, taskpgm.predictions",
+    "import taskpgm.relations_stage, taskpgm.jsd_torch",
     "import taskpgm.placement, taskpgm.errors, taskpgm.inputs, taskpgm.rundir, taskpgm.tokens",
     "import taskpgm.cluster, taskpgm.workload, taskpgm.exports, taskpgm.oracles",
 ])

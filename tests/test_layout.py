@@ -104,7 +104,7 @@ def string_literals(path: Path) -> set[str]:
             and isinstance(n.value, str) and id(n) not in docstrings}
 
 
-@pytest.mark.parametrize("path", sorted([*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]),
+@pytest.mark.parametrize("path", sorted([*PACKAGE.rglob("*.py"), *BENCHMARKS.rglob("*.py")]),
                          ids=lambda p: p.name)
 def test_no_run_directory_file_name_outside_rundir(path):
     if path.name == "rundir.py":
@@ -119,9 +119,50 @@ def test_no_run_directory_file_name_outside_rundir(path):
 def test_the_base_model_is_built_in_one_place():
     """``Base(...)`` is called only by ``Base.from_config`` (models.py) and the tests."""
     callers = []
-    for path in [*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]:
+    for path in [*PACKAGE.rglob("*.py"), *BENCHMARKS.rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                     and node.func.id == "Base"):
                 callers.append(path.name)
     assert callers == [], callers
+
+
+#: What the math core may import, at any depth: the standard library, numpy, scipy, itself,
+#: the error types, the example record it draws from, and threadpoolctl (BLAS threads).
+#: No torch, transformers or peft.
+CORE_ALLOWED = ("numpy", "scipy", "threadpoolctl", "taskpgm.core", "taskpgm.errors",
+                "taskpgm.tasks.schema")
+
+
+def core_violations(source: str) -> list[str]:
+    """The imports of ``source`` the core may not have (third-party or taskpgm outside the
+    allowed set; relative imports stay inside the core by construction)."""
+    import sys
+
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            if not any(name == a or name.startswith(a + ".") for a in CORE_ALLOWED):
+                bad.append(name)
+    return bad
+
+
+def test_the_core_rule_catches_a_hidden_torch_import():
+    assert core_violations("def f():\n    import torch\n") == ["torch"]
+    assert core_violations("from taskpgm.models import Base") == ["taskpgm.models"]
+    assert core_violations("import math\nimport numpy as np\nfrom taskpgm.core.qp import x") == []
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core").glob("*.py")), ids=lambda p: p.name)
+def test_the_core_imports_no_model_library(path):
+    bad = core_violations(path.read_text())
+    assert not bad, f"core/{path.name} imports {bad}: the core is numpy-only"

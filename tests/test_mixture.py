@@ -1,4 +1,4 @@
-"""Tests of taskpgm.mixture against hand computations and properties."""
+"""Tests of taskpgm.core.mixture against hand computations and properties."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskpgm.errors import InfeasibleError, InvalidInputError
-from taskpgm.mixture import (
+from taskpgm.core.mixture import (
     apply_caps,
     baseline_weights,
     caps_from_budget,
@@ -18,6 +17,7 @@ from taskpgm.mixture import (
     keyed_mixture,
     sample_mixture,
 )
+from taskpgm.errors import InfeasibleError, InvalidInputError
 from taskpgm.tasks.schema import Example
 
 

@@ -1,4 +1,4 @@
-"""Oracle, property and error tests of taskpgm.mrf.
+"""Oracle, property and error tests of taskpgm.core.mrf.
 
 The oracles are independent: cvxpy with the Clarabel interior-point solver for
 the energy minimum, exhaustive search over supports for the budget, and a
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from taskpgm.core.mrf import TaskMixtureMRF, closed_form, energy, utility
+from taskpgm.core.qp import kkt_certificate, solve_simplex_qp
 from taskpgm.errors import InfeasibleError, InvalidInputError
-from taskpgm.mrf import TaskMixtureMRF, closed_form, energy, utility
 from taskpgm.oracles import exhaustive_select
-from taskpgm.qp import kkt_certificate, solve_simplex_qp
 
 
 def random_affinity(rng: np.random.Generator, n: int, rank: int | None = None) -> np.ndarray:

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from taskpgm.core.relations import jsd_matrix, transfer_pmi
 from taskpgm.errors import DataError
 from taskpgm.predictions import from_arrays
-from taskpgm.relations import jsd_matrix, transfer_pmi
 
 
 def shard(mc_lls, mc_tokens, gen_topk_ids, gen_topk_lp, gen_target_lp, gen_gold_ll, gen_tokens):

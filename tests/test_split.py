@@ -1,7 +1,7 @@
 """Oracle, property and error tests of the split energy and the reference setting.
 
-Covers taskpgm.split (R and t of E(p) = ½ pᵀ R p − ρ tᵀ p), taskpgm.reference
-(the authors' affinity and projected solve) and taskpgm.mrf.solve_trusted.
+Covers taskpgm.core.split (R and t of E(p) = ½ pᵀ R p − ρ tᵀ p), taskpgm.core.reference
+(the authors' affinity and projected solve) and taskpgm.core.mrf.solve_trusted.
 Expected values come from hand computations, plain loops, finite differences,
 cvxpy with the Clarabel interior-point solver, or a mathematical property of
 the energy, never from the code under test.
@@ -17,16 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskpgm.errors import InvalidInputError, TaskPGMError
-from taskpgm.mrf import TaskMixtureMRF, solve_trusted
-from taskpgm.reference import (
+from taskpgm.core.mrf import TaskMixtureMRF, solve_trusted
+from taskpgm.core.reference import (
     REFERENCE_RHO,
     project_to_simplex,
     projected_solve,
     reference_affinity,
 )
-from taskpgm.relations import jsd_matrix
-from taskpgm.split import benefit, gain_model_terms, redundancy_kernel, split_terms
+from taskpgm.core.relations import jsd_matrix
+from taskpgm.core.split import benefit, gain_model_terms, redundancy_kernel, split_terms
+from taskpgm.errors import InvalidInputError, TaskPGMError
 from test_mrf import random_affinity
 
 # --------------------------------------------------------------------------- helpers
@@ -42,7 +42,7 @@ def laplace_kernel(rng: np.random.Generator, n: int) -> np.ndarray:
 def random_jsd(rng: np.random.Generator, t: int, n: int = 16, c: int = 4) -> np.ndarray:
     """A valid (T+1, T+1) JSD matrix (base model at index 0) of random distributions."""
     dists = rng.dirichlet(np.ones(c), size=(t + 1, n))
-    return jsd_matrix(dists, backend="numpy")
+    return jsd_matrix(dists)
 
 
 def random_pmi(rng: np.random.Generator, t: int) -> np.ndarray:
@@ -137,7 +137,7 @@ def test_identical_experts_are_fully_redundant():
     dists = rng.dirichlet(np.ones(4), size=(6, 20))  # base + 5 experts
     dists[4] = dists[2]  # experts 3 and 1 (indices 4 and 2) predict the same
     dists[5] = dists[2]
-    r, _ = redundancy_kernel(jsd_matrix(dists, backend="numpy"))
+    r, _ = redundancy_kernel(jsd_matrix(dists))
     for i, j in [(1, 3), (1, 4), (3, 4)]:
         assert r[i, j] == pytest.approx(1.0, abs=1e-12)
         np.testing.assert_allclose(r[i], r[j], atol=1e-12)  # same row: same behaviour
@@ -157,7 +157,7 @@ def test_sigma_from_distributions_leaves_identical_experts_out():
         rng = np.random.default_rng(seed)
         dists = rng.dirichlet(np.ones(4), size=(5, 20))  # base + 4 experts
         dists[3] = dists[1]  # experts 0 and 2 identical
-        _, sigma = redundancy_kernel(jsd_matrix(dists, backend="numpy"))
+        _, sigma = redundancy_kernel(jsd_matrix(dists))
         values = [jsd(dists[i], dists[j]) for i in range(1, 5) for j in range(i + 1, 5)]
         assert values.count(0.0) == 1
         want = statistics.median([v for v in values if v > 0])
@@ -419,9 +419,9 @@ def test_split_energy_permutation_and_simplex(n, seed, rho, with_caps):
     pmi = random_pmi(rng, n)
     caps = random_caps(rng, n) if with_caps else None
     perm = rng.permutation(n)
-    r, t = split_terms(jsd_matrix(dists, backend="numpy"), pmi)
+    r, t = split_terms(jsd_matrix(dists), pmi)
     # Relabel the experts (the base model stays at index 0).
-    r_p, t_p = split_terms(jsd_matrix(dists[np.r_[0, perm + 1]], backend="numpy"),
+    r_p, t_p = split_terms(jsd_matrix(dists[np.r_[0, perm + 1]]),
                            pmi[np.ix_(perm, perm)])
     np.testing.assert_allclose(r_p, r[np.ix_(perm, perm)], atol=1e-12)
     np.testing.assert_allclose(t_p, t[perm], atol=1e-12)

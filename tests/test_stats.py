@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from taskpgm.stats import (
+from taskpgm.core.stats import (
     detectable,
     holm,
     mean_interval,

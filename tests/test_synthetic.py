@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from taskpgm.relations import displacement_cosine, jsd_matrix
-from taskpgm.synthetic import FAMILY, synthetic_signals
+from taskpgm.core.relations import displacement_cosine, jsd_matrix
+from taskpgm.core.synthetic import FAMILY, synthetic_signals
 
 
 def test_synthetic_family_is_visible_in_the_displacement_cosine():

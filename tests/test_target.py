@@ -28,8 +28,8 @@ def target_config(root: Path, *, energy: str = "split") -> Path:
 
 
 def test_target_mode_uses_each_experts_transfer_onto_the_target(tmp_path, capsys):
+    from taskpgm.core.split import redundancy_kernel
     from taskpgm.readers import open_relations
-    from taskpgm.split import redundancy_kernel
     from taskpgm.weights import solve
 
     config = target_config(tmp_path)
@@ -52,7 +52,7 @@ def test_target_mode_uses_each_experts_transfer_onto_the_target(tmp_path, capsys
     # The weights are the split energy's exact minimizer with t = target transfer / ḡ.
     r, _ = redundancy_kernel(relations.arrays["jsd"])
     tau = target / np.diag(relations.arrays["pmi"]).mean()
-    from taskpgm.mrf import TaskMixtureMRF
+    from taskpgm.core.mrf import TaskMixtureMRF
     caps = np.asarray(json.loads((out / "methods.json").read_text())["caps"])
     want = TaskMixtureMRF(0.0, caps=caps).fit(r, utility=tau).weights_
     got = [weights["weights"][t] for t in relations.tasks]

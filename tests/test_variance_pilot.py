@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def vp():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # where the script finds `quality`
     spec = importlib.util.spec_from_file_location("variance_pilot",
                                                   ROOT / "benchmarks" / "variance_pilot.py")
     assert spec is not None and spec.loader is not None

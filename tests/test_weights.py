@@ -12,10 +12,10 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
+from taskpgm.core.mrf import TaskMixtureMRF, energy
+from taskpgm.core.stats import wilson_interval
 from taskpgm.errors import InvalidInputError
-from taskpgm.mrf import TaskMixtureMRF, energy
 from taskpgm.readers import Relations
-from taskpgm.stats import wilson_interval
 from taskpgm.weights import learned, solve
 
 N = 50

@@ -2,10 +2,10 @@
 
 The math core needs no model:
 
-* :mod:`taskpgm.relations` turns what models predict on a probe set into task
+* :mod:`taskpgm.core.relations` turns what models predict on a probe set into task
   relations (Jensen–Shannon divergence, displacement cosine, transfer PMI) and
   an affinity matrix S;
-* :mod:`taskpgm.mrf` minimizes the MRF energy ½ pᵀ S p − ρ uᵀ p exactly on the
+* :mod:`taskpgm.core.mrf` minimizes the MRF energy ½ pᵀ S p − ρ uᵀ p exactly on the
   probability simplex, optionally with caps and a budget of k tasks.
 
 The whole pipeline, as ``taskpgm run`` runs it: :func:`taskpgm.run` (and

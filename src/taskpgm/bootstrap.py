@@ -6,7 +6,7 @@ count. Draw b gives example x the weight c_bx / N (its multiplicity over N),
 and every relation is recomputed under it from the cached predictions — no
 model runs:
 
-* JSD_b: one pass over the midpoints for all draws (:func:`taskpgm.relations.jsd_matrices`);
+* JSD_b: one pass over the midpoints for all draws (:func:`taskpgm.core.relations.jsd_matrices`);
 * PMI_b,ij = Σ_{x∈probe(j)} c_bx g_i(x) / n_j with g_i(x) = (ℓ_{i+1}(x) − ℓ_0(x)) / n(x);
 * S_b = affinity(JSD_b, PMI_b) with the run's settings.
 
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from taskpgm.core.relations import AffinityInfo, affinity, jsd_matrices
 from taskpgm.predictions import ProbePredictions
-from taskpgm.relations import AffinityInfo, affinity, jsd_matrices
 
 FloatArray = NDArray[np.float64]
 #: A task is called dropped when its weight is 0 in at least this share of the draws.

@@ -4,7 +4,7 @@ For every method (TaskPGM, its budgeted variant, the baselines) and every
 seed s, the same recipe runs:
 
 1. realize the method's weights under the shared token budget
-   (:func:`taskpgm.mixture.example_counts`) and draw the mixed set with seed s;
+   (:func:`taskpgm.core.mixture.example_counts`) and draw the mixed set with seed s;
 2. fine-tune the base model on it: LoRA with the ``experts`` hyperparameters,
    one epoch over the mixed set, seed s (so every method gets the same tokens
    and the same recipe; seeds are paired across methods);
@@ -14,7 +14,7 @@ seed s, the same recipe runs:
 Each (method, seed) is one fingerprinted artifact (adapter, training log,
 scores), so a killed evaluation resumes at the next unfinished one. The base
 model without training is scored once as the reference row ``base``.
-Method comparisons use intervals over seeds (:mod:`taskpgm.stats`), never a
+Method comparisons use intervals over seeds (:mod:`taskpgm.core.stats`), never a
 bootstrap over examples.
 """
 
@@ -33,8 +33,14 @@ import numpy as np
 
 from taskpgm import artifacts
 from taskpgm.config import ExpertsConfig, RunConfig, SignalsConfig
+from taskpgm.core.mixture import (
+    SAMPLER_VERSION,
+    Sampler,
+    example_counts,
+    keyed_mixture,
+    sample_mixture,
+)
 from taskpgm.inputs import EvalSet, eval_scoring
-from taskpgm.mixture import SAMPLER_VERSION, Sampler, example_counts, keyed_mixture, sample_mixture
 from taskpgm.predictions import Normalization, from_arrays
 from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.tasks.schema import Example, examples_fingerprint

@@ -17,8 +17,8 @@ import numpy as np
 
 from taskpgm import tasks as sources  # its loaders (and pyarrow) load on first use
 from taskpgm.config import RunConfig, SignalsConfig
+from taskpgm.core.mixture import caps_from_budget
 from taskpgm.errors import ConfigError, DataError, TaskPGMError
-from taskpgm.mixture import caps_from_budget
 from taskpgm.tasks.schema import Example, TaskSplits, probe_fingerprint
 from taskpgm.tokens import tokenize_training
 

@@ -1,7 +1,7 @@
 """Oracles: slow, obviously correct versions of fast code, for tests and benchmarks only.
 
 * :func:`exhaustive_select`: the best support of at most k tasks by trying every
-  subset (what :func:`taskpgm.budget.greedy_select` approximates);
+  subset (what :func:`taskpgm.core.budget.greedy_select` approximates);
 * :func:`score_naive`: one (prompt, answer) log-likelihood by a plain forward pass
   (what :func:`taskpgm.signals.score_batch` computes with a shared prompt cache).
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from taskpgm.qp import solve_simplex_qp
+from taskpgm.core.qp import solve_simplex_qp
 
 
 def exhaustive_select(S: ArrayLike, c: ArrayLike, caps: ArrayLike | None, k: int) -> tuple[

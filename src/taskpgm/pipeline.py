@@ -288,9 +288,9 @@ assert tuple(name for name, _ in STEPS) == STAGES
 
 def write_mixture(state: RunState) -> dict[str, Any]:
     """The chosen method's counts, mixed set and exports, into the run directory."""
+    from taskpgm.core.mixture import example_counts, sample_mixture
     from taskpgm.evaluation import sampler_id
     from taskpgm.exports import write_exports
-    from taskpgm.mixture import example_counts, sample_mixture
     from taskpgm.tasks.schema import examples_fingerprint
 
     tasks, mean_tokens, weights = state.tasks, state.mean_tokens, state.weights
@@ -319,8 +319,8 @@ def write_mixture(state: RunState) -> dict[str, Any]:
 
 def evaluate(state: RunState) -> dict[str, Any]:
     """Train and score every method at every seed; the evaluation files of the run."""
+    from taskpgm.core.summary import evaluation_markdown, summarize
     from taskpgm.evaluation import Recipe, ensure_evaluation
-    from taskpgm.summary import evaluation_markdown, summarize
 
     cfg, base, tasks, weights = state.config, state.base, state.tasks, state.weights
     heldout, mmlu, mean_tokens = state.heldout, state.mmlu, state.mean_tokens

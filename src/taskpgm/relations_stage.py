@@ -1,7 +1,7 @@
 """The relations stage: a signals artifact in, ``relations.safetensors`` out.
 
 From what every model predicts on the probe set (:mod:`taskpgm.predictions`) it
-computes, with :mod:`taskpgm.relations`, the raw JSD over base + experts, the
+computes, with :mod:`taskpgm.core.relations`, the raw JSD over base + experts, the
 displacement cosine, the transfer PMI, the affinity S, every model's probe
 accuracy and each task's probe count; the manifest holds the task order and
 what the PSD projection changed. A pure function of its parent and settings:
@@ -20,10 +20,17 @@ from safetensors.numpy import save_file
 from taskpgm import artifacts
 from taskpgm.bootstrap import relation_replicates
 from taskpgm.config import RelationsConfig
+from taskpgm.core.relations import (
+    AffinityInfo,
+    affinity,
+    displacement_cosine,
+    jsd_matrix,
+    transfer_pmi,
+)
+from taskpgm.jsd_torch import default_pairs
 from taskpgm.predictions import ProbePredictions, from_signals
 from taskpgm.progress import say
 from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
-from taskpgm.relations import AffinityInfo, affinity, displacement_cosine, jsd_matrix, transfer_pmi
 
 STAGE = "relations"
 VERSION = 3  # 2: probe_n, each task's probe count; 3: pmi_sequence, targets, bootstrap draws
@@ -55,7 +62,7 @@ def target_transfer(pred: ProbePredictions, n_pool: int) -> np.ndarray:
 def relation_arrays(pred: Any, tasks: list[str], cfg: RelationsConfig
                     ) -> tuple[dict[str, np.ndarray], AffinityInfo]:
     """Every relation matrix of the pool from its probe predictions (no bootstrap)."""
-    jsd = jsd_matrix(pred.rows, weights=pred.row_weights)
+    jsd = jsd_matrix(pred.rows, weights=pred.row_weights, pairs=default_pairs())
     pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
     s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
                        names=tasks, return_info=True)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from taskpgm import atomic
+from taskpgm.core.stats import wilson_interval
+from taskpgm.core.summary import seed_note, summarize
 from taskpgm.rundir import RunDir
-from taskpgm.stats import wilson_interval
-from taskpgm.summary import seed_note, summarize
 
 CAPTION = {
     "experts": "Each expert's accuracy on its own task's probe split (95% Wilson interval) "

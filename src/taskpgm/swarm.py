@@ -137,9 +137,9 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     """
     from taskpgm import device as device_mod
     from taskpgm import pipeline
+    from taskpgm.core.mixture import apply_caps
     from taskpgm.evaluation import Recipe, ensure_evaluation
     from taskpgm.inputs import eval_set, load_tasks, mean_train_tokens
-    from taskpgm.mixture import apply_caps
     from taskpgm.models import Base
     from taskpgm.readers import open_relations
     from taskpgm.weights import energy_terms

@@ -12,7 +12,7 @@ mixture and seed). A plain loop, read top to bottom in :func:`train_adapter`:
   (``order="shuffled"``) shuffles its examples, sorts windows of them by length, cuts
   them into batches and shuffles the batches: a pure function of ``(seed, epoch)``.
   A mixture (``order="given"``) arrives in its sampler's key order
-  (:func:`taskpgm.mixture.sample_mixture`) and keeps it: only windows of
+  (:func:`taskpgm.core.mixture.sample_mixture`) and keeps it: only windows of
   ``WINDOW_BATCHES · batch_size`` consecutive examples are regrouped by length, with no
   fresh draw, so two mixtures that share examples also share their order. A keyed
   mixture (``order="keyed"``, sampler ``crn-keyed``) cuts its batches by fixed key
@@ -297,7 +297,7 @@ def train_adapter(
             (the same reseeding, batches cut by ``keys``: :func:`keyed_batches`; a step
             whose key range holds no example is counted and skipped).
         keys: with ``order="keyed"``, each example's position key in [0, 1)
-            (:func:`taskpgm.mixture.keyed_mixture`).
+            (:func:`taskpgm.core.mixture.keyed_mixture`).
         n_batches: with ``order="keyed"``, the batches (steps) of one epoch; by default
             ``⌈len(examples) / batch_size⌉``. An epoch is one pass over every example.
 

@@ -4,7 +4,7 @@ It holds TaskPGM's exact weights (and the budgeted variant when a budget is
 set), the baselines under the same caps, and TaskPGM's weights along a range of
 rho. Only tasks whose expert learned (:func:`learned`) steer the solve; the
 others are excluded, held at the uniform share, or kept (``mrf.untrusted``; the
-math is :func:`taskpgm.mrf.solve_trusted`). Every parameter enters the
+math is :func:`taskpgm.core.mrf.solve_trusted`). Every parameter enters the
 fingerprint, so nothing here can go stale; changing ``mrf.rho`` recomputes only
 this stage and what follows. See docs/design.md, "Untrusted experts".
 """
@@ -22,15 +22,15 @@ import numpy as np
 from taskpgm import artifacts
 from taskpgm.bootstrap import weight_intervals
 from taskpgm.config import MrfConfig
+from taskpgm.core.mixture import baseline_weights
+from taskpgm.core.mrf import energy as energy_of
+from taskpgm.core.mrf import solve_trusted, utility
+from taskpgm.core.reference import REFERENCE_RHO, projected_solve, reference_affinity
+from taskpgm.core.split import gain_model_terms, in_self_gain_units, split_terms
+from taskpgm.core.stats import wilson_interval
 from taskpgm.errors import InvalidInputError
-from taskpgm.mixture import baseline_weights
-from taskpgm.mrf import energy as energy_of
-from taskpgm.mrf import solve_trusted, utility
 from taskpgm.progress import say
 from taskpgm.readers import WEIGHTS_FILE, Relations, open_weights
-from taskpgm.reference import REFERENCE_RHO, projected_solve, reference_affinity
-from taskpgm.split import gain_model_terms, in_self_gain_units, split_terms
-from taskpgm.stats import wilson_interval
 
 STAGE = "weights"
 VERSION = 3  # 2: untrusted tasks leave the solve; 3: energies, the reference rows
@@ -68,10 +68,10 @@ def energy_terms(relations: Relations, energy: str, utility_kind: str
                  ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``F -> (quadratic matrix, linear term)`` of ``energy`` computed on the tasks F.
 
-    * ``affinity``: S_FF and the utility ``utility_kind`` on F (:func:`taskpgm.mrf.utility`);
-    * ``split``: R_FF = exp(−JSD/σ) and t_F, the signed benefit (:mod:`taskpgm.split`);
-    * ``gain-model``: the second-order gain expansion on F (:mod:`taskpgm.split`);
-    * ``reference``: the paper's S on F (:mod:`taskpgm.reference`) with u = S 1.
+    * ``affinity``: S_FF and the utility ``utility_kind`` on F (:func:`taskpgm.core.mrf.utility`);
+    * ``split``: R_FF = exp(−JSD/σ) and t_F, the signed benefit (:mod:`taskpgm.core.split`);
+    * ``gain-model``: the second-order gain expansion on F (:mod:`taskpgm.core.split`);
+    * ``reference``: the paper's S on F (:mod:`taskpgm.core.reference`) with u = S 1.
     """
     arrays = relations.arrays
     if energy not in ENERGIES:
@@ -113,7 +113,7 @@ def solve(
 
     Tasks whose expert did not learn (:func:`learned`) do not steer the solve:
     ``untrusted="exclude"`` gives them 0, ``"uniform"`` holds them at min(1/T, cap),
-    ``"keep"`` trusts them anyway (:func:`taskpgm.mrf.solve_trusted`). With a
+    ``"keep"`` trusts them anyway (:func:`taskpgm.core.mrf.solve_trusted`). With a
     budget, untrusted tasks are never selected. When no expert learned there is
     nothing to go on: the uniform mixture (with a budget, an error).
     """

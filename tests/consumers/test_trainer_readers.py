@@ -28,8 +28,8 @@ pytest.importorskip("megatron.core")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from taskpgm.core.mixture import example_counts, sample_mixture
 from taskpgm.exports import write_exports
-from taskpgm.mixture import example_counts, sample_mixture
 from taskpgm.tasks.schema import Example
 from tiny_model import tiny_dir
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taskpgm.mrf import TaskMixtureMRF
-from taskpgm.relations import AffinityInfo, affinity, jsd_matrix, transfer_pmi
-from taskpgm.synthetic import synthetic_signals
+from taskpgm.core.mrf import TaskMixtureMRF
+from taskpgm.core.relations import AffinityInfo, affinity, jsd_matrix, transfer_pmi
+from taskpgm.core.synthetic import synthetic_signals
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,7 +3,7 @@
 F(K) = −min {E(p) : p ∈ Δ, support(p) ⊆ K}. Each step adds the task whose
 addition lowers the minimum energy most; every candidate is solved exactly,
 warm-started from the current support by a bordered (Schur complement) update
-of the face solution (:mod:`taskpgm.qp`). The final weights are the exact
+of the face solution (:mod:`taskpgm.core.qp`). The final weights are the exact
 minimizer on the selected support. See docs/design.md, "The budget".
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from taskpgm.qp import (
+from taskpgm.core.qp import (
     FREE,
     LOWER,
     UPPER,

@@ -4,7 +4,7 @@ What the authors' code does (docs/design.md, "The reference setting"):
 
 * S_AB = ½ [mean over D_B of (ℓ_A − ℓ_B) + mean over D_A of (ℓ_B − ℓ_A)] on
   sequence log-likelihoods, no base model: entries ≤ 0 in the usual case, zero
-  diagonal, near 0 meaning similar (:func:`taskpgm.relations.pairwise_transfer`
+  diagonal, near 0 meaning similar (:func:`taskpgm.core.relations.pairwise_transfer`
   of the PMI computed with n(x) = 1);
 * S is symmetrized and, when not PSD, shifted by |λ_min| I (a ridge that pulls
   towards uniform) — :func:`reference_affinity`;
@@ -12,7 +12,7 @@ What the authors' code does (docs/design.md, "The reference setting"):
 * the equality-constrained KKT system is solved and the result projected onto
   the simplex (:func:`projected_solve`), which is not the minimizer on the
   simplex when the projection is active. We solve the same energy exactly
-  (:class:`taskpgm.mrf.TaskMixtureMRF`); the report shows both.
+  (:class:`taskpgm.core.mrf.TaskMixtureMRF`); the report shows both.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from taskpgm.core.relations import pairwise_transfer
 from taskpgm.errors import InvalidInputError
-from taskpgm.relations import pairwise_transfer
 
 FloatArray = NDArray[np.float64]
 

@@ -9,8 +9,8 @@ S the task affinity (symmetric PSD), u a per-task utility (default the
 representativeness u = S 1), ρ = β / λ the trade-off. With every task free and
 u = S 1 the minimizer is p* = ρ 1 + (1 − T ρ) S⁻¹ 1 / (1ᵀ S⁻¹ 1)
 (:func:`closed_form`), uniform at ρ = 1/T. :class:`TaskMixtureMRF` minimizes E
-exactly in every case (:mod:`taskpgm.qp`), with the budgeted variant of
-:mod:`taskpgm.budget`; :func:`solve_trusted` solves on the tasks whose expert
+exactly in every case (:mod:`taskpgm.core.qp`), with the budgeted variant of
+:mod:`taskpgm.core.budget`; :func:`solve_trusted` solves on the tasks whose expert
 learned while the others hold a fixed share.
 """
 
@@ -24,9 +24,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from taskpgm.budget import greedy_select, support_certificate
-from taskpgm.errors import InfeasibleError, InvalidInputError
-from taskpgm.qp import (
+from taskpgm.core.budget import greedy_select, support_certificate
+from taskpgm.core.qp import (
     FloatArray,
     IntArray,
     blas_threads_for,
@@ -37,6 +36,7 @@ from taskpgm.qp import (
     kkt_certificate,
     solve_simplex_qp,
 )
+from taskpgm.errors import InfeasibleError, InvalidInputError
 
 
 def energy(p: ArrayLike, S: ArrayLike, rho: float, utility: ArrayLike | None = None) -> float:

@@ -103,7 +103,7 @@ def check_psd(sa: FloatArray) -> None:
         low = float(np.linalg.eigvalsh(sa)[0])
         raise InvalidInputError(
             f"S must be positive semi-definite (its smallest eigenvalue is {low:.3g}); "
-            "build it with taskpgm.relations.affinity, which projects onto the PSD cone"
+            "build it with taskpgm.core.relations.affinity, which projects onto the PSD cone"
         ) from err
 
 

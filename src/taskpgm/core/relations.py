@@ -14,24 +14,22 @@ distribution of model m and ℓ_m(x) the log-likelihood of the gold answer.
 * :func:`affinity` — S = α K + (1 − α) tanh(P / s), P the symmetric PMI,
   s the median |off-diagonal| of P, projected onto the PSD cone with unit diagonal.
 
-Everything here is numpy float64 in and out and does no I/O; :func:`jsd_matrix`
-computes with torch so the same code runs on a GPU when one is given.
+Everything here is numpy float64 in and out, does no I/O and imports no torch;
+:func:`jsd_matrix` takes its block kernel (``pairs``), so a GPU's (:mod:`taskpgm.jsd_torch`)
+plugs in from outside the core.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from taskpgm.core.jsd import PairKernel, jsd_pairs_numpy
 from taskpgm.errors import InvalidInputError
-from taskpgm.jsd_kernels import default_device, jsd_pairs_numpy, jsd_pairs_torch
-
-if TYPE_CHECKING:  # torch is imported only by the GPU kernel
-    import torch
 
 FloatArray = NDArray[np.float64]
 
@@ -163,9 +161,8 @@ def jsd_matrix(
     dists: ArrayLike,
     *,
     weights: ArrayLike | None = None,
-    device: str | torch.device | None = None,
     block_bytes: int = JSD_BLOCK_BYTES,
-    backend: Literal["auto", "torch", "numpy"] = "auto",
+    pairs: PairKernel = jsd_pairs_numpy,
 ) -> FloatArray:
     """Mean Jensen–Shannon divergence between every pair of models.
 
@@ -178,8 +175,9 @@ def jsd_matrix(
     against all b > a, in chunks of examples so that one block holds at most
     ``block_bytes``; no (M, M, N, C) array is ever built.
 
-    Two kernels compute the same blocks: torch (any device; the default on a
-    GPU) and numpy with one worker thread per core (the default on a CPU).
+    Two kernels compute the same blocks: numpy with one worker thread per core
+    (the default) and torch on any device (:func:`taskpgm.jsd_torch.default_pairs`
+    picks it on a GPU).
     Measured on 2 CPU cores shared with other jobs, torch's OpenMP threads
     spent most of their time waiting for each other (113 s for T=100,
     N=20,000, C=8) where the numpy kernel took 4.3 s; numpy's vectorized log
@@ -189,12 +187,9 @@ def jsd_matrix(
         dists: (M, N, C) probabilities: M models, N probe examples, C categories
             (pad examples with fewer categories with zeros).
         weights: (N,) non-negative row weights summing to 1; default uniform 1/N.
-        device: torch device for the torch kernel (default: CUDA when torch is loaded
-            and sees a GPU).
         block_bytes: memory bound of one block of midpoints (per worker).
-        backend: ``"auto"`` (torch on a CUDA device, else numpy), ``"torch"`` or
-            ``"numpy"``. Only the torch kernel imports torch, so on a CPU the
-            relations math never loads it.
+        pairs: the block kernel, ``(dists, row_weights, block_bytes)`` to the
+            upper triangle (:data:`taskpgm.core.jsd.PairKernel`).
 
     Returns:
         (M, M) symmetric float64 matrix with a zero diagonal, entries in [0, ln 2].
@@ -217,13 +212,7 @@ def jsd_matrix(
         if (w < 0).any() or abs(float(w.sum()) - 1.0) > SUM_TOLERANCE:
             raise InvalidInputError("weights must be non-negative and sum to 1")
         row_w = w
-    if backend not in ("auto", "torch", "numpy"):
-        raise InvalidInputError(f"backend must be auto, torch or numpy, got {backend!r}")
-    dev = str(device) if device is not None else default_device()
-    if backend == "numpy" or (backend == "auto" and not dev.startswith("cuda")):
-        upper = jsd_pairs_numpy(arr, row_w, block_bytes)
-    else:
-        upper = jsd_pairs_torch(arr, row_w, block_bytes, dev)
+    upper = pairs(arr, row_w, block_bytes)
     result: FloatArray = upper + upper.T
     return result
 

@@ -1,36 +1,28 @@
-"""The two block kernels of the mean-JSD matrix (:func:`taskpgm.relations.jsd_matrix`).
+"""The two block kernels of the mean-JSD matrix (:func:`taskpgm.core.relations.jsd_matrix`).
 
 Both compute, for each model a against every b > a and one block of examples at
 a time, JSD(p, q) = ½ H̃(p) + ½ H̃(q) − H̃(m) with H̃(x) = Σ_c x_c log x_c, each
-model's own H̃ computed once; no (M, M, N, C) array is built. numpy runs one
-worker thread per core (the default on a CPU); torch runs on any device (the
-default on a GPU) and is imported only when it runs.
+model's own H̃ computed once; no (M, M, N, C) array is built. This is numpy's,
+one worker thread per core; the same blocks on a GPU are torch's, in
+:mod:`taskpgm.jsd_torch`, outside the core. A kernel is any function
+``(dists, row_weights, block_bytes) -> upper triangle`` (:data:`PairKernel`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    import torch
-
 FloatArray = NDArray[np.float64]
 _LN2 = math.log(2.0)
+PairKernel = Callable[[FloatArray, FloatArray, int], FloatArray]
 
 
-def _neg_entropy(x: torch.Tensor) -> torch.Tensor:
-    """Σ_c x_c log x_c along the last axis, with 0 · log 0 = 0 (x ≥ 0)."""
-    # log of a clamped value times the value: exact for x > 1e-300, and 0 · finite = 0.
-    return (x * x.clamp_min(1e-300).log()).sum(dim=-1)
-
-
-def _block_rows(n_models: int, n_examples: int, n_cats: int, a: int, block_bytes: int) -> int:
+def block_rows(n_models: int, n_examples: int, n_cats: int, a: int, block_bytes: int) -> int:
     """Examples per block when model a is paired with the n_models − a − 1 models after it."""
     rest = n_models - a - 1
     return max(1, min(n_examples, block_bytes // (max(1, n_cats * 8) * rest)))
@@ -55,7 +47,7 @@ def jsd_pairs_numpy(arr: FloatArray, row_w: FloatArray, block_bytes: int) -> Flo
 
     def row(a: int) -> None:
         rest = n_models - a - 1
-        chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
+        chunk = block_rows(n_models, n_examples, n_cats, a, block_bytes)
         total = np.zeros((rest, *row_w.shape[1:]))
         two_m_buf = np.empty((rest, chunk, n_cats))
         log_buf = np.empty_like(two_m_buf)
@@ -78,38 +70,3 @@ def jsd_pairs_numpy(arr: FloatArray, row_w: FloatArray, block_bytes: int) -> Flo
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(row, range(n_models - 1)))
     return out
-
-
-def jsd_pairs_torch(
-    arr: FloatArray, row_w_np: FloatArray, block_bytes: int, device: str
-) -> FloatArray:
-    """Upper triangle of the JSD matrix with torch on ``device`` (the same blocks as numpy's)."""
-    import torch
-
-    dev = torch.device(device)
-    n_models, n_examples, n_cats = arr.shape
-    x = torch.from_numpy(arr).to(dev)
-    row_w = torch.from_numpy(row_w_np).to(dev)
-    own = _neg_entropy(x)  # (M, N)
-    lifted = x.clamp_min(5e-301)
-    del x
-    extra = tuple(row_w_np.shape[1:])
-    out = torch.zeros((n_models, n_models, *extra), dtype=torch.float64, device=dev)
-    for a in range(n_models - 1):
-        chunk = _block_rows(n_models, n_examples, n_cats, a, block_bytes)
-        total = torch.zeros((n_models - a - 1, *extra), dtype=torch.float64, device=dev)
-        for start in range(0, n_examples, chunk):
-            stop = min(n_examples, start + chunk)
-            two_m = lifted[a + 1 :, start:stop] + lifted[a, start:stop]  # p + q: (rest, chunk, C)
-            h_mid = two_m.log().mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
-            pair = (own[a, start:stop] + own[a + 1 :, start:stop]).mul_(0.5).sub_(h_mid)
-            total += pair.clamp_(0.0, _LN2) @ row_w[start:stop]
-        out[a, a + 1 :] = total
-    result: FloatArray = out.cpu().numpy()
-    return result
-
-
-def default_device() -> str:
-    """CUDA when torch is already loaded (a model stage runs) and sees a GPU, else the CPU."""
-    torch = sys.modules.get("torch")
-    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"

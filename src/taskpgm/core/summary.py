@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from taskpgm.stats import mean_interval, paired_difference
+from taskpgm.core.stats import mean_interval, paired_difference
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], reference: str = "uniform",
