@@ -21,8 +21,8 @@ def corpus() -> list[str]:
     return [*lines, "Question: Answer: \n"]
 
 
-def build(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny llama checkpoint + tokenizer into ``folder``; return it."""
+def build(folder: Path, seed: int = 0, layers: int = 2) -> Path:
+    """Write a tiny llama checkpoint (``layers`` decoder layers) + tokenizer into ``folder``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -40,7 +40,7 @@ def build(folder: Path, seed: int = 0) -> Path:
                                    eos_token="</s>", pad_token="</s>")
     fast.save_pretrained(folder)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False,
     )

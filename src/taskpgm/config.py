@@ -77,6 +77,13 @@ class BaseModelConfig(Section):
         description="Where every model runs: auto (the first CUDA GPU if torch sees one, else "
                     "the CPU), cpu, cuda or cuda:N. Results do not depend on it beyond float "
                     "rounding, so it is part of no fingerprint (see taskpgm.device).")
+    frozen_cache_mb: int = Field(
+        default=1024, ge=0,
+        description="Memory (MiB) for the base's hidden states at the first adapted layer "
+                    "(with experts.layers set): computed once per scored example and reused "
+                    "by the base, every expert and every evaluation training, which then run "
+                    "only the adapted layers (taskpgm.frozen). Same numbers within float "
+                    "rounding, so it is part of no fingerprint; 0 turns it off.")
 
 
 class TasksConfig(Section):

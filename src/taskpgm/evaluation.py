@@ -46,6 +46,7 @@ from taskpgm.progress import Progress, format_seconds, say
 from taskpgm.tasks.schema import Example, examples_fingerprint
 
 if TYPE_CHECKING:  # the models, trainer and scorer import torch: only when work is done
+    from taskpgm import frozen
     from taskpgm.models import Base, LoadedModel
     from taskpgm.placement import Placement
     from taskpgm.trainer import Order
@@ -146,15 +147,17 @@ def scores_by_group(
 def item_scores(
     loaded: LoadedModel, model: Any, evalset: EvalSet, normalization: Normalization,
     scoring: SignalsConfig, progress: Progress | None = None,
-    placement: Placement | None = None,
+    placement: Placement | None = None, boundary: frozen.Boundary | None = None,
 ) -> dict[tuple[str, str], ItemScores]:
     """Every item of the eval set scored once, grouped by (split, task): one pass over all
-    groups (batched by prompt length, each prompt computed once for all its choices)."""
+    groups (batched by prompt length, each prompt computed once for all its choices).
+    With ``boundary`` the base's frozen lower layers are computed once per eval set and
+    reused by every model scored on it (:mod:`taskpgm.frozen`)."""
     from taskpgm.signals import score
 
     examples = evalset.examples()
     arrays = score(model, loaded.tokenizer, examples, scoring, progress=progress,
-                   placement=placement)
+                   placement=placement, boundary=boundary)
     probe: dict[str, list[str] | list[int]] = {
         "tasks": [ex.task for ex in examples], "kinds": [str(ex.kind) for ex in examples],
         "gold": [ex.correct[0] if ex.choices is not None else 0 for ex in examples]}
@@ -319,7 +322,8 @@ def ensure_evaluation(
         loaded = base.load()
         loaded.model.to(scoring_placement.torch_device)
         acc = item_scores(loaded, loaded.model, evalset, normalization, scoring,
-                          _scoring_progress("base", evalset, out), scoring_placement)
+                          _scoring_progress("base", evalset, out), scoring_placement,
+                          frozen_boundary(base, loaded, experts_cfg))
         (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
         (tmp / "items.json").write_text(json.dumps(_items(acc)))
         return {"method": "base"}
@@ -380,6 +384,17 @@ def _find(name: str, fp: str, root: Path | None) -> Path | None:
     return None
 
 
+def frozen_boundary(base: Base, loaded: LoadedModel, recipe: ExpertsConfig
+                    ) -> frozen.Boundary | None:
+    """Where the recipe's adapters start (``experts.layers``): every training's adapter and
+    the base share the eval set's states below it."""
+    from taskpgm import frozen
+
+    if recipe.layers is None or not frozen.supported(loaded.model):
+        return None
+    return base.boundary(len(frozen.backbone_of(loaded.model).layers) - recipe.layers)
+
+
 def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
     return Progress(f"evaluation {name} scoring", len(evalset.examples()), unit="example",
                     every=15.0, stream=out)
@@ -420,7 +435,8 @@ def _training_compute(
         wrapped = PeftModel.from_pretrained(loaded.model, str(tmp / "adapter"))
         try:
             acc = item_scores(loaded, wrapped, evalset, normalization, scoring,
-                              _scoring_progress(name, evalset, out), scoring_placement)
+                              _scoring_progress(name, evalset, out), scoring_placement,
+                              frozen_boundary(base, loaded, cfg))
         finally:
             wrapped.unload()
             device_mod.free_memory(scoring_placement.device)

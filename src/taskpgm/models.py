@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from taskpgm import atomic, cache
+from taskpgm import atomic, cache, frozen
 from taskpgm.config import BaseModelConfig
 from taskpgm.errors import ModelError, NotFoundError
 
@@ -328,8 +328,10 @@ class Base:
     """
 
     def __init__(self, spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False,
-                 threads: int | None = None, device: str = "auto") -> None:
+                 threads: int | None = None, device: str = "auto",
+                 frozen_cache_mb: int = 1024) -> None:
         self.name = spec
+        self.frozen_cache_mb = frozen_cache_mb
         self.trust_remote_code = trust_remote_code
         self.threads = threads
         self.device = device  # base.device: where stages run it (taskpgm.device.resolve)
@@ -342,18 +344,28 @@ class Base:
         """The run's base model from its ``base`` section (``threads`` overrides
         ``base.threads``: a cluster job's share of CPUs). The one place a run builds it."""
         return cls(base.model, trust_remote_code=base.trust_remote_code,
-                   threads=base.threads if threads is None else threads, device=base.device)
+                   threads=base.threads if threads is None else threads, device=base.device,
+                   frozen_cache_mb=base.frozen_cache_mb)
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> Base:
         """Wrap an already loaded model."""
         self = cls.__new__(cls)
         self.name, self.trust_remote_code, self.threads = loaded.name, False, None
+        self.frozen_cache_mb = 1024
         from taskpgm.device import model_device
 
         self.device = str(model_device(loaded.model))
         self.path, self.fingerprint, self._loaded = loaded.path, loaded.fingerprint, loaded
         return self
+
+    def boundary(self, layer: int | None) -> frozen.Boundary | None:
+        """The frozen layers' boundary at ``layer`` (the first adapted one) for scorings of
+        this base and its adapters; None when nothing below it is frozen or the cache is
+        off (``base.frozen_cache_mb: 0``)."""
+        if layer is None or layer <= 0 or self.frozen_cache_mb <= 0:
+            return None
+        return frozen.Boundary(self.fingerprint, layer, self.frozen_cache_mb << 20)
 
     @property
     def is_loaded(self) -> bool:

@@ -28,10 +28,11 @@ in order and every model's fingerprint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from taskpgm import artifacts, atomic
+from taskpgm import artifacts, atomic, frozen
 from taskpgm import device as device_mod
 from taskpgm.config import RunConfig, SignalsConfig
 from taskpgm.errors import DataError, ModelError, NotFoundError
@@ -99,10 +100,22 @@ def fingerprint_of(parents: Sequence[str], cfg: SignalsConfig, placement: Placem
                                  DEFAULTS)
 
 
+def encoded_of(tokenizer: Any, examples: Sequence[Example], max_length: int
+               ) -> list[tuple[list[int], list[list[int]]]]:
+    """Every example's prompt and answer token ids, as the scoring reads them."""
+    encoded = [encode(tokenizer, ex.prompt, _answers(ex), max_length) for ex in examples]
+    for ex, (_, answers) in zip(examples, encoded, strict=True):
+        if any(len(a) == 0 for a in answers):
+            raise DataError(f"task {ex.task!r}, example {ex.id}: an answer tokenizes to nothing")
+    return encoded
+
+
 @torch.no_grad()
 def score_batch(
     model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig,
-    placement: Placement | None = None,
+    placement: Placement | None = None, *,
+    encoded: Sequence[tuple[list[int], list[list[int]]]] | None = None,
+    states: Sequence[frozen.States] | None = None, layer: int = 0,
 ) -> list[dict[str, Any]]:
     """Score a batch of examples (see the module docstring); one dict per example.
 
@@ -110,16 +123,16 @@ def score_batch(
     ``gold_ll``, ``gold_tokens`` and, for generative examples, ``topk_ids``
     ``[n, k]``, ``topk_logprobs`` ``[n, k]``, ``tail_mass`` ``[n]`` and
     ``target_logprobs`` ``[n]`` over the answer positions. Tensors are built on the
-    model's device; ``placement`` gives the precision (default float32).
+    model's device; ``placement`` gives the precision (default float32). With ``states``
+    (the examples' boundary states at ``layer``, :mod:`taskpgm.frozen`) only the layers
+    from ``layer`` up run, from the states instead of the token ids.
     """
     backbone, head = _model_parts(model)
     dev = device_mod.model_device(model)
     placement = placement or Placement(str(dev))
     pad = tokenizer.pad_token_id
-    encoded = [encode(tokenizer, ex.prompt, _answers(ex), cfg.max_length) for ex in examples]
-    for ex, (_, answers) in zip(examples, encoded, strict=True):
-        if any(len(a) == 0 for a in answers):
-            raise DataError(f"task {ex.task!r}, example {ex.id}: an answer tokenizes to nothing")
+    if encoded is None:
+        encoded = encoded_of(tokenizer, examples, cfg.max_length)
     b = len(examples)
     width = max(len(p) for p, _ in encoded)
     ids = torch.full((b, width), pad, dtype=torch.long)
@@ -130,8 +143,19 @@ def score_batch(
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     ids, mask, positions = ids.to(dev), mask.to(dev), positions.to(dev)
     autocast = placement.autocast()
-    with autocast:
-        out = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    inputs: dict[str, Any] = {"input_ids": ids}
+    upper: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+    if states is not None:
+        from transformers import DynamicCache
+
+        embeds = torch.zeros((b, width, states[0][0].shape[-1]), dtype=torch.float32)
+        for row, (prompt_states, _) in enumerate(states):
+            embeds[row, width - prompt_states.shape[0] :] = prompt_states
+        inputs = {"inputs_embeds": embeds.to(dev), _cache_kwarg(backbone): DynamicCache()}
+        upper = functools.partial(frozen.stack, backbone, layer, len(backbone.layers),
+                                  final_norm=True)
+    with upper(), autocast:
+        out = backbone(**inputs, attention_mask=mask, position_ids=positions, use_cache=True)
         first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1).cpu()
     # Rows of the second pass: every (example, answer) pair with more than one token.
     rows = [(e, a) for e, (_, answers) in enumerate(encoded) for a in range(len(answers))]
@@ -152,8 +176,15 @@ def score_batch(
         full_mask = torch.cat([mask[sel], cmask], dim=1)
         start = torch.tensor([len(encoded[e][0]) for e, _ in multi], device=dev)
         cpos = start[:, None] + torch.arange(lc, device=dev)[None, :]
-        with autocast:
-            hidden = backbone(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
+        cinputs: dict[str, Any] = {"input_ids": cids}
+        if states is not None:
+            cembeds = torch.zeros((len(multi), lc, states[0][0].shape[-1]), dtype=torch.float32)
+            for r, (e, a) in enumerate(multi):
+                answer_states = states[e][1][a]
+                cembeds[r, : answer_states.shape[0]] = answer_states
+            cinputs = {"inputs_embeds": cembeds.to(dev)}
+        with upper(), autocast:
+            hidden = backbone(**cinputs, attention_mask=full_mask, position_ids=cpos,
                               use_cache=True, **{_cache_kwarg(backbone): cache}).last_hidden_state
             # Only positions whose next token is an answer token: j < len - 1.
             need = torch.zeros(cmask.shape, dtype=torch.bool)
@@ -196,7 +227,8 @@ def score_batch(
 
 
 def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsConfig,
-          *, progress: Progress | None = None, placement: Placement | None = None
+          *, progress: Progress | None = None, placement: Placement | None = None,
+          boundary: frozen.Boundary | None = None, stream: TextIO | None = None
           ) -> dict[str, np.ndarray]:
     """Score every example with one model; returns the arrays of one shard.
 
@@ -219,12 +251,27 @@ def score(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SignalsC
     k = cfg.top_k
     order = sorted(range(len(examples)),
                    key=lambda i: (len(examples[i].prompt), len(_answers(examples[i]))))
+    encoded = encoded_of(tokenizer, examples, cfg.max_length)
+    states: list[frozen.States] | None = None
+    if boundary is not None and examples:
+        sorted_encoded = [encoded[i] for i in order]
+        held = frozen.states_for(model, sorted_encoded, boundary, tokenizer.pad_token_id,
+                                 placement, cfg.batch_size)
+        if held is None:
+            print(f"scoring: {len(examples)} examples the uncached way (frozen layers: this "
+                  "model or set does not fit base.frozen_cache_mb or the architecture)",
+                  file=stream or sys.stderr, flush=True)
+        else:
+            by_index = dict(zip(order, held, strict=True))
+            states = [by_index[i] for i in range(len(examples))]
     items: list[dict[str, Any] | None] = [None] * len(examples)
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start : start + cfg.batch_size]
-        for i, item in zip(idx, score_batch(model, tokenizer, [examples[i] for i in idx], cfg,
-                                               placement),
-                           strict=True):
+        for i, item in zip(idx, score_batch(
+                model, tokenizer, [examples[i] for i in idx], cfg, placement,
+                encoded=[encoded[i] for i in idx],
+                states=None if states is None else [states[i] for i in idx],
+                layer=0 if boundary is None else boundary.layer), strict=True):
             items[i] = item
         if progress is not None:
             progress.update(len(idx))
@@ -473,7 +520,7 @@ def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[E
         for task, (name, fp) in part_paths(key).items():
             def compute(tmp: Path, task: str = task) -> dict[str, Any]:
                 arrays = score(model, tokenizer, by_task[task], cfg, progress=progress,
-                               placement=placement)
+                               placement=placement, boundary=boundary, stream=out)
                 save_file(arrays, str(tmp / "shard.safetensors"))
                 return {"model": key, "task": task, "examples": len(by_task[task])}
 
@@ -497,6 +544,11 @@ def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[E
         return stats
     loaded = base.load()
     loaded.model.to(placement.torch_device)
+    # The experts' frozen lower layers are the base's: their states are computed once per
+    # probe example and every model runs only the adapted layers (taskpgm.frozen).
+    boundary = base.boundary(frozen.adapter_boundary(
+        [e.path for e in experts.values()], len(frozen.backbone_of(loaded.model).layers))
+        if experts and frozen.supported(loaded.model) else None)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic.replacing(work / shard_name(key)) as tmp:

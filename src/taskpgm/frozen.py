@@ -1,0 +1,257 @@
+"""The base's frozen lower layers, computed once per example and reused by every model.
+
+With ``experts.layers: N`` an adapter changes only the top N of the base's L layers, so the
+hidden state entering layer k = L − N (the *boundary*) is the base model's at every prompt
+and answer token: the same for the base, for every expert and for every evaluation
+training. :func:`boundary_states` computes it once per example (the lower k layers, with
+their own KV cache so the prompt is computed once for all its answers), and
+:func:`taskpgm.signals.score_batch` then runs only the upper layers and the head from those
+states instead of from the token ids.
+
+What is cached, per example: the boundary hidden state of every prompt token, [P, d], and
+of every answer's tokens after the prompt, [A_a, d] for answer a, float32 on the CPU
+(4 d bytes a token: 2,304 for SmolLM2-135M's d = 576). The upper layers' keys and values
+depend on the adapter, so they are computed from the states on every scoring, as before.
+States live in a per-process store bounded by ``base.frozen_cache_mb`` (least recently used
+out; a set larger than the bound is scored the uncached way, with a line that says so),
+keyed by the base's fingerprint, the boundary, the scoring precision, the tokenization
+settings and the examples' content.
+
+The upper stack is run by the model's own forward with its layer list cut to the upper
+layers (:func:`stack`), so rotary positions, masks and the final norm are the model's own.
+That needs a decoder whose forward feeds ``inputs_embeds`` to its first layer unchanged
+(:data:`ARCHITECTURES`); any other model is scored the uncached way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from taskpgm.placement import Placement
+
+#: Decoders whose forward passes ``inputs_embeds`` to the first layer unchanged (Gemma,
+#: for one, scales them) and keeps ``layers``, ``norm`` and a per-layer ``layer_idx``.
+ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Where the frozen layers end for a set of scorings: the base's fingerprint (what the
+    states are of) and the first adapted layer ``layer``; ``max_bytes`` bounds the store."""
+
+    base: str
+    layer: int
+    max_bytes: int = 1 << 30
+
+
+#: One example's boundary states: the prompt's [P, d] and each answer's [A_a, d].
+States = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
+
+
+def backbone_of(model: Any) -> Any:
+    """The decoder (hidden states) of a causal LM or a PEFT wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder()
+
+
+def supported(model: Any) -> bool:
+    """Whether this model's upper layers can be run from boundary states."""
+    backbone = backbone_of(model)
+    kind = getattr(getattr(backbone, "config", None), "model_type", None)
+    return (kind in ARCHITECTURES and isinstance(getattr(backbone, "layers", None),
+                                                 torch.nn.ModuleList)
+            and hasattr(backbone, "norm"))
+
+
+def first_adapted_layer(model: Any) -> int:
+    """The lowest layer whose output an enabled, active LoRA adapter changes: 0 when the
+    first layer is adapted, the number of layers when none is (a plain model, or a PEFT
+    model inside ``disable_adapter()``). Read from the layers' own LoRA modules, so it
+    holds whatever config the adapter came with."""
+    layers = backbone_of(model).layers
+    for i, layer in enumerate(layers):
+        for module in layer.modules():
+            lora = getattr(module, "lora_A", None)
+            if lora is None or getattr(module, "disable_adapters", False):
+                continue
+            active = getattr(module, "active_adapters", ())
+            if any(name in lora for name in active):
+                return i
+    return len(layers)
+
+
+@contextlib.contextmanager
+def stack(backbone: Any, start: int, stop: int, *, final_norm: bool) -> Iterator[None]:
+    """Within the block, the backbone's forward runs only layers [start, stop), renumbered
+    from 0 for the KV cache, and applies its final norm only when ``final_norm``."""
+    layers = backbone.layers
+    kept = list(layers)[start:stop]
+    old_idx = [getattr(layer.self_attn, "layer_idx", None) for layer in kept]
+    norm = backbone.norm
+    try:
+        backbone.layers = torch.nn.ModuleList(kept)
+        for i, layer in enumerate(kept):
+            layer.self_attn.layer_idx = i
+        if not final_norm:
+            backbone.norm = torch.nn.Identity()
+        yield
+    finally:
+        backbone.layers = layers
+        backbone.norm = norm
+        for layer, idx in zip(kept, old_idx, strict=True):
+            layer.self_attn.layer_idx = idx
+
+
+def set_key(boundary: Boundary, encoded: Sequence[tuple[list[int], list[list[int]]]],
+            placement: Placement) -> str:
+    """The store's key of one set of examples: base, boundary, precision and token ids."""
+    h = hashlib.sha256(json.dumps([boundary.base, boundary.layer, placement.bf16,
+                                   placement.device]).encode())
+    for prompt, answers in encoded:
+        h.update(json.dumps([prompt, answers]).encode())
+    return h.hexdigest()
+
+
+def states_bytes(states: Sequence[States]) -> int:
+    return sum(p.numel() * p.element_size() + sum(a.numel() * a.element_size() for a in ans)
+               for p, ans in states)
+
+
+class Store:
+    """Boundary states of example sets in memory, least recently used out past a bound."""
+
+    def __init__(self) -> None:
+        self.sets: OrderedDict[str, list[States]] = OrderedDict()
+        self.built = 0  # sets computed (tests and benchmarks read these)
+        self.hits = 0
+
+    def get(self, key: str) -> list[States] | None:
+        found = self.sets.get(key)
+        if found is not None:
+            self.sets.move_to_end(key)
+            self.hits += 1
+        return found
+
+    def put(self, key: str, states: list[States], max_bytes: int) -> None:
+        self.sets[key] = states
+        self.built += 1
+        while len(self.sets) > 1 and sum(states_bytes(s) for s in self.sets.values()) > max_bytes:
+            self.sets.popitem(last=False)
+
+    def clear(self) -> None:
+        self.sets.clear()
+        self.built = self.hits = 0
+
+
+STORE = Store()
+
+
+@torch.no_grad()
+def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
+                    layer: int, pad_id: int, placement: Placement, batch_size: int
+                    ) -> list[States]:
+    """The hidden states entering ``layer`` for every prompt and answer token, per example.
+
+    The same two passes as the scoring: the prompts left-padded through layers [0, layer)
+    with a KV cache, then every answer's tokens attending to its prompt's cache. ``model``
+    must not adapt any layer below ``layer`` (its lower layers are the base's).
+    """
+    from transformers import DynamicCache
+
+    backbone = backbone_of(model)
+    dev = placement.torch_device
+    out: list[States] = []
+    autocast = placement.autocast()
+    with stack(backbone, 0, layer, final_norm=False), autocast:
+        for start in range(0, len(encoded), batch_size):
+            part = encoded[start : start + batch_size]
+            b, width = len(part), max(len(p) for p, _ in part)
+            ids = torch.full((b, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((b, width), dtype=torch.long)
+            for row, (prompt, _) in enumerate(part):
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            cache = DynamicCache()
+            hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                              position_ids=positions.to(dev), use_cache=True,
+                              **{cache_kwarg(backbone): cache}).last_hidden_state
+            prompts = [hidden[row, width - len(p) :].float().cpu()
+                       for row, (p, _) in enumerate(part)]
+            pairs = [(e, a) for e, (_, answers) in enumerate(part) for a in range(len(answers))]
+            cache.batch_select_indices(torch.tensor([e for e, _ in pairs], device=dev))
+            lc = max(len(part[e][1][a]) for e, a in pairs)
+            cids = torch.full((len(pairs), lc), pad_id, dtype=torch.long)
+            cmask = torch.zeros((len(pairs), lc), dtype=torch.long)
+            for r, (e, a) in enumerate(pairs):
+                toks = part[e][1][a]
+                cids[r, : len(toks)] = torch.tensor(toks)
+                cmask[r, : len(toks)] = 1
+            sel = torch.tensor([e for e, _ in pairs])
+            full_mask = torch.cat([mask[sel], cmask], dim=1)
+            lengths = torch.tensor([len(part[e][0]) for e, _ in pairs])
+            cpos = lengths[:, None] + torch.arange(lc)[None, :]
+            chidden = backbone(input_ids=cids.to(dev), attention_mask=full_mask.to(dev),
+                               position_ids=cpos.to(dev), use_cache=True,
+                               **{cache_kwarg(backbone): cache}).last_hidden_state
+            answers: list[list[torch.Tensor]] = [[] for _ in part]
+            for r, (e, a) in enumerate(pairs):
+                answers[e].append(chidden[r, : len(part[e][1][a])].float().cpu())
+            out.extend((p, tuple(ans)) for p, ans in zip(prompts, answers, strict=True))
+    return out
+
+
+def cache_kwarg(backbone: Any) -> str:
+    """``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
+    import inspect
+
+    params = inspect.signature(backbone.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def states_for(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
+               boundary: Boundary, pad_id: int, placement: Placement, batch_size: int
+               ) -> list[States] | None:
+    """The example set's boundary states from the store, else computed and kept; None when
+    this model cannot use them (another architecture, an adapter below the boundary, or a
+    set larger than the store's bound)."""
+    if not supported(model) or first_adapted_layer(model) < boundary.layer:
+        return None
+    if boundary.layer <= 0:
+        return None
+    key = set_key(boundary, encoded, placement)
+    found = STORE.get(key)
+    if found is not None:
+        return found
+    d = int(backbone_of(model).config.hidden_size)
+    tokens = sum(len(p) + sum(len(a) for a in ans) for p, ans in encoded)
+    if tokens * d * 4 > boundary.max_bytes:
+        return None
+    states = boundary_states(model, encoded, boundary.layer, pad_id, placement, batch_size)
+    STORE.put(key, states, boundary.max_bytes)
+    return states
+
+
+def adapter_boundary(adapters: Sequence[Any], n_layers: int) -> int | None:
+    """The first layer any of these LoRA adapter directories changes (their
+    ``adapter_config.json``), or None when one adapts every layer or is not an adapter."""
+    from pathlib import Path
+
+    lowest = n_layers
+    for folder in adapters:
+        config = Path(folder) / "adapter_config.json"
+        if not config.is_file():
+            return None
+        layers = json.loads(config.read_text()).get("layers_to_transform")
+        if layers is None:
+            return None
+        lowest = min([lowest, *([layers] if isinstance(layers, int) else layers)])
+    return lowest if lowest < n_layers else None
