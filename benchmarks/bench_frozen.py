@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, nargs="+", default=[5],
                         help="models scored (the base and T experts: T + 1)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6, help="training steps timed")
     args = parser.parse_args(argv)
 
     info = device.cpu_info()
@@ -118,7 +119,42 @@ def main(argv: list[str] | None = None) -> int:
           f"{size / 2**20:.1f} MiB ({size / tokens:.0f} bytes a token), built in {build_s:.2f} s; "
           f"per 1,000 examples {size / len(examples) * 1000 / 2**20:.0f} MiB and "
           f"{build_s / len(examples) * 1000:.0f} s")
+    wrapped.unload()  # type: ignore[attr-defined]  # the base again, for the training
+    ok &= bench_training(lm, task, n_layers, args)
     return 0 if ok else 1
+
+
+def bench_training(lm: models.LoadedModel, task: object, n_layers: int,
+                   args: argparse.Namespace) -> bool:
+    """Step time at batch 8 of the same training on the same examples, the full way and
+    from the states: the first training builds the states (each sequence alone), a second
+    one (another method or seed that shares the examples, as the evaluation's do) reuses
+    them."""
+    import tempfile
+    from pathlib import Path
+
+    from taskpgm.trainer import train_adapter
+
+    examples = list(task.train[: 8 * args.steps])  # type: ignore[attr-defined]
+    cfg = ExpertsConfig(steps=args.steps, batch_size=8, layers=args.layers, precision="fp32",
+                        checkpoint_every=1000)
+    boundary = frozen.Boundary(lm.fingerprint, n_layers - args.layers, 1 << 31)
+    frozen.STORE.clear()
+    seconds: dict[str, float] = {}
+    logs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, b in (("full", None), ("first cached", boundary), ("cached", boundary)):
+            t0 = time.perf_counter()
+            logs[name] = train_adapter(lm, "bench", examples, cfg, Path(tmp) / f"w-{name}",
+                                       Path(tmp) / f"a-{name}", boundary=b)
+            seconds[name] = (time.perf_counter() - t0) / args.steps
+    diff = max(abs(a["loss"] - b["loss"]) for a, b in
+               zip(logs["full"]["steps_log"], logs["cached"]["steps_log"], strict=True))
+    print(f"frozen layers, training at batch 8 ({args.steps} steps, fp32): s/step full "
+          f"{seconds['full']:.2f}, first cached (builds the states) {seconds['first cached']:.2f}, "
+          f"cached {seconds['cached']:.2f}; max |loss difference| {diff:.1e}")
+    return compare("frozen layers (training step)", "full forward and backward",
+                   seconds["full"], seconds["cached"], 1.25) and diff <= 1e-4
 
 
 if __name__ == "__main__":

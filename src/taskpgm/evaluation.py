@@ -426,7 +426,8 @@ def _training_compute(
                            progress=Progress(f"evaluation {name}", None, unit="step",
                                              every=15.0, stream=out),
                            label=name, stream=out, placement=training,
-                           order=TRAINING_ORDER[sampler], keys=keys, n_batches=n_batches)
+                           order=TRAINING_ORDER[sampler], keys=keys, n_batches=n_batches,
+                           boundary=frozen_boundary(base, loaded, cfg))
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
         (tmp / "training_log.json").write_text(json.dumps(log, indent=1))

@@ -9,8 +9,9 @@ their own KV cache so the prompt is computed once for all its answers), and
 states instead of from the token ids.
 
 What is cached, per example: the boundary hidden state of every prompt token, [P, d], and
-of every answer's tokens after the prompt, [A_a, d] for answer a, float32 on the CPU
-(4 d bytes a token: 2,304 for SmolLM2-135M's d = 576). The upper layers' keys and values
+of every answer's tokens after the prompt, [A_a, d] for answer a, on the CPU in the
+dtype the lower layers produced (float32 in fp32: 4 d bytes a token, 2,304 for
+SmolLM2-135M's d = 576). The upper layers' keys and values
 depend on the adapter, so they are computed from the states on every scoring, as before.
 States live in a per-process store bounded by ``base.frozen_cache_mb`` (least recently used
 out; a set larger than the bound is scored the uncached way, with a line that says so),
@@ -126,29 +127,37 @@ def states_bytes(states: Sequence[States]) -> int:
 
 
 class Store:
-    """Boundary states of example sets in memory, least recently used out past a bound."""
+    """Boundary states in memory — of a scored example set, or of one training sequence —
+    least recently used out past a bound."""
 
     def __init__(self) -> None:
-        self.sets: OrderedDict[str, list[States]] = OrderedDict()
-        self.built = 0  # sets computed (tests and benchmarks read these)
+        self.sets: OrderedDict[str, Any] = OrderedDict()
+        self.sizes: dict[str, int] = {}
+        self.bytes = 0
+        self.built = 0  # entries computed (tests and benchmarks read these)
         self.hits = 0
 
-    def get(self, key: str) -> list[States] | None:
+    def get(self, key: str) -> Any:
         found = self.sets.get(key)
         if found is not None:
             self.sets.move_to_end(key)
             self.hits += 1
         return found
 
-    def put(self, key: str, states: list[States], max_bytes: int) -> None:
-        self.sets[key] = states
+    def put(self, key: str, value: Any, nbytes: int, max_bytes: int) -> None:
+        if key in self.sets:
+            self.bytes -= self.sizes[key]
+        self.sets[key], self.sizes[key] = value, nbytes
+        self.bytes += nbytes
         self.built += 1
-        while len(self.sets) > 1 and sum(states_bytes(s) for s in self.sets.values()) > max_bytes:
-            self.sets.popitem(last=False)
+        while len(self.sets) > 1 and self.bytes > max_bytes:
+            old, _ = self.sets.popitem(last=False)
+            self.bytes -= self.sizes.pop(old)
 
     def clear(self) -> None:
         self.sets.clear()
-        self.built = self.hits = 0
+        self.sizes.clear()
+        self.bytes = self.built = self.hits = 0
 
 
 STORE = Store()
@@ -184,7 +193,7 @@ def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int
             hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                               position_ids=positions.to(dev), use_cache=True,
                               **{cache_kwarg(backbone): cache}).last_hidden_state
-            prompts = [hidden[row, width - len(p) :].float().cpu()
+            prompts = [hidden[row, width - len(p) :].cpu()
                        for row, (p, _) in enumerate(part)]
             pairs = [(e, a) for e, (_, answers) in enumerate(part) for a in range(len(answers))]
             cache.batch_select_indices(torch.tensor([e for e, _ in pairs], device=dev))
@@ -204,7 +213,7 @@ def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int
                                **{cache_kwarg(backbone): cache}).last_hidden_state
             answers: list[list[torch.Tensor]] = [[] for _ in part]
             for r, (e, a) in enumerate(pairs):
-                answers[e].append(chidden[r, : len(part[e][1][a])].float().cpu())
+                answers[e].append(chidden[r, : len(part[e][1][a])].cpu())
             out.extend((p, tuple(ans)) for p, ans in zip(prompts, answers, strict=True))
     return out
 
@@ -228,7 +237,7 @@ def states_for(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
     if boundary.layer <= 0:
         return None
     key = set_key(boundary, encoded, placement)
-    found = STORE.get(key)
+    found: list[States] | None = STORE.get(key)
     if found is not None:
         return found
     d = int(backbone_of(model).config.hidden_size)
@@ -236,7 +245,7 @@ def states_for(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
     if tokens * d * 4 > boundary.max_bytes:
         return None
     states = boundary_states(model, encoded, boundary.layer, pad_id, placement, batch_size)
-    STORE.put(key, states, boundary.max_bytes)
+    STORE.put(key, states, states_bytes(states), boundary.max_bytes)
     return states
 
 
@@ -255,3 +264,31 @@ def adapter_boundary(adapters: Sequence[Any], n_layers: int) -> int | None:
             return None
         lowest = min([lowest, *([layers] if isinstance(layers, int) else layers)])
     return lowest if lowest < n_layers else None
+
+
+def sequence_key(boundary: Boundary, ids: Sequence[int], placement: Placement) -> str:
+    """The store's key of one training sequence's states."""
+    return hashlib.sha256(json.dumps(["train", boundary.base, boundary.layer, placement.bf16,
+                                      placement.device, list(ids)]).encode()).hexdigest()
+
+
+@torch.no_grad()
+def sequence_states(model: Any, batch: Sequence[Sequence[int]], boundary: Boundary,
+                    pad_id: int, placement: Placement) -> list[torch.Tensor]:
+    """The boundary states [len, d] of each token sequence of a training batch: from the
+    store, else computed through the lower layers of ``model`` (which must not adapt them)
+    and kept. Each sequence is computed alone, so its states are the same whichever
+    training computed them first: a run gives the same adapters however its store was
+    filled (killed and resumed, or trainings in another order)."""
+    keys = [sequence_key(boundary, ids, placement) for ids in batch]
+    found = [STORE.get(k) for k in keys]
+    missing = [i for i, f in enumerate(found) if f is None]
+    backbone = backbone_of(model)
+    dev = placement.torch_device
+    for i in missing:  # each alone, so its states never depend on what it was batched with
+        ids = torch.tensor([list(batch[i])], dtype=torch.long, device=dev)
+        with stack(backbone, 0, boundary.layer, final_norm=False), placement.autocast():
+            states = backbone(input_ids=ids).last_hidden_state[0].cpu()
+        found[i] = states
+        STORE.put(keys[i], states, states.numel() * states.element_size(), boundary.max_bytes)
+    return [f for f in found if f is not None]

@@ -148,7 +148,7 @@ def score_batch(
     if states is not None:
         from transformers import DynamicCache
 
-        embeds = torch.zeros((b, width, states[0][0].shape[-1]), dtype=torch.float32)
+        embeds = torch.zeros((b, width, states[0][0].shape[-1]), dtype=states[0][0].dtype)
         for row, (prompt_states, _) in enumerate(states):
             embeds[row, width - prompt_states.shape[0] :] = prompt_states
         inputs = {"inputs_embeds": embeds.to(dev), _cache_kwarg(backbone): DynamicCache()}
@@ -178,7 +178,8 @@ def score_batch(
         cpos = start[:, None] + torch.arange(lc, device=dev)[None, :]
         cinputs: dict[str, Any] = {"input_ids": cids}
         if states is not None:
-            cembeds = torch.zeros((len(multi), lc, states[0][0].shape[-1]), dtype=torch.float32)
+            cembeds = torch.zeros((len(multi), lc, states[0][0].shape[-1]),
+                                  dtype=states[0][0].dtype)
             for r, (e, a) in enumerate(multi):
                 answer_states = states[e][1][a]
                 cembeds[r, : answer_states.shape[0]] = answer_states

@@ -40,7 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from taskpgm import atomic
+from taskpgm import atomic, frozen
 from taskpgm import device as device_mod
 from taskpgm.config import ExpertsConfig
 from taskpgm.errors import ConfigError, DataError, ModelError
@@ -168,17 +168,25 @@ def collate(items: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, to
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def answer_loss(model: Any, batch: Mapping[str, torch.Tensor], layer: int = 0
+                ) -> tuple[torch.Tensor, int]:
     """Mean NLL of the answer tokens of a batch and how many answer tokens there were.
 
     The backbone runs over every position, but the language-model head (vocabulary
     × hidden, the largest matrix of a small model) only over the positions whose next
-    token is an answer token.
+    token is an answer token. With ``inputs_embeds`` in the batch (the boundary states of
+    the frozen layers below ``layer``, :func:`taskpgm.frozen.sequence_states`) only the
+    layers from ``layer`` up run.
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = inner.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
+    backbone = inner.get_decoder()
+    if "inputs_embeds" in batch:
+        with frozen.stack(backbone, layer, len(backbone.layers), final_norm=True):
+            hidden = backbone(inputs_embeds=batch["inputs_embeds"],
+                              attention_mask=batch["attention_mask"]).last_hidden_state
+    else:
+        hidden = backbone(input_ids=batch["input_ids"],
+                          attention_mask=batch["attention_mask"]).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     logits = inner.get_output_embeddings()(hidden[:, :-1][keep]).float()
@@ -274,6 +282,7 @@ def train_adapter(
     order: Order = "shuffled",
     keys: Sequence[float] | None = None,
     n_batches: int | None = None,
+    boundary: frozen.Boundary | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA expert; resume from ``workdir``'s checkpoint if there is one.
 
@@ -300,6 +309,11 @@ def train_adapter(
             (:func:`taskpgm.core.mixture.keyed_mixture`).
         n_batches: with ``order="keyed"``, the batches (steps) of one epoch; by default
             ``⌈len(examples) / batch_size⌉``. An epoch is one pass over every example.
+        boundary: the frozen layers' boundary (:meth:`taskpgm.models.Base.boundary`):
+            each batch's states below it come from the store (computed once per
+            sequence and reused by every training that sees it) and only the adapted
+            layers run forward and backward. Used only when the adapter starts at or
+            above it; the numbers equal the full forward's to float rounding.
 
     Returns:
         The training log (also written to ``out_dir/training_log.json``).
@@ -325,6 +339,9 @@ def train_adapter(
     base.model.to(placement.torch_device)
     torch.manual_seed(cfg.seed)
     model = get_peft_model(base.model, lora_config(cfg, n_layers(base.model)))
+    if boundary is not None and not (frozen.supported(model)
+                                     and frozen.first_adapted_layer(model) >= boundary.layer):
+        boundary = None
     try:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -353,14 +370,23 @@ def train_adapter(
                 continue
             if order != "shuffled":
                 torch.manual_seed(cfg.seed * 1_000_003 + step)
-            batch = device_mod.to_device(
-                collate([data[i] for i in members], tok.pad_token_id), placement)
+            batch = collate([data[i] for i in members], tok.pad_token_id)
+            if boundary is not None:
+                states = frozen.sequence_states(model, [data[i][0] for i in members],
+                                                boundary, tok.pad_token_id, placement)
+                embeds = torch.zeros((*batch["input_ids"].shape, states[0].shape[-1]),
+                                     dtype=states[0].dtype)
+                for row, st in enumerate(states):
+                    embeds[row, : st.shape[0]] = st
+                batch["inputs_embeds"] = embeds
+            batch = device_mod.to_device(batch, placement)
             lr = learning_rate(step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             t0 = time.monotonic()
             with placement.autocast():
-                loss, n_answer = answer_loss(model, batch)
+                loss, n_answer = answer_loss(model, batch,
+                                             0 if boundary is None else boundary.layer)
             loss.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
