@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"a{i}" for i in range(max(args.models) - 1)]
     with wrapped.disable_adapter():  # type: ignore[attr-defined]
         score(lm.model, lm.tokenizer, examples[:2], cfg)  # warm-up
+    n_params = sum(p.numel() for name, p in frozen.backbone_of(lm.model).layers.named_parameters()
+                   if "lora_" not in name)
+    tokens = sum(len(p) + sum(len(a) for a in ans)
+                 for p, ans in encoded_of(lm.tokenizer, examples, cfg.max_length))
     ok = True
     for count in args.models:
         walls: dict[str, list[float]] = {"full": [], "cached": []}
@@ -100,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             walls["cached"].append(time.perf_counter() - t0)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(full, cached, strict=True))
         full_s, cached_s = min(walls["full"]), min(walls["cached"])
+        # Work: 2 N FLOPs a token and layer-share (N the decoder layers' parameters; the
+        # head at scored positions and attention's own products left out)
+        k, upper = boundary.layer / n_layers, 1 - boundary.layer / n_layers
+        full_flops = count * 2 * n_params * tokens
+        cached_flops = 2 * n_params * tokens * (k + count * upper)
+        print(f"frozen layers, {count} models: {full_flops / full_s / 1e9:.0f} GFLOP/s full "
+              f"({full_flops / full_s / 1e9 / gflops:.0%} of the probe), "
+              f"{cached_flops / cached_s / 1e9:.0f} GFLOP/s cached "
+              f"({cached_flops / cached_s / 1e9 / gflops:.0%})")
         print(f"frozen layers, {count} models x {len(examples)} examples: rounds (wall s) "
               f"full {[round(w, 2) for w in walls['full']]}, cached "
               f"{[round(w, 2) for w in walls['cached']]}; "

@@ -227,3 +227,36 @@ def test_an_adapter_trained_on_boundary_states_equals_one_trained_the_full_way(
     train_adapter(loaded, "t", data, cfg, tmp_path / "w3", tmp_path / "a3",
                   boundary=boundary, **kw)
     assert frozen.STORE.built == built
+
+
+def test_states_on_disk_are_read_by_a_fresh_process_and_damage_is_recomputed(base, tmp_path,
+                                                                           capsys):
+    from taskpgm import artifacts
+
+    loaded = base.load()
+    cfg = SignalsConfig(batch_size=4)
+    boundary = frozen.Boundary(base.fingerprint, layer=2, disk=True, root=tmp_path)
+    frozen.STORE.clear()
+    first = score(loaded.model, loaded.tokenizer, examples(), cfg, boundary=boundary)
+    folders = list((tmp_path / frozen.STAGE).glob("states-2-*"))
+    assert len(folders) == 1 and artifacts.read_manifest(folders[0])["examples"] == 19
+    held = frozen.load_states(folders[0] / frozen.STATES_FILE)
+    again = frozen.STORE.get(next(iter(frozen.STORE.sets)))
+    assert len(held) == len(again) == 19
+    for (p, ans), (q, bns) in zip(held, again, strict=True):
+        assert torch.equal(p, q) and all(torch.equal(a, b) for a, b in zip(ans, bns, strict=True))
+    frozen.STORE.clear()  # a new process: nothing in memory, the artifact on disk
+    mtime = (folders[0] / frozen.STATES_FILE).stat().st_mtime_ns
+    second = score(loaded.model, loaded.tokenizer, examples(), cfg, boundary=boundary)
+    assert (folders[0] / frozen.STATES_FILE).stat().st_mtime_ns == mtime  # read, not rebuilt
+    np.testing.assert_array_equal(first["choice_ll"], second["choice_ll"])
+    with open(folders[0] / frozen.STATES_FILE, "r+b") as f:  # damage one byte of the rows
+        f.seek(-5, 2)
+        byte = f.read(1)
+        f.seek(-5, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    frozen.STORE.clear()
+    artifacts._verified.clear()  # a new process checks every artifact's files once
+    third = score(loaded.model, loaded.tokenizer, examples(), cfg, boundary=boundary)
+    assert "damaged" in capsys.readouterr().err
+    np.testing.assert_array_equal(first["choice_ll"], third["choice_ll"])

@@ -323,7 +323,7 @@ def ensure_evaluation(
         loaded.model.to(scoring_placement.torch_device)
         acc = item_scores(loaded, loaded.model, evalset, normalization, scoring,
                           _scoring_progress("base", evalset, out), scoring_placement,
-                          frozen_boundary(base, loaded, experts_cfg))
+                          frozen_boundary(base, loaded, experts_cfg, root))
         (tmp / "scores.json").write_text(json.dumps(_rows("base", 0, acc), indent=1))
         (tmp / "items.json").write_text(json.dumps(_items(acc)))
         return {"method": "base"}
@@ -384,15 +384,17 @@ def _find(name: str, fp: str, root: Path | None) -> Path | None:
     return None
 
 
-def frozen_boundary(base: Base, loaded: LoadedModel, recipe: ExpertsConfig
-                    ) -> frozen.Boundary | None:
+def frozen_boundary(base: Base, loaded: LoadedModel, recipe: ExpertsConfig,
+                    root: Path | None = None) -> frozen.Boundary | None:
     """Where the recipe's adapters start (``experts.layers``): every training's adapter and
-    the base share the eval set's states below it."""
+    the base share the eval set's states below it (kept in the cache under ``root`` too,
+    for the next process)."""
     from taskpgm import frozen
 
     if recipe.layers is None or not frozen.supported(loaded.model):
         return None
-    return base.boundary(len(frozen.backbone_of(loaded.model).layers) - recipe.layers)
+    return base.boundary(len(frozen.backbone_of(loaded.model).layers) - recipe.layers,
+                         root=root, disk=True)
 
 
 def _scoring_progress(name: str, evalset: EvalSet, out: TextIO) -> Progress:
@@ -427,7 +429,7 @@ def _training_compute(
                                              every=15.0, stream=out),
                            label=name, stream=out, placement=training,
                            order=TRAINING_ORDER[sampler], keys=keys, n_batches=n_batches,
-                           boundary=frozen_boundary(base, loaded, cfg))
+                           boundary=frozen_boundary(base, loaded, cfg, root))
         manifest.update(seconds=log["seconds"], final_loss=log["final_loss"],
                         steps=log["steps"])
         (tmp / "training_log.json").write_text(json.dumps(log, indent=1))
@@ -437,7 +439,7 @@ def _training_compute(
         try:
             acc = item_scores(loaded, wrapped, evalset, normalization, scoring,
                               _scoring_progress(name, evalset, out), scoring_placement,
-                              frozen_boundary(base, loaded, cfg))
+                              frozen_boundary(base, loaded, cfg, root))
         finally:
             wrapped.unload()
             device_mod.free_memory(scoring_placement.device)

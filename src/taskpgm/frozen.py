@@ -32,6 +32,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,14 +44,24 @@ from taskpgm.placement import Placement
 ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
+#: The on-disk states of a scored example set: a cache artifact like every stage's.
+STAGE = "frozen"
+VERSION = 1
+STATES_FILE = "states.safetensors"
+
+
 @dataclass(frozen=True)
 class Boundary:
     """Where the frozen layers end for a set of scorings: the base's fingerprint (what the
-    states are of) and the first adapted layer ``layer``; ``max_bytes`` bounds the store."""
+    states are of) and the first adapted layer ``layer``; ``max_bytes`` bounds the store.
+    With ``disk`` a scored set's states are also an artifact in the cache (``root``, or
+    the default cache), so other processes and Ray jobs that share it read them."""
 
     base: str
     layer: int
     max_bytes: int = 1 << 30
+    disk: bool = False
+    root: Path | None = None
 
 
 #: One example's boundary states: the prompt's [P, d] and each answer's [A_a, d].
@@ -244,9 +255,45 @@ def states_for(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
     tokens = sum(len(p) + sum(len(a) for a in ans) for p, ans in encoded)
     if tokens * d * 4 > boundary.max_bytes:
         return None
-    states = boundary_states(model, encoded, boundary.layer, pad_id, placement, batch_size)
+    if not boundary.disk:
+        states = boundary_states(model, encoded, boundary.layer, pad_id, placement, batch_size)
+    else:
+        from taskpgm import artifacts
+
+        def compute(tmp: Path) -> dict[str, Any]:
+            computed = boundary_states(model, encoded, boundary.layer, pad_id, placement,
+                                       batch_size)
+            save_states(computed, tmp / STATES_FILE)
+            return {"base": boundary.base, "layer": boundary.layer, "examples": len(encoded),
+                    "tokens": tokens, "bytes_per_token": 4 * d}
+
+        fp = artifacts.fingerprint(STAGE, VERSION, [key], {}, {})
+        folder, _ = artifacts.ensure(STAGE, f"states-{boundary.layer}", fp, compute,
+                                     root=boundary.root)
+        states = load_states(folder / STATES_FILE)
     STORE.put(key, states, states_bytes(states), boundary.max_bytes)
     return states
+
+
+def save_states(states: Sequence[States], path: Path) -> None:
+    """One set's states as one safetensors file: the rows of every prompt and answer in
+    order, and their lengths."""
+    from safetensors.torch import save_file
+
+    rows = [t for p, ans in states for t in (p, *ans)]
+    save_file({"rows": torch.cat(rows).contiguous(),
+               "lengths": torch.tensor([t.shape[0] for t in rows], dtype=torch.int64),
+               "answers": torch.tensor([len(ans) for _, ans in states], dtype=torch.int64)},
+              str(path))
+
+
+def load_states(path: Path) -> list[States]:
+    from safetensors.torch import load_file
+
+    held = load_file(str(path))
+    parts = iter(torch.split(held["rows"], held["lengths"].tolist()))
+    return [(next(parts), tuple(next(parts) for _ in range(int(n))))
+            for n in held["answers"].tolist()]
 
 
 def adapter_boundary(adapters: Sequence[Any], n_layers: int) -> int | None:

@@ -359,13 +359,16 @@ class Base:
         self.path, self.fingerprint, self._loaded = loaded.path, loaded.fingerprint, loaded
         return self
 
-    def boundary(self, layer: int | None) -> frozen.Boundary | None:
+    def boundary(self, layer: int | None, *, root: Path | None = None, disk: bool = False
+                 ) -> frozen.Boundary | None:
         """The frozen layers' boundary at ``layer`` (the first adapted one) for scorings of
         this base and its adapters; None when nothing below it is frozen or the cache is
-        off (``base.frozen_cache_mb: 0``)."""
+        off (``base.frozen_cache_mb: 0``). ``disk``: scored sets' states are also cache
+        artifacts under ``root``."""
         if layer is None or layer <= 0 or self.frozen_cache_mb <= 0:
             return None
-        return frozen.Boundary(self.fingerprint, layer, self.frozen_cache_mb << 20)
+        return frozen.Boundary(self.fingerprint, layer, self.frozen_cache_mb << 20, disk=disk,
+                               root=root)
 
     @property
     def is_loaded(self) -> bool:

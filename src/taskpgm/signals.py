@@ -549,7 +549,7 @@ def score_shards(base: Base, experts: Mapping[str, Expert], examples: Sequence[E
     # probe example and every model runs only the adapted layers (taskpgm.frozen).
     boundary = base.boundary(frozen.adapter_boundary(
         [e.path for e in experts.values()], len(frozen.backbone_of(loaded.model).layers))
-        if experts and frozen.supported(loaded.model) else None)
+        if experts and frozen.supported(loaded.model) else None, root=root, disk=True)
 
     def save(key: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic.replacing(work / shard_name(key)) as tmp:
