@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from common import compare
+from common import compare, matmul_peak
 from taskpgm import device, frozen, models
 from taskpgm.config import ExpertsConfig, SignalsConfig
 from taskpgm.signals import encoded_of, score
@@ -46,18 +46,6 @@ def adapters(lm: models.LoadedModel, count: int, layers: int) -> object:
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
     return wrapped
-
-
-def matmul_gflops(size: int = 1024, repeat: int = 10) -> float:
-    """fp32 matmul rate at torch's thread count: the best of ``repeat`` after a warm-up."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
 
 
 def score_all(lm: models.LoadedModel, wrapped: object, names: list[str], examples: list,
@@ -85,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     info = device.cpu_info()
-    gflops = matmul_gflops()
+    gflops = matmul_peak()
     print(f"frozen layers: CPU {info.model!r}, {info.vector_isa()}, torch threads "
           f"{torch.get_num_threads()}, fp32 matmul {gflops:.0f} GFLOP/s (1024^2, best of 10)")
     lm = models.load(args.model)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from common import matmul_peak
 from taskpgm import config as config_mod
 from taskpgm import device, models
 from taskpgm.cli.demo import DEMO_CONFIG
@@ -37,18 +38,6 @@ from taskpgm.signals import score
 from taskpgm.tasks import load_task
 from taskpgm.tokens import encode
 from taskpgm.trainer import train_adapter
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 1024, repeat: int = 10) -> float:
-    """GFLOP/s of the best of ``repeat`` size² matmuls (after one warm-up)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:

@@ -36,3 +36,19 @@ def compare(name: str, baseline: str, baseline_s: float, ours_s: float, target: 
         flush=True,
     )
     return met
+
+
+def matmul_peak(dtype: object = None, size: int = 1024, repeat: int = 10) -> float:
+    """GFLOP/s of the best of ``repeat`` size² matmuls (after one warm-up) in ``dtype``
+    (default float32), at torch's thread count."""
+    import torch
+
+    dt = torch.float32 if dtype is None else dtype
+    a, b = torch.randn(size, size, dtype=dt), torch.randn(size, size, dtype=dt)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -98,6 +99,13 @@ def first_adapted_layer(model: Any) -> int:
             if any(name in lora for name in active):
                 return i
     return len(layers)
+
+
+def usable(model: Any, boundary: Boundary) -> bool:
+    """Whether ``model`` can run from states at ``boundary``: a supported architecture
+    whose layers below the boundary are the base's (no active adapter there)."""
+    return (boundary.layer > 0 and supported(model)
+            and first_adapted_layer(model) >= boundary.layer)
 
 
 @contextlib.contextmanager
@@ -174,6 +182,38 @@ class Store:
 STORE = Store()
 
 
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts left-padded into one batch: ids, attention mask and positions (the two
+    passes of the scorer and of :func:`boundary_states` build it the same way)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt))
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def continuations(encoded: Sequence[tuple[list[int], list[list[int]]]],
+                  pairs: Sequence[tuple[int, int]], mask: torch.Tensor, pad_id: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The second pass's batch: answer a of example e for each (e, a) in ``pairs``,
+    right-padded, attending to its prompt's cache rows — ids, their own mask, the mask
+    over prompt and answer, and the answer tokens' positions."""
+    lc = max(len(encoded[e][1][a]) for e, a in pairs)
+    cids = torch.full((len(pairs), lc), pad_id, dtype=torch.long)
+    cmask = torch.zeros((len(pairs), lc), dtype=torch.long)
+    for r, (e, a) in enumerate(pairs):
+        toks = encoded[e][1][a]
+        cids[r, : len(toks)] = torch.tensor(toks)
+        cmask[r, : len(toks)] = 1
+    sel = torch.tensor([e for e, _ in pairs])
+    full_mask = torch.cat([mask.cpu()[sel], cmask], dim=1)
+    start = torch.tensor([len(encoded[e][0]) for e, _ in pairs])
+    return cids, cmask, full_mask, start[:, None] + torch.arange(lc)[None, :]
+
+
 @torch.no_grad()
 def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
                     layer: int, pad_id: int, placement: Placement, batch_size: int
@@ -193,13 +233,8 @@ def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int
     with stack(backbone, 0, layer, final_norm=False), autocast:
         for start in range(0, len(encoded), batch_size):
             part = encoded[start : start + batch_size]
-            b, width = len(part), max(len(p) for p, _ in part)
-            ids = torch.full((b, width), pad_id, dtype=torch.long)
-            mask = torch.zeros((b, width), dtype=torch.long)
-            for row, (prompt, _) in enumerate(part):
-                ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                mask[row, width - len(prompt) :] = 1
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            ids, mask, positions = left_padded([p for p, _ in part], pad_id)
+            width = ids.shape[1]
             cache = DynamicCache()
             hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                               position_ids=positions.to(dev), use_cache=True,
@@ -208,17 +243,7 @@ def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int
                        for row, (p, _) in enumerate(part)]
             pairs = [(e, a) for e, (_, answers) in enumerate(part) for a in range(len(answers))]
             cache.batch_select_indices(torch.tensor([e for e, _ in pairs], device=dev))
-            lc = max(len(part[e][1][a]) for e, a in pairs)
-            cids = torch.full((len(pairs), lc), pad_id, dtype=torch.long)
-            cmask = torch.zeros((len(pairs), lc), dtype=torch.long)
-            for r, (e, a) in enumerate(pairs):
-                toks = part[e][1][a]
-                cids[r, : len(toks)] = torch.tensor(toks)
-                cmask[r, : len(toks)] = 1
-            sel = torch.tensor([e for e, _ in pairs])
-            full_mask = torch.cat([mask[sel], cmask], dim=1)
-            lengths = torch.tensor([len(part[e][0]) for e, _ in pairs])
-            cpos = lengths[:, None] + torch.arange(lc)[None, :]
+            cids, _, full_mask, cpos = continuations(part, pairs, mask, pad_id)
             chidden = backbone(input_ids=cids.to(dev), attention_mask=full_mask.to(dev),
                                position_ids=cpos.to(dev), use_cache=True,
                                **{cache_kwarg(backbone): cache}).last_hidden_state
@@ -231,8 +256,6 @@ def boundary_states(model: Any, encoded: Sequence[tuple[list[int], list[list[int
 
 def cache_kwarg(backbone: Any) -> str:
     """``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
-    import inspect
-
     params = inspect.signature(backbone.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -243,9 +266,7 @@ def states_for(model: Any, encoded: Sequence[tuple[list[int], list[list[int]]]],
     """The example set's boundary states from the store, else computed and kept; None when
     this model cannot use them (another architecture, an adapter below the boundary, or a
     set larger than the store's bound)."""
-    if not supported(model) or first_adapted_layer(model) < boundary.layer:
-        return None
-    if boundary.layer <= 0:
+    if not usable(model, boundary):
         return None
     key = set_key(boundary, encoded, placement)
     found: list[States] | None = STORE.get(key)

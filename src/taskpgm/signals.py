@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -76,13 +75,7 @@ def _gold(ex: Example) -> int:
 def _model_parts(model: Any) -> tuple[Any, Any]:
     """The backbone (hidden states) and the LM head of a causal LM or a PEFT wrapper."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder(), inner.get_output_embeddings()
-
-
-def _cache_kwarg(backbone: Any) -> str:
-    """``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
-    params = inspect.signature(backbone.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return frozen.backbone_of(model), inner.get_output_embeddings()
 
 
 def fingerprint_settings(cfg: SignalsConfig, placement: Placement) -> dict[str, Any]:
@@ -133,14 +126,8 @@ def score_batch(
     pad = tokenizer.pad_token_id
     if encoded is None:
         encoded = encoded_of(tokenizer, examples, cfg.max_length)
-    b = len(examples)
-    width = max(len(p) for p, _ in encoded)
-    ids = torch.full((b, width), pad, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for row, (prompt, _) in enumerate(encoded):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        mask[row, width - len(prompt) :] = 1
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    ids, mask, positions = frozen.left_padded([p for p, _ in encoded], pad)
+    b, width = ids.shape
     ids, mask, positions = ids.to(dev), mask.to(dev), positions.to(dev)
     autocast = placement.autocast()
     inputs: dict[str, Any] = {"input_ids": ids}
@@ -151,7 +138,7 @@ def score_batch(
         embeds = torch.zeros((b, width, states[0][0].shape[-1]), dtype=states[0][0].dtype)
         for row, (prompt_states, _) in enumerate(states):
             embeds[row, width - prompt_states.shape[0] :] = prompt_states
-        inputs = {"inputs_embeds": embeds.to(dev), _cache_kwarg(backbone): DynamicCache()}
+        inputs = {"inputs_embeds": embeds.to(dev), frozen.cache_kwarg(backbone): DynamicCache()}
         upper = functools.partial(frozen.stack, backbone, layer, len(backbone.layers),
                                   final_norm=True)
     with upper(), autocast:
@@ -164,18 +151,9 @@ def score_batch(
     if multi:
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         cache.batch_select_indices(torch.tensor([e for e, _ in multi], device=dev))
-        lc = max(len(encoded[e][1][a]) for e, a in multi)
-        cids = torch.full((len(multi), lc), pad, dtype=torch.long)
-        cmask = torch.zeros((len(multi), lc), dtype=torch.long)
-        for r, (e, a) in enumerate(multi):
-            toks = encoded[e][1][a]
-            cids[r, : len(toks)] = torch.tensor(toks)
-            cmask[r, : len(toks)] = 1
-        cids, cmask = cids.to(dev), cmask.to(dev)
-        sel = torch.tensor([e for e, _ in multi], device=dev)
-        full_mask = torch.cat([mask[sel], cmask], dim=1)
-        start = torch.tensor([len(encoded[e][0]) for e, _ in multi], device=dev)
-        cpos = start[:, None] + torch.arange(lc, device=dev)[None, :]
+        cids, cmask, full_mask, cpos = frozen.continuations(encoded, multi, mask, pad)
+        lc = cids.shape[1]
+        cids, full_mask, cpos = cids.to(dev), full_mask.to(dev), cpos.to(dev)
         cinputs: dict[str, Any] = {"input_ids": cids}
         if states is not None:
             cembeds = torch.zeros((len(multi), lc, states[0][0].shape[-1]),
@@ -186,7 +164,8 @@ def score_batch(
             cinputs = {"inputs_embeds": cembeds.to(dev)}
         with upper(), autocast:
             hidden = backbone(**cinputs, attention_mask=full_mask, position_ids=cpos,
-                              use_cache=True, **{_cache_kwarg(backbone): cache}).last_hidden_state
+                              use_cache=True,
+                              **{frozen.cache_kwarg(backbone): cache}).last_hidden_state
             # Only positions whose next token is an answer token: j < len - 1.
             need = torch.zeros(cmask.shape, dtype=torch.bool)
             for r, (e, a) in enumerate(multi):

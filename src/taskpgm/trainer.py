@@ -339,8 +339,7 @@ def train_adapter(
     base.model.to(placement.torch_device)
     torch.manual_seed(cfg.seed)
     model = get_peft_model(base.model, lora_config(cfg, n_layers(base.model)))
-    if boundary is not None and not (frozen.supported(model)
-                                     and frozen.first_adapted_layer(model) >= boundary.layer):
+    if boundary is not None and not frozen.usable(model, boundary):
         boundary = None
     try:
         params = [p for p in model.parameters() if p.requires_grad]
