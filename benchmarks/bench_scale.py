@@ -10,9 +10,12 @@ choice distributions on N probe examples, N/T of each task; tasks come in famili
 5 whose experts lift each other's gold answers (as in :mod:`taskpgm.core.synthetic`). Each
 part runs through the product's own functions, in order: relations (mean-JSD matrix,
 transfer PMI, affinity: ``relations_stage.relation_arrays``), the split energy's terms,
-the exact solve (``weights.solve``, energy ``split``), the bootstrap intervals
-(``bootstrap.relation_replicates`` then the same solve on every draw) and the budget
-k = 100. Each part is timed at T and at T/2 in the same process with the same N; the
+the exact solve (``weights.solve``, energy ``split``), the bootstrap intervals both ways
+(the per-example bootstrap, ``bootstrap.per_example_replicates``, a second pass after the
+relations; and the shipped block bootstrap, ``relations_stage.relations_of``, relations and
+draws from one pass; each followed by the same solve on every draw: "relations and draws"
+compares relations + per-example draws with the one pass) and the budget k = 100. Each
+part is timed at T and at T/2 in the same process with the same N; the
 ratio says how it grows (about 4 for T², 2 for T, 8 for T³). Peak memory is the
 process's high-water mark after each part (cumulative: it only grows).
 
@@ -93,9 +96,9 @@ def synthetic(tasks: int, probe: int, choices: int = 4, seed: int = 0) -> ProbeP
 def core(tasks: int, probe: int, draws: int, budget: int) -> dict[str, Any]:
     """Time each part of the math core at T tasks; returns seconds and peak MiB per part."""
     from taskpgm import weights
-    from taskpgm.bootstrap import relation_replicates, weight_intervals
+    from taskpgm.bootstrap import per_example_replicates, weight_intervals
     from taskpgm.core.split import split_terms
-    from taskpgm.relations_stage import relation_arrays
+    from taskpgm.relations_stage import relation_arrays, relations_of
 
     out: dict[str, Any] = {"tasks": tasks, "probe": probe, "draws": draws, "budget": budget}
 
@@ -119,9 +122,7 @@ def core(tasks: int, probe: int, draws: int, budget: int) -> dict[str, Any]:
     fit = part("exact solve", lambda: weights.solve(rel, rho, budget=None, **kw))
     out["support"] = int(sum(w > 0 for w in fit["weights"].values()))
 
-    def intervals() -> dict[str, Any]:
-        boot = relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
-                                   pmi_form=cfg.pmi_form, draws=draws, seed=0)
+    def solved(boot: dict[str, Any]) -> dict[str, Any]:
         replicate = Relations(Path("."), "bench", pred.tasks, {**arrays, **boot}, {})
         got = [weights.solve(r, rho, budget=None, **kw)
                for r in weights.bootstrap_draws(replicate)]
@@ -129,7 +130,25 @@ def core(tasks: int, probe: int, draws: int, budget: int) -> dict[str, Any]:
                                 pred.tasks)
 
     if draws:
-        part("bootstrap", intervals)
+        # old: the per-example bootstrap, its own pass over the midpoints after the main one
+        part("bootstrap (per-example)", lambda: solved(per_example_replicates(
+            pred, alpha=cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form, draws=draws)))
+        # new: relations and the block bootstrap's draws from one pass, then the same solves,
+        # in float64 (the default) and in float32 (relations.precision)
+        old_s = out["relations"]["seconds"] + out["bootstrap (per-example)"]["seconds"]
+        summary: dict[str, Any] = {"per_example_seconds": round(old_s, 3),
+                                   "blocks": cfg.bootstrap_blocks}
+        for precision in ("float64", "float32"):
+            name = f"relations+blocks f{precision[-2:]}"
+            block_cfg = cfg.model_copy(update={"bootstrap": draws, "precision": precision})
+            part(name, lambda c=block_cfg: solved(relations_of(pred, pred.tasks, c)[0]))
+            new_s = out[name]["seconds"]
+            summary[f"{precision}_seconds"] = new_s
+            summary[f"{precision}_speedup"] = round(old_s / max(new_s, 1e-9), 2)
+            print(f"  T={tasks}: relations + {draws} draws: per-example {old_s:.2f} s, "
+                  f"{cfg.bootstrap_blocks} blocks in {precision} {new_s:.2f} s, "
+                  f"x{old_s / max(new_s, 1e-9):.2f}", flush=True)
+        out["relations and draws"] = summary
     picked = part(f"budget k={budget}", lambda: weights.solve(rel, rho, budget=budget, **kw))
     out["budget_support"] = int(sum(w > 0 for w in picked["weights"].values()))
     return out
@@ -202,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
               "(4 = T², 2 = T):")
         growth = {}
         for name, v in full.items():
-            if isinstance(v, dict) and name in half and not name.startswith("budget"):
+            if isinstance(v, dict) and "seconds" in v and name in half \
+                    and not name.startswith("budget"):
                 ratio = v["seconds"] / max(half[name]["seconds"], 1e-9)
                 growth[name] = round(ratio, 2)
                 print(f"  {name:<18} {half[name]['seconds']:9.2f} s -> {v['seconds']:9.2f} s"

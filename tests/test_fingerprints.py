@@ -101,9 +101,9 @@ FP32_ = Placement("cpu", "fp32")
 POOL = {t: [Example(task=t, id=f"{t}-{i}", prompt=f"{t} {i}?", choices=("a", "b"),
                     correct=(i % 2,)) for i in range(n)] for t, n in (("a", 9), ("b", 30))}
 #: Computed by the code before the sampler changed (the commit that precedes it), on the
-#: inputs of these tests: the stages above the mixture must keep them.
-BEFORE_UPSTREAM = {"experts": "196dd9c7cfcbc8a2", "signals": "166beab3bba01ff5",
-                   "relations": "688f8ab2990f30dc"}
+#: inputs of these tests: the stages above the mixture must keep them. (The relations'
+#: "688f8ab2990f30dc" changed later on purpose: version 4, the block bootstrap.)
+BEFORE_UPSTREAM = {"experts": "196dd9c7cfcbc8a2", "signals": "166beab3bba01ff5"}
 BEFORE_MIXED = "3854515f9ce3896c7ea5a4a321144760"  # sample_mixture(POOL, {a: 20, b: 11}, 5)
 BEFORE_EVALUATION = "63cd6d76930ecaa4"  # that set's evaluation training, version 3
 
@@ -114,7 +114,6 @@ def test_the_sampler_change_leaves_every_upstream_fingerprint_as_it_was():
     assert {"experts": experts.fingerprint_of("base", "t", examples, ExpertsConfig(layers=15),
                                               FP32_),
             "signals": signals.fingerprint_of(["base", "probe"], SignalsConfig(), FP32_),
-            "relations": relations_stage.fingerprint_of("sig", ["a", "b"], RelationsConfig())
             } == BEFORE_UPSTREAM
 
 

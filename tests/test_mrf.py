@@ -163,6 +163,15 @@ def test_weights_on_simplex_and_symmetric_input_only(t, seed, rho):
 # --------------------------------------------------------------------------- budget
 
 
+def test_budget_of_every_task_is_the_plain_solve_with_its_certificate():
+    rng = np.random.default_rng(7)
+    s = random_affinity(rng, 5)
+    plain = TaskMixtureMRF(0.2).fit(s)
+    full = TaskMixtureMRF(0.2, budget=5).fit(s)  # k = T used to fail in its certificate
+    np.testing.assert_allclose(full.weights_, plain.weights_, atol=1e-12)
+    assert full.selected_ is None and full.kkt_residual_ < 1e-9
+
+
 def plain_greedy(s, c, caps, k):
     """Greedy forward selection, every candidate solved from scratch."""
     n = c.shape[0]
@@ -270,7 +279,8 @@ def test_kkt_certificate_flags_points_that_are_not_optimal():
 
 def test_estimator_contract():
     model = TaskMixtureMRF(0.1, caps=None, budget=None)
-    assert model.get_params() == {"rho": 0.1, "caps": None, "budget": None}
+    assert model.get_params() == {"rho": 0.1, "caps": None, "budget": None, "anchor": 0.0,
+                                  "prior": None}
     assert not hasattr(model, "weights_")
     s = random_affinity(np.random.default_rng(12), 4)
     assert model.fit(s) is model

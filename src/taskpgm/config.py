@@ -244,9 +244,21 @@ class RelationsConfig(Section):
                     "towards short choices), plain uses the summed log-likelihood.")
     bootstrap: int = Field(
         default=200, ge=0,
-        description="Bootstrap draws of the probe set (resampled within each task) for "
-                    "intervals on the weights; 0 turns them off. Costs about one JSD matrix "
-                    "and B small solves, no model.")
+        description="Bootstrap draws of the probe set for intervals on the weights; 0 turns "
+                    "them off. Each draw resamples bootstrap_blocks stratified blocks of the "
+                    "probe set, whose JSD sums the main pass keeps: B small solves and B "
+                    "affinities, no second pass and no model.")
+    bootstrap_blocks: int = Field(
+        default=64, ge=2,
+        description="Stratified blocks of the probe set the bootstrap resamples: more blocks "
+                    "come closer to resampling single examples (the draws' variance is "
+                    "(K-1)/K of it) and cost 4 bytes per model pair and block.")
+    precision: Literal["float64", "float32"] = Field(
+        default="float64",
+        description="Arithmetic of the JSD pass: float64 is exact to rounding; float32 is "
+                    "about 1.9x faster (for T in the thousands), with a relative error near "
+                    "1e-7 on the JSD matrix, but an expert within about 1e-8 of the base "
+                    "no longer reads as equal to it.")
 
 
 #: Per energy, the rho and untrusted policy a config that names the energy but not them
@@ -255,6 +267,7 @@ class RelationsConfig(Section):
 #: (docs/results.md, "Shipped default"); the other energies keep the settings they had.
 ENERGY_DEFAULTS: dict[str, dict[str, Any]] = {
     "reference": {"rho": 0.2, "untrusted": "keep"},
+    "mixmin": {"rho": 0.0, "untrusted": "exclude"},
     "affinity": {"rho": 0.0, "untrusted": "exclude"},
     "split": {"rho": 0.0, "untrusted": "exclude"},
     "gain-model": {"rho": 0.0, "untrusted": "exclude"},
@@ -270,6 +283,22 @@ def _per_energy(key: str) -> str:
     words = [", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
              for names in by_value.values()]
     return ", ".join(f"{value} for {w}" for value, w in zip(by_value, words, strict=True))
+
+
+class AnchorConfig(Section):
+    """A KL anchor on the weights: minimize E(p) + strength * KL(p || prior)."""
+
+    prior: str = Field(
+        default="uniform", min_length=1,
+        description="The mixture to stay near: uniform, size (proportional to the train "
+                    "splits), temperature (size^(1/tau), evaluation.temperature), or the path "
+                    "of a JSON file {task: weight} naming every task (normalized to sum 1).")
+    strength: float = Field(
+        default=0.0, ge=0,
+        description="lambda: 0 is the plain energy (no anchor), larger keeps the weights "
+                    "nearer the prior (infinity: the prior itself); on the scale of the energy, "
+                    "so compare values along `taskpgm solve RUN --anchor-path`. Strictly "
+                    "convex for any lambda > 0; not with mrf.budget.")
 
 
 class MrfConfig(Section):
@@ -295,7 +324,7 @@ class MrfConfig(Section):
         description="Utility u: representativeness (S 1, tasks that stand for many), transfer "
                     "(how much an expert helps the other tasks) or gain (how much a task's own "
                     "expert learned).")
-    energy: Literal["affinity", "split", "gain-model", "reference"] = Field(
+    energy: Literal["affinity", "split", "gain-model", "reference", "mixmin"] = Field(
         default="reference",
         description="affinity (1/2 p^T S p - rho u^T p with the utility above), split (1/2 "
                     "p^T R p - rho t^T p: R the redundancy exp(-JSD/sigma), never rewarding "
@@ -304,8 +333,10 @@ class MrfConfig(Section):
                     "second-order expansion of the mixture's total gain; rho = 1 is its own "
                     "trade-off) or reference (the paper's setting: its pairwise PMI, its PSD "
                     "shift, u = S 1; the default, chosen on dev by the mixture-quality "
-                    "benchmark). See docs/design.md, \"The split energy\", and "
-                    "docs/results.md, \"Shipped default\".")
+                    "benchmark), or mixmin (not an energy: MixMin's loss, the mean over tasks "
+                    "of -log sum_i p_i P_i(gold | x) on the probe items, P_i expert i's "
+                    "choice distribution; rho does not apply). See docs/design.md, \"The split "
+                    "energy\" and \"MixMin\", and docs/results.md, \"Shipped default\".")
     target: list[TaskEntry | TaskSpec] = Field(
         default_factory=list,
         description="Target mode: tasks you care about that are not in the pool (task specs, "
@@ -331,6 +362,20 @@ class MrfConfig(Section):
         description="No task's training split may be repeated more than this many times in "
                     "the mixture; with the token budget this caps each weight (the caps enter "
                     "the solve).")
+    anchor: AnchorConfig = Field(
+        default_factory=AnchorConfig,
+        description="The KL anchor (strength 0: none); see docs/design.md, \"The KL anchor\".")
+
+    @model_validator(mode="after")
+    def _anchor_without_budget(self) -> MrfConfig:
+        if self.budget is not None and self.anchor.strength > 0:
+            raise ValueError("mrf.anchor.strength > 0 and mrf.budget do not combine: the anchor "
+                             "keeps every task the prior weighs above zero, the budget at most "
+                             "k; drop one of them")
+        if self.budget is not None and self.energy == "mixmin":
+            raise ValueError("mrf.budget does not apply to mrf.energy: mixmin; drop the budget "
+                             "or choose another energy")
+        return self
 
 
 class MixtureConfig(Section):

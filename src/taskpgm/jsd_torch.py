@@ -10,9 +10,12 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from taskpgm.core.jsd import FloatArray, PairKernel, block_rows, jsd_pairs_numpy
+import numpy as np
+
+from taskpgm.core.jsd import LIFT, FloatArray, PairKernel, block_rows, jsd_pairs_numpy, segments
 
 if TYPE_CHECKING:
     import torch
@@ -27,29 +30,35 @@ def _neg_entropy(x: torch.Tensor) -> torch.Tensor:
 
 
 def jsd_pairs_torch(
-    arr: FloatArray, row_w_np: FloatArray, block_bytes: int, device: str
+    arr: FloatArray, row_w_np: FloatArray, block_bytes: int,
+    bounds: Sequence[int] | None = None, *, device: str = "cpu", precision: str = "float64",
 ) -> FloatArray:
-    """Upper triangle of the JSD matrix with torch on ``device`` (the same blocks as numpy's)."""
+    """Upper triangle of the JSD matrix with torch on ``device`` (the same blocks, groups and
+    precisions as numpy's; totals in float64)."""
     import torch
 
     dev = torch.device(device)
+    dtype = torch.float32 if precision == "float32" else torch.float64
     n_models, n_examples, n_cats = arr.shape
     x = torch.from_numpy(arr).to(dev)
-    row_w = torch.from_numpy(row_w_np).to(dev)
-    own = _neg_entropy(x)  # (M, N)
-    lifted = x.clamp_min(5e-301)
+    row_w = torch.from_numpy(row_w_np).to(dev, dtype)
+    own = _neg_entropy(x).to(dtype)  # (M, N)
+    lifted = x.clamp_min(LIFT[np.dtype(precision)]).to(dtype)
+    itemsize = 4 if precision == "float32" else 8
     del x
-    extra = tuple(row_w_np.shape[1:])
+    extra = (*(() if bounds is None else (len(bounds),)), *row_w_np.shape[1:])
     out = torch.zeros((n_models, n_models, *extra), dtype=torch.float64, device=dev)
     for a in range(n_models - 1):
-        chunk = block_rows(n_models, n_examples, n_cats, a, block_bytes)
+        chunk = block_rows(n_models, n_examples, n_cats, a, block_bytes, itemsize)
         total = torch.zeros((n_models - a - 1, *extra), dtype=torch.float64, device=dev)
-        for start in range(0, n_examples, chunk):
-            stop = min(n_examples, start + chunk)
+        for start, stop, g in segments(n_examples, chunk, bounds):
             two_m = lifted[a + 1 :, start:stop] + lifted[a, start:stop]  # p + q: (rest, chunk, C)
             h_mid = two_m.log().mul_(two_m).sum(dim=-1).mul_(0.5).sub_(_LN2)  # (rest, chunk)
             pair = (own[a, start:stop] + own[a + 1 :, start:stop]).mul_(0.5).sub_(h_mid)
-            total += pair.clamp_(0.0, _LN2) @ row_w[start:stop]
+            if bounds is None:
+                total += (pair.clamp_(0.0, _LN2) @ row_w[start:stop]).double()
+            else:
+                total[:, g] += (pair.clamp_(0.0, _LN2) @ row_w[start:stop]).double()
         out[a, a + 1 :] = total
     result: FloatArray = out.cpu().numpy()
     return result
@@ -61,10 +70,13 @@ def default_device() -> str:
     return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
 
 
-def default_pairs(device: str | None = None) -> PairKernel:
+def default_pairs(device: str | None = None, precision: str = "float64") -> PairKernel:
     """torch's kernel on ``device`` (default: CUDA when torch is loaded and sees one), else
-    numpy's."""
+    numpy's; either in ``precision`` (float64, or float32: see
+    :func:`taskpgm.core.jsd.jsd_pairs_numpy`)."""
     dev = device if device is not None else default_device()
     if dev.startswith("cuda"):
-        return functools.partial(jsd_pairs_torch, device=dev)
+        return functools.partial(jsd_pairs_torch, device=dev, precision=precision)
+    if precision == "float32":
+        return functools.partial(jsd_pairs_numpy, dtype=np.float32)
     return jsd_pairs_numpy

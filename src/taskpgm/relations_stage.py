@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from taskpgm import artifacts
-from taskpgm.bootstrap import relation_replicates
+from taskpgm.bootstrap import relations_with_replicates
 from taskpgm.config import RelationsConfig
 from taskpgm.core.relations import (
     AffinityInfo,
@@ -33,13 +33,15 @@ from taskpgm.progress import say
 from taskpgm.readers import RELATIONS_FILE, Relations, Signals, open_relations
 
 STAGE = "relations"
-VERSION = 3  # 2: probe_n, each task's probe count; 3: pmi_sequence, targets, bootstrap draws
+VERSION = 4  # 2: probe_n, each task's probe count; 3: pmi_sequence, targets, bootstrap draws;
+# 4: the block bootstrap (bootstrap_blocks), its draws from the main pass; the probe
+# examples' gold log-likelihoods (probe_loglik, probe_tokens, probe_task) for MixMin
 #: The ``relations`` defaults of VERSION, frozen: a setting equal to its entry here stays
 #: out of the fingerprint. When a default in config.RelationsConfig changes, bump VERSION
 #: and refresh this snapshot (tests/test_fingerprints.py fails until both are done).
 DEFAULTS: dict[str, Any] = {
     "alpha": 0.5, "kernel": "displacement", "pmi_form": "symmetric", "normalization": "length",
-    "bootstrap": 200,
+    "bootstrap": 200, "bootstrap_blocks": 64, "precision": "float64",
 }
 
 
@@ -59,10 +61,14 @@ def target_transfer(pred: ProbePredictions, n_pool: int) -> np.ndarray:
                     axis=1)
 
 
-def relation_arrays(pred: Any, tasks: list[str], cfg: RelationsConfig
+def relation_arrays(pred: Any, tasks: list[str], cfg: RelationsConfig,
+                    jsd: np.ndarray | None = None
                     ) -> tuple[dict[str, np.ndarray], AffinityInfo]:
-    """Every relation matrix of the pool from its probe predictions (no bootstrap)."""
-    jsd = jsd_matrix(pred.rows, weights=pred.row_weights, pairs=default_pairs())
+    """Every relation matrix of the pool from its probe predictions (no bootstrap); ``jsd``
+    when the mean-JSD matrix is already computed (by the bootstrap's pass)."""
+    if jsd is None:
+        jsd = jsd_matrix(pred.rows, weights=pred.row_weights,
+                         pairs=default_pairs(precision=cfg.precision))
     pmi = transfer_pmi(pred.loglik, pred.tokens, pred.task_of)
     s, info = affinity(jsd, pmi, cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form,
                        names=tasks, return_info=True)
@@ -74,6 +80,20 @@ def relation_arrays(pred: Any, tasks: list[str], cfg: RelationsConfig
         # the paper's setting works on sequence log-likelihoods: n(x) = 1
         "pmi_sequence": transfer_pmi(pred.loglik, np.ones_like(pred.tokens), pred.task_of),
     }
+    return arrays, info
+
+
+def relations_of(pred: Any, tasks: list[str], cfg: RelationsConfig
+                 ) -> tuple[dict[str, np.ndarray], AffinityInfo]:
+    """The relation matrices and, with ``cfg.bootstrap``, the block-bootstrap draws: one pass
+    over the midpoints for both (:func:`taskpgm.bootstrap.relations_with_replicates`)."""
+    if not cfg.bootstrap:
+        return relation_arrays(pred, tasks, cfg)
+    jsd, boot = relations_with_replicates(
+        pred, alpha=cfg.alpha, kernel=cfg.kernel, pmi_form=cfg.pmi_form, draws=cfg.bootstrap,
+        blocks=cfg.bootstrap_blocks, pairs=default_pairs(precision=cfg.precision))
+    arrays, info = relation_arrays(pred, tasks, cfg, jsd=jsd)
+    arrays.update(boot)
     return arrays, info
 
 
@@ -100,15 +120,15 @@ def ensure_relations(
         say(f"relations: {len(tasks)} tasks from {signals.path.name}", stream)
         pred = from_signals(signals, tasks, normalization=cfg.normalization,
                             correct_sets=correct_sets, targets=targets)
-        extra: dict[str, np.ndarray] = {}
+        # every model's gold log-likelihood per probe example (targets' included): MixMin's
+        # input (weights.mixmin), (T + 1) x N numbers
+        extra: dict[str, np.ndarray] = {"probe_loglik": pred.loglik, "probe_tokens": pred.tokens,
+                                        "probe_task": pred.task_of.astype(np.float64)}
         if targets:
             extra["target_pmi"] = target_transfer(pred, len(tasks))
             pred = pred.only_tasks(len(tasks))
-        arrays, info = relation_arrays(pred, list(tasks), cfg)
+        arrays, info = relations_of(pred, list(tasks), cfg)
         arrays.update(extra)
-        if cfg.bootstrap:
-            arrays.update(relation_replicates(pred, alpha=cfg.alpha, kernel=cfg.kernel,
-                                              pmi_form=cfg.pmi_form, draws=cfg.bootstrap))
         save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()},
                   str(tmp / RELATIONS_FILE))
         return {

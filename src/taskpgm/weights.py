@@ -12,6 +12,7 @@ this stage and what follows. See docs/design.md, "Untrusted experts".
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from taskpgm import artifacts
-from taskpgm.bootstrap import weight_intervals
-from taskpgm.config import MrfConfig
+from taskpgm.bootstrap import example_draws, weight_intervals
+from taskpgm.config import AnchorConfig, MrfConfig
+from taskpgm.core.convex import entropic_minimum, kl_divergence
+from taskpgm.core.mixmin import gold_probability, mixmin_solve, task_mean_weights
 from taskpgm.core.mixture import baseline_weights
 from taskpgm.core.mrf import energy as energy_of
 from taskpgm.core.mrf import solve_trusted, utility
@@ -32,18 +35,22 @@ from taskpgm.errors import InvalidInputError
 from taskpgm.progress import say
 from taskpgm.readers import WEIGHTS_FILE, Relations, open_weights
 
+FloatArrayList = list[np.ndarray]
 STAGE = "weights"
 VERSION = 3  # 2: untrusted tasks leave the solve; 3: energies, the reference rows
+# (mrf.anchor and mrf.energy: mixmin are new settings: a default anchor stays out of the
+# fingerprint, so version 3's artifacts stay valid)
 
 
 _LINEAR = {"split": "benefit", "gain-model": "gain-model benefit",
-           "reference": "representativeness"}
+           "reference": "representativeness", "mixmin": "none"}
 _KERNEL: dict[str, Callable[[Relations], str]] = {
     "affinity": lambda rel: f"affinity ({rel.info.get('config', {}).get('kernel', '?')} "
                             f"kernel, {rel.info.get('config', {}).get('pmi_form', '?')} PMI)",
     "split": lambda rel: "redundancy exp(-JSD/sigma)",
     "gain-model": lambda rel: "redundancy A diag|f''| A^T",
     "reference": lambda rel: "reference pairwise PMI + |lambda_min| I",
+    "mixmin": lambda rel: "none (MixMin: the experts' ensemble loss)",
 }
 
 
@@ -61,7 +68,7 @@ def learned(relations: Relations) -> tuple[np.ndarray, np.ndarray]:
     return intervals[:, 0] > acc[0], intervals
 
 
-ENERGIES = ("affinity", "split", "gain-model", "reference")
+ENERGIES = ("affinity", "split", "gain-model", "reference")  # quadratic; mixmin is not one
 
 
 def energy_terms(relations: Relations, energy: str, utility_kind: str
@@ -108,6 +115,8 @@ def target_benefit(target_pmi: np.ndarray, pmi: np.ndarray) -> np.ndarray:
 def solve(
     relations: Relations, rho: float, *, budget: int | None, utility_kind: str,
     caps: np.ndarray | None, untrusted: str = "exclude", energy: str = "affinity",
+    anchor: float = 0.0, prior: np.ndarray | None = None,
+    example_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit TaskPGM on the relations; the result as plain data (weights.json's shape).
 
@@ -116,7 +125,15 @@ def solve(
     ``"keep"`` trusts them anyway (:func:`taskpgm.core.mrf.solve_trusted`). With a
     budget, untrusted tasks are never selected. When no expert learned there is
     nothing to go on: the uniform mixture (with a budget, an error).
+
+    ``anchor`` λ > 0 adds λ KL(p ‖ ``prior``) (default uniform) to the energy
+    (:func:`taskpgm.core.mrf.solve_trusted`). ``energy="mixmin"`` solves MixMin's loss
+    instead (:func:`solve_mixmin`; ``example_weights`` replaces its probe items' weights,
+    for a bootstrap draw).
     """
+    if energy == "mixmin":
+        return solve_mixmin(relations, caps=caps, untrusted=untrusted, anchor=anchor,
+                            prior=prior, example_weights=example_weights)
     tasks = relations.tasks
     t = len(tasks)
     cap = np.full(t, np.inf) if caps is None else np.asarray(caps, dtype=np.float64)
@@ -150,13 +167,99 @@ def solve(
             f"the {int(trusted.sum())} tasks whose experts beat the base model cannot hold "
             f"weight {mass:.3f} under their caps; train the experts longer (experts.steps), "
             "raise mrf.max_repeat, lower mixture.token_budget, or set mrf.untrusted: keep")
-    sol = solve_trusted(rho, trusted, terms, caps=cap, budget=budget, hold_uniform=hold)
+    sol = solve_trusted(rho, trusted, terms, caps=cap, budget=budget, hold_uniform=hold,
+                        anchor=anchor, prior=prior)
     out.update(energy=sol.energy, kkt_residual=sol.kkt_residual,
                certificate=sol.certificate,
                weights={name: float(w) for name, w in zip(tasks, sol.weights, strict=True)})
+    if anchor > 0:
+        out.update(anchor=anchor, kl=sol.kl, objective=sol.energy + anchor * sol.kl)
     if budget is not None:
         out["selected"] = [tasks[i] for i in sol.selected or []]
         out["greedy_gains"] = sol.greedy_gains
+    return out
+
+
+def mixmin_inputs(relations: Relations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, N) each expert's P(gold | x) on every probe example, (N,) the examples' tasks
+    (targets after the pool's T) and (N,) MixMin's example weights: the mean over the pool's
+    tasks, or over the targets in target mode, of the mean over each task's items."""
+    arrays = relations.arrays
+    if "probe_loglik" not in arrays:
+        raise InvalidInputError(
+            f"the relations artifact {relations.path} predates MixMin (no probe_loglik); "
+            "rerun the relations stage (`taskpgm run` recomputes it from the signals)")
+    gold = gold_probability(arrays["probe_loglik"][1:], arrays["probe_tokens"])
+    task_of = arrays["probe_task"].astype(np.int64)
+    t = len(relations.tasks)
+    k = len(relations.info.get("targets", []))
+    aims = range(t, t + k) if k else range(t)
+    return gold, task_of, task_mean_weights(task_of, list(aims))
+
+
+def solve_mixmin(relations: Relations, *, caps: np.ndarray | None, untrusted: str,
+                 anchor: float = 0.0, prior: np.ndarray | None = None,
+                 example_weights: np.ndarray | None = None) -> dict[str, Any]:
+    """MixMin's weights (:mod:`taskpgm.core.mixmin`) as :func:`solve` returns them: untrusted
+    experts excluded, held at the uniform share, or kept, as for the energies."""
+    tasks = relations.tasks
+    t = len(tasks)
+    cap = np.full(t, np.inf) if caps is None else np.asarray(caps, dtype=np.float64)
+    trusted = np.ones(t, dtype=bool) if untrusted == "keep" else learned(relations)[0]
+    gold, _, w = mixmin_inputs(relations)
+    if example_weights is not None:
+        w = example_weights
+    out: dict[str, Any] = {
+        "method": "taskpgm", "rho": None, "budget": None, "energy_form": "mixmin",
+        "utility": "none", "kernel": _KERNEL["mixmin"](relations), "untrusted": untrusted,
+        "target": list(relations.info.get("targets", [])),
+        "untrusted_tasks": [tasks[i] for i in np.flatnonzero(~trusted)],
+    }
+    if not trusted.any():
+        uniform = baseline_weights("uniform", [1] * t, caps=cap)
+        return {**out, "energy": float(-(w @ np.log(uniform @ gold))), "kkt_residual": 0.0,
+                "certificate": {}, "weights": dict(zip(tasks, map(float, uniform), strict=True))}
+    held = np.minimum(1.0 / t, cap) if untrusted == "uniform" else np.zeros(t)
+    got = mixmin_solve(gold, w, caps=cap, free=trusted, held=held, strength=anchor,
+                       prior=prior)
+    out.update(energy=got.value, kkt_residual=max(got.certificate.values()),
+               certificate=dict(got.certificate),
+               weights={name: float(v) for name, v in zip(tasks, got.p, strict=True)})
+    if anchor > 0:
+        out["anchor"] = anchor
+    return out
+
+
+def resolve_prior(anchor: AnchorConfig, tasks: Sequence[str], train_sizes: Sequence[int],
+                  temperature: float) -> np.ndarray:
+    """The anchor's prior over ``tasks``: uniform, size, temperature, or a JSON file
+    {task: weight} that names every task (normalized to sum 1)."""
+    kind = anchor.prior
+    if kind in ("uniform", "size", "temperature"):
+        return baseline_weights(kind, list(train_sizes), tau=temperature)  # type: ignore[arg-type]
+    path = Path(kind).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(f"mrf.anchor.prior {kind!r} is neither uniform, size, "
+                                "temperature nor a file; give one of those or the path of a "
+                                "JSON file {task: weight}")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InvalidInputError(f"{path}: not a JSON object {{task: weight}}: {err}") from err
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object {{task: weight}}")
+    missing = [name for name in tasks if name not in raw]
+    extra = sorted(set(raw) - set(tasks))
+    if missing or extra:
+        raise InvalidInputError(f"{path}: the prior must name exactly the run's tasks; "
+                                f"missing {missing[:5]}, unknown {extra[:5]}")
+    try:
+        q = np.array([float(raw[name]) for name in tasks])
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"{path}: every weight must be a number: {err}") from err
+    if not np.isfinite(q).all() or (q < 0).any() or q.sum() <= 0:
+        raise InvalidInputError(f"{path}: weights must be finite, >= 0, and not all 0")
+    out: np.ndarray = q / q.sum()
     return out
 
 
@@ -209,15 +312,56 @@ def rho_grid(n_tasks: int, rho: float, points: int) -> np.ndarray:
 
 
 def rho_path(relations: Relations, cfg: MrfConfig, caps: np.ndarray, points: int,
-             rho: float | None = None) -> list[dict[str, Any]]:
+             rho: float | None = None, prior: np.ndarray | None = None
+             ) -> list[dict[str, Any]]:
     """The unbudgeted solve at every point of :func:`rho_grid` (around ``rho``, by default
-    ``cfg.rho``): ``[{"rho", "weights" (in task order)}]``, what methods.json holds."""
+    ``cfg.rho``): ``[{"rho", "weights" (in task order)}]``, what methods.json holds. Empty
+    for MixMin, which has no rho."""
+    if cfg.energy == "mixmin":
+        return []
     out = []
     for r in rho_grid(len(relations.tasks), cfg.rho if rho is None else rho, points):
         fit = solve(relations, float(r), budget=None, utility_kind=cfg.utility, caps=caps,
-                    untrusted=cfg.untrusted, energy=cfg.energy)
+                    untrusted=cfg.untrusted, energy=cfg.energy,
+                    anchor=cfg.anchor.strength, prior=prior)
         out.append({"rho": float(r), "weights": list(fit["weights"].values())})
     return out
+
+
+def anchor_grid(points: int) -> list[float]:
+    """The λ values of the anchor path: 0 (the plain energy), then ``points − 2`` values
+    spaced evenly in log from 1e-4 to 1e2, then inf (the prior itself)."""
+    inner = np.logspace(-4, 2, max(points - 2, 1)).tolist()
+    return [0.0, *inner, math.inf]
+
+
+def anchor_path(relations: Relations, cfg: MrfConfig, caps: np.ndarray, prior: np.ndarray,
+                points: int, rho: float | None = None) -> list[dict[str, Any]]:
+    """The solve at every λ of :func:`anchor_grid` at the run's rho (and energy):
+    ``[{"strength", "weights" (in task order), "kl"}]``; λ = inf is the prior under the caps
+    (its KL projection onto them)."""
+    r = cfg.rho if rho is None else rho
+    tasks = relations.tasks
+    out = []
+    for lam in anchor_grid(points):
+        if math.isinf(lam):
+            w = anchored_limit(prior, caps)
+        else:
+            fit = solve(relations, r, budget=None, utility_kind=cfg.utility, caps=caps,
+                        untrusted=cfg.untrusted, energy=cfg.energy, anchor=lam, prior=prior)
+            w = np.array([fit["weights"][t] for t in tasks])
+        out.append({"strength": lam, "weights": [float(v) for v in w],
+                    "kl": kl_divergence(w, prior)})
+    return out
+
+
+def anchored_limit(prior: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """The λ → ∞ end of the anchor path: the KL projection of the prior onto the capped
+    simplex (the prior itself when it fits under the caps)."""
+    cap = np.asarray(caps, dtype=np.float64)
+    if (prior <= cap + 1e-15).all():
+        return prior.copy()
+    return entropic_minimum(np.zeros(prior.size), 1.0, prior, cap)
 
 
 def ensure_weights(
@@ -237,7 +381,13 @@ def ensure_weights(
     Returns ``weights.json``'s content with the artifact's ``fingerprint`` added,
     whether it was computed now or reused.
     """
-    params = {"mrf": cfg.model_dump(), "caps": [round(float(c), 12) for c in caps],
+    mrf = cfg.model_dump()
+    if not cfg.anchor.strength and cfg.anchor.prior == "uniform":
+        del mrf["anchor"]  # the default anchor (none) keeps version 3's fingerprints
+    prior = resolve_prior(cfg.anchor, relations.tasks, train_sizes, temperature)
+    if cfg.anchor.prior not in ("uniform", "size", "temperature"):
+        mrf["anchor"]["prior_weights"] = [round(float(v), 12) for v in prior]  # the file's
+    params = {"mrf": mrf, "caps": [round(float(c), 12) for c in caps],
               "sizes": list(map(int, train_sizes)), "baselines": list(baselines),
               "temperature": temperature, "path": rho_path_points}
     fp = artifacts.fingerprint(STAGE, VERSION, [relations.fingerprint], params, {})
@@ -247,7 +397,8 @@ def ensure_weights(
         methods: dict[str, dict[str, Any]] = {}
         for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
             settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
-                                        "untrusted": cfg.untrusted, "energy": cfg.energy}
+                                        "untrusted": cfg.untrusted, "energy": cfg.energy,
+                                        "anchor": cfg.anchor.strength, "prior": prior}
             fit = solve(relations, cfg.rho, **settings)
             methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
         main = methods["taskpgm"]
@@ -255,10 +406,14 @@ def ensure_weights(
         given = MethodInputs(relations, cfg, caps, list(map(int, train_sizes)), temperature, ref)
         for kind in baselines:
             methods[kind] = {**METHODS[kind](given), "method": kind}
-        path = rho_path(relations, cfg, caps, rho_path_points)
+        path = rho_path(relations, cfg, caps, rho_path_points, prior=prior)
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
                 "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
                 "relations": relations.fingerprint}
+        if cfg.anchor.strength > 0:  # the λ path beside the rho path
+            data["anchor"] = {"prior": cfg.anchor.prior, "strength": cfg.anchor.strength,
+                              "prior_weights": [float(v) for v in prior]}
+            data["anchor_path"] = anchor_path(relations, cfg, caps, prior, rho_path_points)
         (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
         say(f"weights: rho={cfg.rho:g} energy {main['energy']:.5f}, "
             f"KKT residual {main['kkt_residual']:.1e}", stream)
@@ -283,18 +438,35 @@ def bootstrap_draws(relations: Relations) -> list[Relations]:
 
 def with_intervals(relations: Relations, fit: dict[str, Any], rho: float, *,
                    budget: int | None, utility_kind: str, caps: np.ndarray | None,
-                   untrusted: str, energy: str) -> dict[str, Any]:
+                   untrusted: str, energy: str, anchor: float = 0.0,
+                   prior: np.ndarray | None = None) -> dict[str, Any]:
     """``fit`` with ``intervals``: the same solve on every bootstrap draw of the relations
-    (:mod:`taskpgm.bootstrap`), summarized per task; unchanged when there are no draws."""
+    (:mod:`taskpgm.bootstrap`), summarized per task; unchanged when there are no draws.
+    MixMin's draws resample its probe items the same way (:func:`mixmin_draws`)."""
     replicates = bootstrap_draws(relations)
     if not replicates:
         return fit
     draws = []
+    settings: dict[str, Any] = {"budget": budget, "utility_kind": utility_kind, "caps": caps,
+                                "untrusted": untrusted, "energy": energy, "anchor": anchor,
+                                "prior": prior}
+    if energy == "mixmin":
+        for w in mixmin_draws(relations, len(replicates)):
+            got = solve(relations, rho, **settings, example_weights=w)
+            draws.append([got["weights"][t] for t in relations.tasks])
+        return {**fit, "intervals": weight_intervals(np.array(draws), relations.tasks)}
     for replicate in replicates:
-        got = solve(replicate, rho, budget=budget, utility_kind=utility_kind, caps=caps,
-                    untrusted=untrusted, energy=energy)
+        got = solve(replicate, rho, **settings)
         draws.append([got["weights"][t] for t in relations.tasks])
     return {**fit, "intervals": weight_intervals(np.array(draws), relations.tasks)}
+
+
+def mixmin_draws(relations: Relations, draws: int) -> FloatArrayList:
+    """MixMin's example weights under ``draws`` block-bootstrap draws of the probe items
+    (:func:`taskpgm.bootstrap.example_draws`, the relations' number of blocks)."""
+    _, task_of, w = mixmin_inputs(relations)
+    blocks = int(relations.info.get("config", {}).get("bootstrap_blocks", 64))
+    return list(example_draws(task_of, w, draws, blocks))
 
 
 def share_with_interval(relations: Relations, members: Sequence[str], rho: float, *,

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from taskpgm.core.budget import greedy_select, support_certificate
+from taskpgm.core.convex import anchored_solve, check_prior, kl_divergence
 from taskpgm.core.qp import (
     FloatArray,
     IntArray,
@@ -122,6 +123,10 @@ class TaskMixtureMRF:
         caps: per-task upper bounds c_i (sum ≥ 1), or None for none.
         budget: at most this many tasks get weight (greedy forward selection),
             or None for no limit.
+        anchor: λ ≥ 0, the strength of the KL anchor: minimize E(p) + λ KL(p ‖ prior)
+            instead (:func:`taskpgm.core.convex.anchored_solve`; 0 is the plain energy).
+            Strictly convex for λ > 0 since S is PSD; not with a budget.
+        prior: the anchor's prior q on the simplex (default uniform).
 
     Attributes:
         weights_: (T,) the minimizer, on the simplex and under the caps.
@@ -130,30 +135,38 @@ class TaskMixtureMRF:
         kkt_residual_: the largest KKT residual (see :func:`kkt_certificate`).
         certificate_: every residual by name, plus ``unique`` (False when S is
             singular on the optimal face and ``weights_`` is one of several optima).
-        n_iter_: active-set iterations of the final solve.
+        n_iter_: active-set iterations of the final solve (Newton iterations anchored).
+        kl_: KL(weights_ ‖ prior) (0 without an anchor); the anchored objective is
+            energy_ + anchor · kl_, and its certificate holds the Frank–Wolfe ``gap``.
         selected_: budget only: the tasks in the order greedy selection added them.
         greedy_gains_: budget only: the energy decrease of each greedy step.
     """
 
     def __init__(
-        self, rho: float, *, caps: ArrayLike | None = None, budget: int | None = None
+        self, rho: float, *, caps: ArrayLike | None = None, budget: int | None = None,
+        anchor: float = 0.0, prior: ArrayLike | None = None,
     ) -> None:
         self.rho = rho
         self.caps = caps
         self.budget = budget
+        self.anchor = anchor
+        self.prior = prior
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"rho": self.rho, "caps": self.caps, "budget": self.budget}
+        return {"rho": self.rho, "caps": self.caps, "budget": self.budget,
+                "anchor": self.anchor, "prior": self.prior}
 
     def set_params(self, **params: Any) -> TaskMixtureMRF:
         for key, value in params.items():
-            if key not in ("rho", "caps", "budget"):
+            if key not in ("rho", "caps", "budget", "anchor", "prior"):
                 raise InvalidInputError(f"unknown parameter {key!r} for TaskMixtureMRF")
             setattr(self, key, value)
         return self
 
     def __repr__(self) -> str:
-        return f"TaskMixtureMRF(rho={self.rho!r}, caps={self.caps!r}, budget={self.budget!r})"
+        anchor = f", anchor={self.anchor!r}" if self.anchor else ""
+        return (f"TaskMixtureMRF(rho={self.rho!r}, caps={self.caps!r}, budget={self.budget!r}"
+                f"{anchor})")
 
     def fit(self, S: ArrayLike, utility: ArrayLike | None = None) -> TaskMixtureMRF:
         """Validate S (and the utility), then solve; returns ``self``."""
@@ -184,6 +197,13 @@ class TaskMixtureMRF:
                     "(the k largest caps); raise k or the caps"
                 )
         c = float(rho) * u
+        anchor = self.anchor
+        if isinstance(anchor, bool) or not isinstance(anchor, int | float) \
+                or not math.isfinite(anchor) or anchor < 0:
+            raise InvalidInputError(f"anchor must be a finite number >= 0, got {anchor!r}")
+        if anchor > 0:
+            return self._fit_anchored(sa, c, caps, float(anchor))
+        self.kl_: float = 0.0
         with blas_threads_for(n):
             if budget is None or budget >= n:
                 result = solve_simplex_qp(sa, c, caps)  # checks that S is PSD on the way
@@ -198,12 +218,37 @@ class TaskMixtureMRF:
         self.weights_: FloatArray = p
         self.energy_: float = float(0.5 * p @ sa @ p - c @ p)
         self.support_: IntArray = np.flatnonzero(p > 0).astype(np.int64)
-        cert: dict[str, Any] = dict(kkt_certificate(sa, c, caps, p)) if budget is None else (
-            support_certificate(sa, c, caps, p, self.selected_ or []))
+        # k = T is the plain solve, whose certificate is the plain one
+        cert: dict[str, Any] = dict(kkt_certificate(sa, c, caps, p)) if self.selected_ is None \
+            else support_certificate(sa, c, caps, p, self.selected_)
         cert["unique"] = result.unique
         self.certificate_ = cert
         self.kkt_residual_: float = max(v for k, v in cert.items() if k != "unique")
         self.n_iter_: int = result.n_iter
+        return self
+
+    def _fit_anchored(self, sa: FloatArray, c: FloatArray, caps: FloatArray, strength: float
+                      ) -> TaskMixtureMRF:
+        n = sa.shape[0]
+        if self.budget is not None and self.budget < n:
+            raise InvalidInputError(
+                "mrf.anchor and mrf.budget do not combine: the anchor keeps every task the "
+                "prior weighs above zero, while the budget keeps at most k; drop one of them")
+        prior = np.full(n, 1.0 / n) if self.prior is None else check_prior(self.prior, n)
+        with blas_threads_for(n):
+            got = anchored_solve(sa, c, strength, prior, caps)
+        p = got.p
+        self.selected_ = None
+        self.greedy_gains_ = None
+        self.weights_ = p
+        self.energy_ = float(0.5 * p @ sa @ p - c @ p)
+        self.kl_ = kl_divergence(p, prior)
+        self.support_ = np.flatnonzero(p > 0).astype(np.int64)
+        cert: dict[str, Any] = dict(got.certificate)
+        cert["unique"] = True  # strictly convex
+        self.certificate_ = cert
+        self.kkt_residual_ = max(v for k, v in cert.items() if k != "unique")
+        self.n_iter_ = got.n_iter
         return self
 
 
@@ -217,12 +262,14 @@ class TrustedSolution:
     certificate: dict[str, Any]
     selected: list[int] | None = None
     greedy_gains: list[float] | None = None
+    kl: float = 0.0  # KL(weights ‖ prior) with an anchor
 
 
 def solve_trusted(
     rho: float, trusted: ArrayLike,
     terms: Callable[[IntArray], tuple[FloatArray, FloatArray]], *,
     caps: ArrayLike | None = None, budget: int | None = None, hold_uniform: bool = False,
+    anchor: float = 0.0, prior: ArrayLike | None = None,
 ) -> TrustedSolution:
     """Minimize E over the trusted tasks F while every other task holds a fixed share.
 
@@ -237,6 +284,10 @@ def solve_trusted(
     c_F/m (with the budget min(k, |F|)). At ρ = 1/T and u = S 1, q* is uniform on F,
     so every task gets 1/T with ``hold_uniform``: the path through uniform survives.
     The returned energy is m² E_F(q*); selected indices are in the full task order.
+
+    With ``anchor`` λ > 0 and ``prior`` π (default uniform) it minimizes E(p) + λ KL(p ‖ π)
+    with the same held shares: KL(m q + f ‖ π) = m KL(q ‖ π_F / π(F)) + a constant, so the
+    trusted tasks solve at strength λ / m against π restricted to F and renormalized.
 
     Raises:
         InfeasibleError: no task is trusted, or the trusted caps cannot hold m.
@@ -256,9 +307,16 @@ def solve_trusted(
                               "under their caps")
     s_ff, u = terms(free)
     k = None if budget is None else min(budget, free.size)
-    model = TaskMixtureMRF(rho / mass, caps=cap[free] / mass, budget=k).fit(s_ff, utility=u)
+    pi = np.full(t, 1.0 / t) if prior is None else np.asarray(prior, dtype=np.float64)
+    pi_f = pi[free]
+    if anchor > 0 and float(pi_f.sum()) <= 0:
+        raise InfeasibleError("the anchor's prior gives no weight to any trusted task")
+    model = TaskMixtureMRF(rho / mass, caps=cap[free] / mass, budget=k, anchor=anchor / mass,
+                           prior=pi_f / pi_f.sum() if anchor > 0 else None
+                           ).fit(s_ff, utility=u)
     weights = fixed.copy()
     weights[free] = mass * model.weights_
     selected = None if model.selected_ is None else [int(free[j]) for j in model.selected_]
     return TrustedSolution(weights, mass * mass * model.energy_, model.kkt_residual_,
-                           model.certificate_, selected, model.greedy_gains_)
+                           model.certificate_, selected, model.greedy_gains_,
+                           kl_divergence(weights, pi) if anchor > 0 else 0.0)

@@ -419,7 +419,15 @@ def _blocking(
 def kkt_certificate(
     S: FloatArray, c: FloatArray, caps: FloatArray, p: FloatArray, mass: float = 1.0
 ) -> dict[str, float]:
-    """Residuals of every KKT condition at p, computed from p alone.
+    """Residuals of every KKT condition at p, computed from p alone (g = S p − c):
+    :func:`gradient_certificate`."""
+    return gradient_certificate(S @ p - c, caps, p, mass)
+
+
+def gradient_certificate(
+    g: FloatArray, caps: FloatArray, p: FloatArray, mass: float = 1.0
+) -> dict[str, float]:
+    """Residuals of the KKT conditions of min f over the capped simplex at p, g = ∇f(p).
 
     ν is the mean gradient over strictly interior tasks (or, when none is
     interior, the midpoint of the interval the bound tasks allow). Returns
@@ -427,7 +435,6 @@ def kkt_certificate(
     interior tasks), ``dual`` (max violation of g_i ≥ ν at 0, g_i ≤ ν at the cap)
     and ``complementarity`` (max of p_i (g_i − ν)⁺ and (c_i − p_i)(ν − g_i)⁺).
     """
-    g = S @ p - c
     tol = 1e-12
     at_low = p <= tol
     at_up = p >= caps - tol

@@ -237,6 +237,72 @@ def jsd_matrices(dists: ArrayLike, weights: ArrayLike, *, block_bytes: int = JSD
     return out
 
 
+def jsd_block_sums(
+    dists: ArrayLike,
+    block_of: ArrayLike,
+    n_blocks: int,
+    *,
+    weights: ArrayLike | None = None,
+    block_weights: ArrayLike | None = None,
+    block_bytes: int = JSD_BLOCK_BYTES,
+    pairs: PairKernel = jsd_pairs_numpy,
+) -> tuple[FloatArray, NDArray[np.float32]]:
+    """:func:`jsd_matrix` and its per-block parts in one pass over the midpoints.
+
+    With row weights w (default 1/N) and a partition of the rows into K blocks,
+    Σ_k[a, b] = Σ_{n ∈ block k} w_n JSD(dists[a, n], dists[b, n]), and the mean-JSD
+    matrix is Σ_k Σ_k, accumulated in float64. A bootstrap draw that repeats block k
+    c_k times then has the matrix Σ_k c_k Σ_k / Σ_k c_k W_k (W_k the block's weight)
+    without another pass (:func:`taskpgm.bootstrap.relations_with_replicates`). With
+    ``block_weights`` w' the block sums use w' instead of w (the same pass computes both
+    as one (chunk, 2) product), while the mean matrix keeps w.
+    The block sums are returned in float32 (4 bytes per pair and block): their relative
+    rounding, 6e-8, is far below the spread of any bootstrap they serve.
+
+    Args:
+        dists: (M, N, C) probabilities, as for :func:`jsd_matrix`.
+        block_of: (N,) the block of each row, integers in [0, n_blocks).
+        n_blocks: K.
+        weights: (N,) non-negative row weights summing to 1; default uniform.
+        block_weights: (N,) non-negative row weights of the block sums; default ``weights``.
+        block_bytes, pairs: as for :func:`jsd_matrix`.
+
+    Returns:
+        (M, M) float64 mean-JSD matrix and (K, M, M) float32 block sums (both symmetric).
+    """
+    arr = _check_distributions(_as_float_array(dists, "dists"), "dists")
+    if arr.ndim != 3 or arr.shape[1] == 0:
+        raise InvalidInputError(f"dists must have shape (models, examples, categories) with "
+                                f"examples, got {arr.shape}")
+    n_examples = arr.shape[1]
+    blocks = np.asarray(block_of)
+    if blocks.shape != (n_examples,) or n_blocks < 1 or blocks.min() < 0 \
+            or blocks.max() >= n_blocks:
+        raise InvalidInputError(f"block_of must be ({n_examples},) integers in [0, {n_blocks})")
+    row_w = np.full(n_examples, 1.0 / n_examples) if weights is None \
+        else _as_float_array(weights, "weights")
+    if row_w.shape != (n_examples,) or (row_w < 0).any() \
+            or abs(float(row_w.sum()) - 1.0) > SUM_TOLERANCE:
+        raise InvalidInputError(f"weights must be ({n_examples},), non-negative, summing to 1")
+    both = None
+    if block_weights is not None:
+        bw = _as_float_array(block_weights, "block_weights")
+        if bw.shape != (n_examples,) or (bw < 0).any():
+            raise InvalidInputError(f"block_weights must be ({n_examples},) and non-negative")
+        both = np.stack([row_w, bw], axis=1)
+    order = np.argsort(blocks, kind="stable")  # each block's rows contiguous, in one pass
+    bounds = np.searchsorted(blocks[order], np.arange(n_blocks)).tolist()
+    part = np.ascontiguousarray(arr[:, order])
+    if both is None:
+        upper = pairs(part, row_w[order], block_bytes, bounds)  # (M, M, K)
+        total = upper.sum(axis=2)
+    else:
+        upper2 = pairs(part, np.ascontiguousarray(both[order]), block_bytes, bounds)
+        total, upper = upper2[..., 0].sum(axis=2), upper2[..., 1]
+    sums = np.moveaxis(upper + upper.transpose(1, 0, 2), 2, 0).astype(np.float32)
+    return total + total.T, sums
+
+
 # --------------------------------------------------------------------------- displacements
 
 

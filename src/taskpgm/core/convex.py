@@ -1,0 +1,337 @@
+"""Smooth convex objectives on the capped simplex, minimized to a certified gap.
+
+The problem, for f convex and twice differentiable where it is finite:
+
+    min f(p)   subject to  0 ≤ p ≤ caps,  Σ p = 1.
+
+Two objectives live here: the KL-anchored quadratic energy (:class:`AnchoredQuadratic`,
+``mrf.anchor``) and MixMin's ensemble loss (:class:`MixtureLoss`, ``mrf.energy: mixmin``),
+optionally anchored too.
+
+**Method** (:func:`minimize`): projected Newton by quadratic models. At p, with
+g = ∇f(p) and H = ∇²f(p), the model f(p) + gᵀ(x − p) + ½ (x − p)ᵀ H (x − p) is
+minimized *exactly* over the capped simplex by the active-set solver of
+:mod:`taskpgm.core.qp` (``S = H, c = H p − g``), and an Armijo backtracking line search
+along d = x − p sets the step. d is a descent direction (gᵀd ≤ −½ dᵀHd ≤ 0), so f
+falls every iteration; once the model's face is the optimum's face, the steps are
+Newton's and converge quadratically. With a KL term the step stops short of the
+boundary (a fraction 0.99 of the way to the first p_i = 0), since its optimum keeps
+every prior task above 0.
+
+**Certificate** (:func:`certificate`): a duality gap G(p) ≥ f(p) − f*, from linearizing
+the smooth part h of f = h + λ KL at p: f* ≥ min_x h(p) + ∇h(p)ᵀ(x − p) + λ KL(x ‖ q).
+Without a KL term that is the Frank–Wolfe gap ∇h(p)ᵀp − min_{s ∈ Δ} ∇h(p)ᵀs; with one,
+the inner minimum is closed-form up to one scalar (:func:`entropic_minimum`). A point is
+accepted when G(p) ≤ ``tol``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from taskpgm.core.qp import (
+    SolverError,
+    _fill,
+    check_caps,
+    check_psd,
+    gradient_certificate,
+    solve_simplex_qp,
+)
+from taskpgm.errors import InvalidInputError
+
+FloatArray = NDArray[np.float64]
+#: The accepted Frank–Wolfe gap: f(p) − f* ≤ this.
+GAP_TOLERANCE = 1e-10
+#: With a KL term, a step goes at most this fraction of the way to the first zero.
+TO_BOUNDARY = 0.99
+#: With a KL term, coordinates below this leave the Newton model (:func:`_newton_direction`).
+TINY = 1e-9
+
+
+class Objective(Protocol):
+    """f = h + λ KL(· ‖ q): its value, gradient and Hessian at a feasible p, and the
+    gradient of the smooth part h alone (for the certificate; λ = 0: no KL term)."""
+
+    strength: float
+    prior: FloatArray | None
+
+    def value(self, p: FloatArray) -> float: ...
+    def gradient(self, p: FloatArray) -> FloatArray: ...
+    def hessian(self, p: FloatArray) -> FloatArray: ...
+    def smooth_gradient(self, p: FloatArray) -> FloatArray: ...
+
+
+def kl_divergence(p: ArrayLike, q: ArrayLike) -> float:
+    """KL(p ‖ q) = Σ_i p_i log(p_i / q_i), with 0 · log 0 = 0 (inf where p_i > 0 = q_i)."""
+    pa, qa = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    pos = pa > 0
+    if (qa[pos] <= 0).any():
+        return math.inf
+    return float((pa[pos] * np.log(pa[pos] / qa[pos])).sum())
+
+
+def check_prior(prior: ArrayLike, n: int) -> FloatArray:
+    """A prior on the simplex: n non-negative numbers summing to 1 (within 1e-9)."""
+    q = np.asarray(prior, dtype=np.float64)
+    if q.shape != (n,) or not np.isfinite(q).all() or (q < 0).any():
+        raise InvalidInputError(f"the anchor's prior must be {n} non-negative numbers, got "
+                                f"shape {q.shape}")
+    if abs(float(q.sum()) - 1.0) > 1e-9:
+        raise InvalidInputError(f"the anchor's prior must sum to 1, got {float(q.sum()):.9g}")
+    return q
+
+
+@dataclass(frozen=True)
+class AnchoredQuadratic:
+    """f(p) = ½ pᵀ S p − cᵀ p + λ KL(p ‖ q), for q > 0 (restrict to q's support first).
+
+    ∇f = S p − c + λ (log(p / q) + 1), ∇²f = S + λ diag(1 / p): strictly convex on the
+    simplex's interior for λ > 0 when S is PSD.
+    """
+
+    S: FloatArray
+    c: FloatArray
+    strength: float
+    prior: FloatArray
+
+    def value(self, p: FloatArray) -> float:
+        return float(0.5 * p @ self.S @ p - self.c @ p) + self.strength * kl_divergence(
+            p, self.prior)
+
+    def smooth_gradient(self, p: FloatArray) -> FloatArray:
+        g: FloatArray = self.S @ p - self.c
+        return g
+
+    def gradient(self, p: FloatArray) -> FloatArray:
+        g: FloatArray = self.S @ p - self.c
+        if self.strength:
+            with np.errstate(divide="ignore"):
+                g = g + self.strength * (np.log(p / self.prior) + 1.0)
+        return g
+
+    def hessian(self, p: FloatArray) -> FloatArray:
+        if not self.strength:
+            return self.S
+        out: FloatArray = self.S + np.diag(self.strength / p)
+        return out
+
+
+@dataclass(frozen=True)
+class MixtureLoss:
+    """f(p) = −Σ_x w_x log(b_x + Σ_i p_i P_ix) + λ KL(p ‖ q): MixMin's ensemble loss.
+
+    P (T, N): each source model's probability of example x's gold answer; w (N,) the
+    examples' weights (Σ w = 1); b (N,) the probability mass of tasks held outside the
+    solve (0 by default). ∇f = −P (w / m) with m = b + Pᵀp, ∇²f = P diag(w / m²) Pᵀ
+    (PSD: convex), plus the KL term's as in :class:`AnchoredQuadratic`.
+    """
+
+    P: FloatArray
+    w: FloatArray
+    b: FloatArray
+    strength: float = 0.0
+    prior: FloatArray | None = None
+
+    def _mix(self, p: FloatArray) -> FloatArray:
+        m: FloatArray = self.b + self.P.T @ p
+        return m
+
+    def value(self, p: FloatArray) -> float:
+        m = self._mix(p)
+        with np.errstate(divide="ignore"):
+            loss = -float(self.w @ np.log(m))
+        if self.strength and self.prior is not None:
+            loss += self.strength * kl_divergence(p, self.prior)
+        return loss
+
+    def smooth_gradient(self, p: FloatArray) -> FloatArray:
+        g: FloatArray = -(self.P @ (self.w / self._mix(p)))
+        return g
+
+    def gradient(self, p: FloatArray) -> FloatArray:
+        g: FloatArray = -(self.P @ (self.w / self._mix(p)))
+        if self.strength and self.prior is not None:
+            with np.errstate(divide="ignore"):
+                g = g + self.strength * (np.log(p / self.prior) + 1.0)
+        return g
+
+    def hessian(self, p: FloatArray) -> FloatArray:
+        m = self._mix(p)
+        h: FloatArray = (self.P * (self.w / (m * m))) @ self.P.T
+        if self.strength and self.prior is not None:
+            h = h + np.diag(self.strength / p)
+        return h
+
+
+def frank_wolfe_gap(g: FloatArray, p: FloatArray, caps: FloatArray) -> float:
+    """gᵀp − min over {0 ≤ s ≤ caps, Σ s = 1} of gᵀs (the minimum fills the smallest g_i
+    first, each up to its cap)."""
+    order = np.argsort(g, kind="stable")
+    left, best = 1.0, 0.0
+    for i in order:
+        take = min(left, float(caps[i]))
+        best += take * float(g[i])
+        left -= take
+        if left <= 0.0:
+            break
+    return float(g @ p) - best
+
+
+def entropic_minimum(a: FloatArray, strength: float, prior: FloatArray, caps: FloatArray
+                     ) -> FloatArray:
+    """argmin over {0 ≤ x ≤ caps, Σ x = 1} of aᵀx + λ KL(x ‖ q), exactly: x_i =
+    min(c_i, exp(z_i − s)) with z_i = log q_i − a_i / λ − 1 and s set so that Σ x = 1
+    (the capped set only grows while s is re-solved on the rest: at most T rounds)."""
+    with np.errstate(divide="ignore"):
+        z = np.log(prior) - a / strength - 1.0
+    log_cap = np.log(np.where(np.isfinite(caps), caps, np.inf))
+    capped = np.zeros(z.size, dtype=bool)
+    for _ in range(z.size + 1):
+        room = 1.0 - float(caps[capped].sum())
+        free = ~capped
+        top = float(z[free].max())
+        s = top + math.log(float(np.exp(z[free] - top).sum())) - math.log(room)
+        now = (z - s >= log_cap) | capped
+        if (now == capped).all():
+            break
+        capped = now
+    x: FloatArray = np.where(capped, caps, np.exp(z - s))
+    return x
+
+
+def certificate(obj: Objective, p: FloatArray, caps: FloatArray) -> dict[str, float]:
+    """The duality ``gap``, an upper bound on f(p) − f*, and the ``primal`` violation.
+
+    f* ≥ min_x h(p) + ∇h(p)ᵀ(x − p) + λ KL(x ‖ q) over the capped simplex (h convex): the
+    Frank–Wolfe gap when λ = 0 (the minimum sits at a vertex of the caps), the entropic one
+    when λ > 0 (:func:`entropic_minimum`). Linearizing only h keeps the bound tight where an
+    optimal p_i is 1e-14, where |∂f/∂p_i − ν| stays large while its effect on f does not;
+    so the KKT residuals of :func:`taskpgm.core.qp.gradient_certificate` are not used."""
+    primal = gradient_certificate(np.zeros_like(p), caps, p)["primal"]
+    a = obj.smooth_gradient(p)
+    if not np.isfinite(a).all():
+        return {"gap": math.inf, "primal": primal}
+    if not obj.strength or obj.prior is None:
+        return {"gap": max(0.0, frank_wolfe_gap(a, p, caps)), "primal": primal}
+    x = entropic_minimum(a, obj.strength, obj.prior, caps)
+    here = float(a @ p) + obj.strength * kl_divergence(p, obj.prior)
+    there = float(a @ x) + obj.strength * kl_divergence(x, obj.prior)
+    return {"gap": max(0.0, here - there), "primal": primal}
+
+
+@dataclass(frozen=True)
+class ConvexResult:
+    """Output of :func:`minimize`."""
+
+    p: FloatArray
+    value: float
+    certificate: dict[str, float]
+    n_iter: int
+
+
+def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = None,
+             interior: bool = False, tol: float = GAP_TOLERANCE, max_iter: int = 200
+             ) -> ConvexResult:
+    """Minimize ``obj`` over {0 ≤ p ≤ caps, Σ p = 1} until the Frank–Wolfe gap ≤ ``tol``.
+
+    ``interior``: the objective is infinite-gradient at p_i = 0 (a KL term), so every
+    iterate stays strictly positive. Raises :class:`taskpgm.core.qp.SolverError` when
+    ``max_iter`` iterations do not reach ``tol``.
+    """
+    n = caps.shape[0]
+    p = _fill(np.full(n, 1.0 / n), caps, 1.0) if start is None else start.copy()
+    if interior and (p <= 0).any():
+        p = _fill(0.5 * p + 0.5 * _fill(np.full(n, 1.0 / n), caps, 1.0), caps, 1.0)
+    value = obj.value(p)
+    for it in range(1, max_iter + 1):
+        cert = certificate(obj, p, caps)
+        if cert["gap"] <= tol:
+            return ConvexResult(p, value, cert, it - 1)
+        d = _newton_direction(obj, p, caps, interior)
+        g = obj.gradient(p)
+        slope = float(g @ d)
+        if not slope < 0.0:  # the model sees no descent: p is optimal to rounding
+            break
+        t = 1.0
+        if interior:
+            down = d < 0
+            if down.any():
+                t = min(1.0, TO_BOUNDARY * float((p[down] / -d[down]).min()))
+        while True:
+            trial = p + t * d
+            trial_value = obj.value(trial)
+            if trial_value <= value + 1e-4 * t * slope or t < 1e-12:
+                break
+            t *= 0.5
+        if t < 1e-12 and trial_value > value:
+            break  # no decrease left to find at this precision
+        p = np.clip(trial, 0.0, caps)
+        p /= p.sum()
+        value = obj.value(p)
+    cert = certificate(obj, p, caps)
+    if cert["gap"] <= max(tol, 1e-9 * max(1.0, abs(value))):
+        return ConvexResult(p, value, cert, max_iter)
+    raise SolverError(f"the projected Newton method stopped with a Frank-Wolfe gap of "
+                      f"{cert['gap']:.2e} > {tol:.0e}; please report this with its input")
+
+
+def _newton_direction(obj: Objective, p: FloatArray, caps: FloatArray, interior: bool
+                      ) -> FloatArray:
+    """x − p, x the exact minimizer of the quadratic model over the capped simplex.
+
+    Under a KL term a coordinate below :data:`TINY` would put λ / p_i ≥ 1e9 λ on the
+    model's diagonal and spoil the QP's tolerances; those coordinates take their
+    closed-form value instead, q_i exp(−(∂h/∂p_i + ν)/λ − 1) under the cap, ν the sum's
+    multiplier read from the other coordinates, and the model is solved on the rest."""
+    g = obj.gradient(p)
+    h = obj.hessian(p)
+    tiny = (p < TINY) if interior and obj.prior is not None else np.zeros(p.size, dtype=bool)
+    big = ~tiny
+    target = p.copy()
+    if tiny.any():
+        assert obj.prior is not None
+        inner = big & (p < caps - 1e-12)
+        nu = -float(g[inner].mean()) if inner.any() else -float(g[big].mean())
+        a = obj.smooth_gradient(p)[tiny]
+        with np.errstate(over="ignore"):
+            target[tiny] = np.minimum(caps[tiny], obj.prior[tiny] * np.exp(
+                np.minimum(-(a + nu) / obj.strength - 1.0, 0.0)))
+    hb = h[np.ix_(big, big)]
+    hb = 0.5 * (hb + hb.T)
+    mass = 1.0 - float(target[tiny].sum())
+    target[big] = solve_simplex_qp(hb, hb @ p[big] - g[big], caps[big], mass=mass).p
+    d: FloatArray = target - p
+    return d
+
+
+def anchored_solve(S: ArrayLike, c: ArrayLike, strength: float, prior: ArrayLike,
+                   caps: ArrayLike | None = None) -> ConvexResult:
+    """min ½ pᵀ S p − cᵀ p + λ KL(p ‖ q) over the capped simplex, S PSD, λ > 0.
+
+    Tasks with q_i = 0 get p_i = 0 (the KL term is infinite otherwise); the rest are
+    solved by :func:`minimize`. λ → ∞ gives the KL projection of q onto the caps (q itself
+    when q fits under them).
+    """
+    sa = np.asarray(S, dtype=np.float64)
+    n = sa.shape[0]
+    ca = np.asarray(c, dtype=np.float64)
+    q = check_prior(prior, n)
+    cap = check_caps(caps, n)
+    if not strength > 0:
+        raise InvalidInputError(f"the anchor's strength must be > 0 here, got {strength!r}")
+    check_psd(sa)
+    on = np.flatnonzero(q > 0)
+    if float(cap[on].sum()) < 1.0 - 1e-12:
+        raise InvalidInputError("the tasks the anchor's prior gives weight cannot hold the "
+                                "whole mixture under their caps; widen the prior or the caps")
+    obj = AnchoredQuadratic(sa[np.ix_(on, on)], ca[on], float(strength), q[on])
+    start = _fill(q[on], cap[on], 1.0)
+    got = minimize(obj, cap[on], start=start, interior=True)
+    p = np.zeros(n)
+    p[on] = got.p
+    return ConvexResult(p, got.value, got.certificate, got.n_iter)
