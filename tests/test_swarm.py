@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from taskpgm.errors import InvalidInputError
-from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
+from taskpgm.swarm import (
+    draw_around,
+    draw_mixtures,
+    fidelity,
+    fit_regmix,
+    regmix_weights,
+    spearman,
+)
 
 
 def test_spearman_by_hand():
@@ -44,14 +51,33 @@ def test_draws_are_on_the_simplex_and_spread_by_the_concentration():
     assert narrow[:, 0].var() == pytest.approx(0.16 / 251, rel=0.1)
 
 
+def test_draws_around_a_prior_are_centred_on_it():
+    q = np.array([0.1, 0.2, 0.3, 0.4])
+    w = draw_around(q, 4000, seed=5)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    np.testing.assert_allclose(w.mean(axis=0), q, atol=0.01)  # E p = q at every s
+    near = draw_around(q, 2000, seed=6, strengths=(5.0, 5.0))
+    far = draw_around(q, 2000, seed=6, strengths=(0.1, 0.1))
+    # Dirichlet(s T q): Var p_i = q_i (1 - q_i) / (s T + 1), by hand at s = 5 and 0.1
+    assert near[:, 3].var() == pytest.approx(0.24 / 21, rel=0.15)
+    assert far[:, 3].var() == pytest.approx(0.24 / 1.4, rel=0.15)
+    zero = draw_around(np.array([0.5, 0.5, 0.0]), 10, seed=1)
+    assert (zero[:, 2] == 0).all()
+
+
 def test_regmix_linear_recovers_a_linear_score_and_finds_its_best_corner():
     rng = np.random.default_rng(1)
     w = draw_mixtures(4, 40, seed=2)
     coef = np.array([0.2, 0.9, 0.4, 0.1])
     predictor = fit_regmix(w, w @ coef + 1e-6 * rng.normal(size=40), "linear")
     np.testing.assert_allclose(predictor(np.eye(4)), coef, atol=1e-4)
-    best, predicted = regmix_weights(predictor, 4, candidates=20000)
+    best, predicted = regmix_weights(predictor, 4, candidates=20000, top=1)  # the argmax
     assert int(np.argmax(best)) == 1 and best[1] > 0.9 and predicted > 0.85
+    mean, _ = regmix_weights(predictor, 4, candidates=20000)  # RegMix's: the top 128's mean
+    pool = np.vstack([draw_mixtures(4, 20000, seed=1), np.full((1, 4), 0.25)])
+    top = pool[np.argsort(-predictor(pool), kind="stable")[:128]]
+    np.testing.assert_allclose(mean, top.mean(axis=0), atol=1e-12)
+    assert int(np.argmax(mean)) == 1 and mean[1] < best[1]
     trees = fit_regmix(w, w @ coef, "lightgbm")
     assert np.corrcoef(trees(w), w @ coef)[0, 1] > 0.9  # fits its own swarm
     with pytest.raises(InvalidInputError, match="unknown regmix model"):
@@ -81,8 +107,18 @@ def test_swarm_cli_on_the_tiny_model(tmp_path, capsys):
     for m in result["mixtures"]:
         w = np.array(list(m["weights"].values()))
         assert w.sum() == pytest.approx(1.0) and (w <= np.array(caps) + 1e-9).all()
-    assert {row["energy"] for row in result["fidelity"]} == {"affinity", "split", "reference"}
+    assert {row["energy"] for row in result["fidelity"]} == {"affinity", "split", "reference",
+                                                            "mixmin"}
+    assert set(result["regmix_argmax"]) == {"linear", "lightgbm"}
+    assert result["regmix"]["linear"]["top"] == 128
+    assert result["regmix_argmax"]["linear"]["top"] == 1
     # A rerun trains nothing new: every swarm training is a finished artifact.
     assert main(["swarm", str(config), "--mixtures", "4", "--out", str(out)]) == 0
     assert "5 done already" in capsys.readouterr().err
     assert main(["swarm", str(config), "--mixtures", "1", "--out", str(out)]) == 1
+    around = tmp_path / "around"  # RegMix's swarm, around the size prior
+    assert main(["swarm", str(config), "--mixtures", "3", "--out", str(around), "--around",
+                 "prior", "--set", "mrf.anchor.prior=size"]) == 0
+    result = json.loads((around / "swarm.json").read_text())
+    assert result["around"]["prior"] == "size" and result["around"]["strengths"] == [0.1, 5.0]
+    assert "regmix-argmax linear" in capsys.readouterr().out

@@ -295,7 +295,9 @@ def dev_phase(pr: PoolRun, n_swarm: int) -> dict[str, Any]:
         y = np.asarray(swarm["acc"])
         loo = [float(fit_regmix(np.delete(draws, i, 0), np.delete(y, i), kind)(draws[i:i + 1])[0])
                for i in range(len(y))]
-        w, predicted = regmix_weights(fit_regmix(draws, y, kind), t, seed=pr.cfg.mixture.seed + 1)
+        # top=1: the first benchmark's argmax (regmix-argmax), as it was run
+        w, predicted = regmix_weights(fit_regmix(draws, y, kind), t, seed=pr.cfg.mixture.seed + 1,
+                                      top=1)
         regmix[kind] = {"loo_spearman": spearman(loo, y), "predicted": predicted,
                         "weights": pr.as_dict(apply_caps(w, caps))}
     regmix_kind = max(regmix, key=lambda k: np.nan_to_num(regmix[k]["loo_spearman"], nan=-2))

@@ -10,7 +10,8 @@ recomputed under it from the cached predictions — no model runs:
 
 * JSD_b = Σ_k c_bk Σ_k / Σ_k c_bk W_k, Σ_k the block's weighted JSD sums and W_k its weight;
 * PMI_b,ij = Σ_{x∈probe(j)} c_bx g_i(x) / Σ_{x∈probe(j)} c_bx,
-  g_i(x) = (ℓ_{i+1}(x) − ℓ_0(x)) / n(x) (a task none of whose blocks was drawn keeps its full probe set in that draw);
+  g_i(x) = (ℓ_{i+1}(x) − ℓ_0(x)) / n(x) (a task none of whose blocks was drawn keeps its
+  full probe set in that draw);
 * S_b = affinity(JSD_b, PMI_b) with the run's settings.
 
 This is the per-example bootstrap with multiplicities constant within a block: with K

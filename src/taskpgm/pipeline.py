@@ -253,7 +253,10 @@ def weights_step(state: RunState) -> dict[str, Any]:
         "weights": chosen["weights"]})
     state.files.write_methods(data)
     state.tracker.weights(data["chosen"], chosen["weights"])
-    return {"fingerprint": data["fingerprint"], "chosen": data["chosen"]}
+    from taskpgm import artifacts  # the artifact's folder: its manifest holds method_cpu_s
+
+    path = artifacts.path_of("weights", "weights", data["fingerprint"], root=state.root)
+    return {"fingerprint": data["fingerprint"], "chosen": data["chosen"], "path": str(path)}
 
 
 def mixture_step(state: RunState) -> dict[str, Any]:

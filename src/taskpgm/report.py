@@ -44,6 +44,9 @@ CAPTION = {
                "error bars: 5-95% over bootstrap draws of the probe set.",
     "rho": "TaskPGM's weights as rho grows from 0 (most diverse) to 2/T; the dashed line is "
            "the chosen rho.",
+    "anchor": "TaskPGM's weights as the KL anchor's strength lambda grows from 0 (the plain "
+              "energy's minimizer) to infinity (the prior, under the caps); the dashed line "
+              "is the run's lambda.",
     "evaluation": "Mean accuracy over seeds with 95% intervals over seeds, per method and "
                   "split; seeds are paired across methods.",
 }
@@ -221,6 +224,28 @@ def rho_figure(tasks: Sequence[str], path: Sequence[dict[str, Any]], chosen: flo
     return _svg(fig)
 
 
+def anchor_figure(tasks: Sequence[str], path: Sequence[dict[str, Any]], chosen: float) -> str:
+    """Weights against the anchor's strength λ: 0 (the plain energy) at the left, the prior
+    (λ = inf) at the right, the log-spaced λ between."""
+    fig, ax = _figure(6.5, 3.2)
+    x = np.arange(len(path))
+    w = np.array([p["weights"] for p in path])
+    for i, name in enumerate(tasks):
+        ax.plot(x, w[:, i], marker=".", label=_short(name, 20))
+    labels = ["prior" if p["strength"] is None else "0" if p["strength"] == 0
+              else f"{p['strength']:.0e}" for p in path]
+    ax.set_xticks(x, labels, rotation=40, ha="right", fontsize=7)
+    finite = [i for i, p in enumerate(path) if p["strength"] is not None and p["strength"] > 0]
+    if chosen > 0 and finite:
+        logs = np.log10([path[i]["strength"] for i in finite])
+        ax.axvline(float(np.interp(np.log10(chosen), logs, finite)), linestyle="--",
+                   color="black")
+    ax.set_xlabel("anchor strength lambda")
+    ax.set_ylabel("weight")
+    ax.legend(fontsize=6, ncol=2)
+    return _svg(fig)
+
+
 def evaluation_figure(summary: Sequence[dict[str, Any]]) -> str:
     splits = sorted({e["split"] for e in summary})
     methods = sorted({e["method"] for e in summary})
@@ -321,7 +346,7 @@ def render(run_dir: Path) -> Path:
     else:
         parts.append("<section id='relations'><h2>Relations</h2><p>The relations artifact "
                      "is not on this machine; rerun <code>taskpgm run</code>.</p></section>")
-    parts.append(_weights(tasks, methods, config))
+    parts.append(_weights(tasks, methods, config, _method_cpu(stages)))
     if relations is not None and methods.get("methods"):
         parts.append(_why(relations, methods))
     parts.append(_evaluation(files, summary))
@@ -431,7 +456,22 @@ def _relations(relations: Any) -> str:
             + "</section>")
 
 
-def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) -> str:
+def _method_cpu(stages: dict[str, Any]) -> dict[str, float]:
+    """Each method's CPU seconds, from the weights artifact's manifest (empty when absent)."""
+    from taskpgm.artifacts import read_manifest
+    from taskpgm.errors import DataError
+
+    path = stages.get("weights", {}).get("path")
+    try:
+        manifest = read_manifest(Path(path)) if path else {}
+    except DataError:
+        return {}
+    cpu = manifest.get("method_cpu_s", {})
+    return cpu if isinstance(cpu, dict) else {}
+
+
+def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any],
+             cpu: dict[str, float] | None = None) -> str:
     if not methods:
         return "<section id='weights'><h2>Weights</h2><p>Not computed yet.</p></section>"
     by_method: dict[str, list[float]] = {
@@ -446,11 +486,24 @@ def _weights(tasks: list[str], methods: dict[str, Any], config: dict[str, Any]) 
     spans = {m: [(d["intervals"]["tasks"][t]["lo"], d["intervals"]["tasks"][t]["hi"])
                  for t in tasks]
              for m, d in methods["methods"].items() if "intervals" in d}
+    solves = [(m, d.get("energy_form", "-"), d.get("objective", d.get("energy")),
+               ", ".join(f"{k} {v:.1e}" for k, v in d.get("certificate", {}).items()
+                         if isinstance(v, float)) or "-",
+               (cpu or {}).get(m))
+              for m, d in methods["methods"].items() if "energy" in d]
     parts = ["<section id='weights'><h2>Weights</h2>", note,
              figure("weights", weights_figure(tasks, by_method, spans)),
              table(["task", *by_method], rows),
-             figure("rho", rho_figure(tasks, methods["rho_path"],
-                                      float(config.get("mrf", {}).get("rho", 0.0))))]
+             "<h3>Solves</h3>",
+             table(["method", "energy", "objective", "certificate", "CPU s"], solves)]
+    if methods.get("rho_path"):
+        parts.append(figure("rho", rho_figure(tasks, methods["rho_path"],
+                                              float(config.get("mrf", {}).get("rho", 0.0)))))
+    if methods.get("anchor_path"):
+        anchor = methods.get("anchor", {})
+        parts.append(f"<h3>Along the anchor (prior {esc(anchor.get('prior', '?'))})</h3>"
+                     + figure("anchor", anchor_figure(tasks, methods["anchor_path"],
+                                                      float(anchor.get("strength", 0.0)))))
     for name, data in methods["methods"].items():
         if data.get("selected"):
             steps = [(k + 1, t, g) for k, (t, g) in enumerate(
@@ -468,6 +521,8 @@ def _why(relations: Any, methods: dict[str, Any]) -> str:
     main = methods["methods"].get("taskpgm", {})
     tasks = relations.tasks
     form = str(main.get("energy_form", "affinity"))
+    if form == "mixmin":
+        return _why_mixmin(relations, main)
     quad, lin = energy_terms(relations, form, str(main.get("utility", "representativeness"))
                              )(np.arange(len(tasks)))
     p = np.array([main["weights"][t] for t in tasks])
@@ -504,6 +559,35 @@ def _why(relations: Any, methods: dict[str, Any]) -> str:
                  + table(["task", "exact", "projected (their code)"],
                          [(t, exact["weights"][t], projected["weights"][t]) for t in tasks]))
     return part + "</section>"
+
+
+def _why_mixmin(relations: Any, main: dict[str, Any]) -> str:
+    """MixMin's weights explained by its inputs: each expert's mean P(gold) on its own task's
+    probe items and on the target's, and the loss's marginal value of its data."""
+    from taskpgm.weights import mixmin_inputs
+
+    tasks = relations.tasks
+    gold, task_of, w = mixmin_inputs(relations)
+    p = np.array([main["weights"][t] for t in tasks])
+    mix = p @ gold
+    marginal = gold @ (w / mix)  # -dL/dp_i: equal (= 1) for every task with weight
+    spans = main.get("intervals", {}).get("tasks", {})
+    rows = []
+    for i, task in enumerate(tasks):
+        own = task_of == i
+        span = spans.get(task)
+        rows.append((task, p[i], f"[{span['lo']:.3f}, {span['hi']:.3f}]" if span else "–",
+                     float(gold[i, own].mean()) if own.any() else None,
+                     float((w * gold[i]).sum() / w.sum()), float(marginal[i])))
+    text = ("<p>MixMin chooses the mixture of the experts whose ensemble Σ p_i P_i(gold | x) "
+            "predicts the target's probe items best (the mean over its tasks of −log of it). "
+            "At the optimum every expert with weight has the same marginal value "
+            "Σ_x w_x P_i(gold | x) / (Σ_j p_j P_j(gold | x)) = 1, and one below 1 gets none. "
+            "It assumes training on the mixture behaves like the ensemble of the experts "
+            "(docs/design.md, \"MixMin\").</p>")
+    return ("<section id='why'><h2>Why each task gets its weight</h2>" + text
+            + table(["task", "weight", "5–95%", "P(gold), own items", "P(gold), target",
+                     "marginal value"], rows) + "</section>")
 
 
 def _evaluation(files: RunDir, summary: Sequence[dict[str, Any]]) -> str:

@@ -56,7 +56,12 @@ class MethodRecord(TypedDict, total=False):
     method: str
     weights: dict[str, float]
     rho: float
-    energy: float
+    energy: float  # MixMin: its loss
+    energy_form: str
+    certificate: dict[str, Any]
+    anchor: float  # with an anchor: λ, and
+    kl: float  # KL(weights ‖ prior), and
+    objective: float  # energy + λ kl
     kkt_residual: float
     intervals: dict[str, Any]
     selected: list[str]
@@ -71,6 +76,15 @@ class RhoPoint(TypedDict):
     weights: list[float]
 
 
+class AnchorPoint(TypedDict):
+    """One point of the anchor path: the weights (in task order) at strength λ, and their
+    KL to the prior."""
+
+    strength: float | None  # None (null): λ = ∞, the prior
+    weights: list[float]
+    kl: float
+
+
 class MethodsFile(TypedDict, total=False):
     """``methods.json``: every method under the run's caps (the weights artifact)."""
 
@@ -78,10 +92,13 @@ class MethodsFile(TypedDict, total=False):
     chosen: str
     methods: dict[str, MethodRecord]
     reference: dict[str, Any]
-    rho_path: list[RhoPoint]
+    rho_path: list[RhoPoint]  # empty for MixMin, which has no rho
     caps: list[float]
     relations: str
     fingerprint: str
+    prior: dict[str, Any]  # the anchor's prior: its name and weights (task order)
+    anchor: dict[str, Any]  # with an anchor: prior, strength, prior_weights
+    anchor_path: list[AnchorPoint]  # with an anchor: 0, 1e-4 .. 1e2, then null (the prior)
 
 
 class RunDir:

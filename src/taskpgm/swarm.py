@@ -3,11 +3,19 @@
 * :func:`draw_mixtures`: n mixtures from Dirichlet(a·1) around uniform. a = 1 (the
   default) is the uniform distribution over the simplex: every mixture equally
   likely, so the swarm reaches the far-from-uniform corners where any headroom
-  above uniform would be; larger a keeps the swarm nearer uniform.
+  above uniform would be; larger a keeps the swarm nearer uniform. The fidelity
+  table needs this swarm.
+* :func:`draw_around`: n mixtures around a prior q, as RegMix draws its swarm: each from
+  Dirichlet(s · T · q) with its own s, log-uniform on [0.1, 5] (:data:`AROUND_RANGE`).
+  The scale is T · q so that s = 1 at the uniform prior is the Dirichlet(1) draw above;
+  s = 5 keeps a mixture near q (each weight within about ±45% of q_i at T = 12), s = 0.1
+  reaches near-corners, so the swarm spans both while centred on q.
 * :func:`fit_regmix` / :func:`regmix_weights`: RegMix (Liu et al. 2024): a
   regression from mixture weights to the measured score, ``linear`` (least squares
-  on the weights) or ``lightgbm`` (gradient-boosted trees), then the predicted best
-  of many candidate mixtures drawn the same way.
+  on the weights) or ``lightgbm`` (gradient-boosted trees), then 100,000 candidate
+  mixtures drawn the same way as the swarm, and the **mean of the 128 with the best
+  predicted score**, as RegMix's code does (``top=1`` is the argmax, kept as
+  ``regmix-argmax``).
 * :func:`fidelity`: does −E(p) rank the swarm's mixtures the way training does?
   The Spearman correlation between −E(p) and the score over the swarm, with a
   bootstrap interval over its mixtures.
@@ -19,6 +27,7 @@ killed swarm resumes at the next untrained mixture.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -44,6 +53,27 @@ def draw_mixtures(n_tasks: int, n: int, *, concentration: float = 1.0, seed: int
                                 f"{n_tasks}, {n}, {concentration}")
     rng = np.random.default_rng(seed)
     out: FloatArray = rng.dirichlet(np.full(n_tasks, float(concentration)), size=n)
+    return out
+
+
+#: The range of RegMix's concentration multiplier s, drawn log-uniformly per mixture.
+AROUND_RANGE = (0.1, 5.0)
+
+
+def draw_around(prior: ArrayLike, n: int, *, seed: int = 0,
+                strengths: tuple[float, float] = AROUND_RANGE) -> FloatArray:
+    """(n, T) mixtures from Dirichlet(s · T · q), s log-uniform on ``strengths`` per mixture
+    (tasks with q_i = 0 stay at 0)."""
+    q = np.asarray(prior, dtype=np.float64)
+    if q.ndim != 1 or n < 1 or (q < 0).any() or abs(float(q.sum()) - 1.0) > 1e-9:
+        raise InvalidInputError(f"need a prior on the simplex and n >= 1, got {q.shape}, {n}")
+    rng = np.random.default_rng(seed)
+    lo, hi = strengths
+    s = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
+    on = q > 0
+    out = np.zeros((n, q.size))
+    for i in range(n):
+        out[i, on] = rng.dirichlet(s[i] * q.size * q[on])
     return out
 
 
@@ -75,14 +105,28 @@ def fit_regmix(weights: ArrayLike, scores: ArrayLike,
     raise InvalidInputError(f"unknown regmix model {kind!r}; choose linear or lightgbm")
 
 
+#: RegMix's final mixture: the mean of this many best-predicted candidates.
+REGMIX_TOP = 128
+
+
 def regmix_weights(predictor: Predictor, n_tasks: int, *, candidates: int = 100_000,
-                   concentration: float = 1.0, seed: int = 1) -> tuple[FloatArray, float]:
-    """The candidate mixture with the best predicted score, and that score."""
-    pool = draw_mixtures(n_tasks, candidates, concentration=concentration, seed=seed)
-    pool = np.vstack([pool, np.full((1, n_tasks), 1.0 / n_tasks)])  # uniform is a candidate
+                   concentration: float = 1.0, seed: int = 1, top: int = REGMIX_TOP,
+                   prior: ArrayLike | None = None) -> tuple[FloatArray, float]:
+    """The mean of the ``top`` candidates with the best predicted score (``top=1``: the
+    argmax), and the predicted score of that mean. Candidates come from
+    Dirichlet(concentration · 1), or around ``prior`` (:func:`draw_around`) when given;
+    uniform (or the prior) is always one of them."""
+    if prior is None:
+        pool = draw_mixtures(n_tasks, candidates, concentration=concentration, seed=seed)
+        centre = np.full((1, n_tasks), 1.0 / n_tasks)
+    else:
+        pool = draw_around(prior, candidates, seed=seed)
+        centre = np.asarray(prior, dtype=np.float64)[None, :]
+    pool = np.vstack([pool, centre])
     predicted = predictor(pool)
-    best = int(np.argmax(predicted))
-    return pool[best], float(predicted[best])
+    best = np.argsort(-predicted, kind="stable")[:max(1, top)]
+    mean = pool[best].mean(axis=0)
+    return mean, float(predictor(mean[None, :])[0])
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> float:
@@ -125,8 +169,12 @@ FIDELITY_VARIANTS: tuple[tuple[str, str, float | str], ...] = (
 
 
 def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float = 1.0,
+              around: Literal["uniform", "prior"] = "uniform",
               stream: TextIO | None = None) -> dict[str, Any]:
     """Train and score a swarm beside uniform; fit RegMix; measure every energy's fidelity.
+
+    ``around="prior"`` draws the swarm (and RegMix's candidates) around ``mrf.anchor.prior``
+    as RegMix does (:func:`draw_around`) instead of from Dirichlet(concentration · 1).
 
     Runs the pipeline up to the weights first (reusing what is done), then one training
     per swarm mixture with the evaluation's recipe and its first seed (each mixture
@@ -142,7 +190,7 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     from taskpgm.inputs import eval_set, load_tasks, mean_train_tokens
     from taskpgm.models import Base
     from taskpgm.readers import open_relations
-    from taskpgm.weights import energy_terms
+    from taskpgm.weights import energy_terms, mixmin_inputs, resolve_prior
 
     out = stream or sys.stderr
     state = pipeline.run(config, run_dir, stream=out, until="weights")
@@ -152,9 +200,15 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     mean_tokens = mean_train_tokens(base.load().tokenizer, tasks, config.experts.max_length)
     compute = device_mod.run_placements(config, stream=out)
     caps = np.asarray(state.files.read_methods()["caps"])
-    draws = np.array([apply_caps(w, caps) for w in
-                      draw_mixtures(len(names), mixtures, concentration=concentration,
-                                    seed=config.mixture.seed)])
+    prior = None
+    if around == "prior":
+        prior = resolve_prior(config.mrf.anchor, names, [len(tasks[t].train) for t in names],
+                              config.evaluation.temperature)
+        raw = draw_around(prior, mixtures, seed=config.mixture.seed)
+    else:
+        raw = draw_mixtures(len(names), mixtures, concentration=concentration,
+                            seed=config.mixture.seed)
+    draws = np.array([apply_caps(w, caps) for w in raw])
     methods = {"uniform": apply_caps(np.full(len(names), 1.0 / len(names)), caps),
                **{f"swarm-{i:03d}": w for i, w in enumerate(draws)}}
     seed = config.evaluation.seeds[0]
@@ -175,6 +229,9 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
     best = int(np.argmax(swarm_scores))
     result: dict[str, Any] = {
         "tasks": names, "concentration": concentration, "seed": seed,
+        "around": around if prior is None else {"prior": config.mrf.anchor.prior,
+                                                "weights": [float(v) for v in prior],
+                                                "strengths": list(AROUND_RANGE)},
         "metric": f"mean accuracy over the mixture tasks' {split} split",
         "uniform": score["uniform"], "uniform_logprob": logprob["uniform"],
         "mixtures": [{"weights": dict(zip(names, map(float, w), strict=True)),
@@ -183,14 +240,21 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         "best": {"mixture": best, "score": float(swarm_scores[best]),
                  "minus_uniform": float(swarm_scores[best] - score["uniform"])},
     }
-    regmix = {}
+    regmix: dict[str, Any] = {}
+    argmax: dict[str, Any] = {}
     for kind in ("linear", "lightgbm"):
-        weights, predicted = regmix_weights(fit_regmix(draws, swarm_scores, kind), len(names),
-                                            seed=config.mixture.seed + 1)
-        weights = apply_caps(weights, caps)
-        regmix[kind] = {"weights": dict(zip(names, map(float, weights), strict=True)),
-                        "predicted": predicted}
-    result["regmix"] = regmix
+        started = time.process_time()
+        fitted = fit_regmix(draws, swarm_scores, kind)
+        for top, into in ((REGMIX_TOP, regmix), (1, argmax)):
+            weights, predicted = regmix_weights(fitted, len(names), seed=config.mixture.seed + 1,
+                                                top=top, prior=prior)
+            weights = apply_caps(weights, caps)
+            into[kind] = {"weights": dict(zip(names, map(float, weights), strict=True)),
+                          "predicted": predicted, "top": top,
+                          # the fit and the candidates (the swarm's trainings are extra)
+                          "compute_cpu_s": time.process_time() - started}
+    result["regmix"] = regmix  # the mean of the top 128, as RegMix's code
+    result["regmix_argmax"] = argmax
     relations = open_relations(Path(state.stages["relations"]["path"]))
     table = []
     for form, utility, rho_spec in FIDELITY_VARIANTS:
@@ -202,6 +266,13 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
         table.append({"energy": form, "utility": utility, "rho": rho, "spearman": rho_s,
                       "lo": lo, "hi": hi, "spearman_logprob": lp_s, "logprob_lo": lp_lo,
                       "logprob_hi": lp_hi})
+    gold, _, item_w = mixmin_inputs(relations)  # MixMin's loss ranks the swarm too
+    neg = np.array([float(item_w @ np.log(w @ gold)) for w in draws])
+    rho_s, lo, hi = fidelity(neg, swarm_scores)
+    lp_s, lp_lo, lp_hi = fidelity(neg, swarm_logprob)
+    table.append({"energy": "mixmin", "utility": "none", "rho": 0.0, "spearman": rho_s,
+                  "lo": lo, "hi": hi, "spearman_logprob": lp_s, "logprob_lo": lp_lo,
+                  "logprob_hi": lp_hi})
     result["fidelity"] = table
     atomic.write_json(state.files.file(RunDir.SWARM), result)
     say(f"swarm: {mixtures} mixtures; best {swarm_scores[best]:.3f} against uniform "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,12 @@ METHODS: dict[str, Method] = {
     "size": _baseline("size"),
     "temperature": _baseline("temperature"),
     "reference": lambda given: dict(given.reference["exact"]),
+    # MixMin from the experts' predictions, no anchor, untrusted experts as mrf.untrusted
+    "mixmin": lambda given: with_intervals(
+        given.relations, solve_mixmin(given.relations, caps=given.caps,
+                                      untrusted=given.cfg.untrusted),
+        0.0, budget=None, utility_kind="representativeness", caps=given.caps,
+        untrusted=given.cfg.untrusted, energy="mixmin"),
 }
 
 
@@ -338,8 +345,8 @@ def anchor_grid(points: int) -> list[float]:
 def anchor_path(relations: Relations, cfg: MrfConfig, caps: np.ndarray, prior: np.ndarray,
                 points: int, rho: float | None = None) -> list[dict[str, Any]]:
     """The solve at every λ of :func:`anchor_grid` at the run's rho (and energy):
-    ``[{"strength", "weights" (in task order), "kl"}]``; λ = inf is the prior under the caps
-    (its KL projection onto them)."""
+    ``[{"strength", "weights" (in task order), "kl"}]``; the last point, λ = ∞ (``strength``
+    None, JSON null), is the prior under the caps (its KL projection onto them)."""
     r = cfg.rho if rho is None else rho
     tasks = relations.tasks
     out = []
@@ -350,8 +357,8 @@ def anchor_path(relations: Relations, cfg: MrfConfig, caps: np.ndarray, prior: n
             fit = solve(relations, r, budget=None, utility_kind=cfg.utility, caps=caps,
                         untrusted=cfg.untrusted, energy=cfg.energy, anchor=lam, prior=prior)
             w = np.array([fit["weights"][t] for t in tasks])
-        out.append({"strength": lam, "weights": [float(v) for v in w],
-                    "kl": kl_divergence(w, prior)})
+        out.append({"strength": None if math.isinf(lam) else lam,
+                    "weights": [float(v) for v in w], "kl": kl_divergence(w, prior)})
     return out
 
 
@@ -395,21 +402,30 @@ def ensure_weights(
     def compute(tmp: Path) -> dict[str, Any]:
         tasks = relations.tasks
         methods: dict[str, dict[str, Any]] = {}
+        # each method's CPU seconds (solve and bootstrap draws) go to the manifest, not to
+        # weights.json, whose bytes must not depend on the machine's speed
+        cpu: dict[str, float] = {}
         for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
             settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
                                         "untrusted": cfg.untrusted, "energy": cfg.energy,
                                         "anchor": cfg.anchor.strength, "prior": prior}
+            started = time.process_time()
             fit = solve(relations, cfg.rho, **settings)
-            methods[fit["method"]] = with_intervals(relations, fit, cfg.rho, **settings)
+            fit = with_intervals(relations, fit, cfg.rho, **settings)
+            methods[fit["method"]] = fit
+            cpu[fit["method"]] = round(time.process_time() - started, 4)
         main = methods["taskpgm"]
         ref = reference_rows(relations, caps)
         given = MethodInputs(relations, cfg, caps, list(map(int, train_sizes)), temperature, ref)
         for kind in baselines:
+            started = time.process_time()
             methods[kind] = {**METHODS[kind](given), "method": kind}
+            cpu[kind] = round(time.process_time() - started, 4)
         path = rho_path(relations, cfg, caps, rho_path_points, prior=prior)
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
                 "reference": ref, "rho_path": path, "caps": [float(c) for c in caps],
-                "relations": relations.fingerprint}
+                "relations": relations.fingerprint,
+                "prior": {"name": cfg.anchor.prior, "weights": [float(v) for v in prior]}}
         if cfg.anchor.strength > 0:  # the λ path beside the rho path
             data["anchor"] = {"prior": cfg.anchor.prior, "strength": cfg.anchor.strength,
                               "prior_weights": [float(v) for v in prior]}
@@ -417,7 +433,7 @@ def ensure_weights(
         (tmp / WEIGHTS_FILE).write_text(json.dumps(data, indent=1))
         say(f"weights: rho={cfg.rho:g} energy {main['energy']:.5f}, "
             f"KKT residual {main['kkt_residual']:.1e}", stream)
-        return {"relations": relations.fingerprint, "params": params}
+        return {"relations": relations.fingerprint, "params": params, "method_cpu_s": cpu}
 
     found, computed = artifacts.ensure(STAGE, STAGE, fp, compute, root=root, stream=stream)
     if not computed:

@@ -19,7 +19,7 @@ from tiny_model import tiny_dir
 
 
 def config_for(root: Path, name: str, *, execution: dict | None = None, steps: int = 4,
-               ) -> Path:
+               layers: int | None = None) -> Path:
     """The tiny run config over root's tasks, artifacts in root/NAME, one torch thread
     (thread counts change float rounding; both backends use the same)."""
     path = tiny_config(root / f"{name}.yaml", tiny_dir(str(root)),
@@ -27,6 +27,8 @@ def config_for(root: Path, name: str, *, execution: dict | None = None, steps: i
                        root / name, steps=steps, seeds=[0], baselines=["uniform"])
     cfg = yaml.safe_load(path.read_text())
     cfg["base"]["threads"] = 1
+    if layers is not None:
+        cfg["experts"]["layers"] = layers
     if execution is not None:
         cfg["execution"] = execution
     path.write_text(yaml.safe_dump(cfg))
@@ -92,6 +94,27 @@ def test_ray_run_gives_the_local_runs_adapters_and_signals_byte_for_byte(
     # the local backend then finds every expert and shard of the Ray run in the cache
     rerun = run_ok("signals", str(config_for(pool, "onray")), home=pool / "home")
     assert "3 of 3 finished already" in rerun and "signals: reusing" in rerun, rerun[-2000:]
+
+
+def test_ray_scoring_shares_the_frozen_layers_through_the_cache(pool, ray_head):
+    """experts.layers: 1 of the tiny model's 2: every scoring actor reads the boundary
+    states of each probe set from the shared cache (one artifact per set, computed by the
+    first actor that needs it under its lock), and the signals equal the local run's."""
+    local = config_for(pool, "frozen-local", layers=1)
+    run_ok("signals", str(local), home=pool / "home")
+    ray_cfg = config_for(pool, "frozen-ray", layers=1, execution={
+        "backend": "ray", "address": ray_head, "cpus_per_job": 1})
+    said = run_ok("signals", str(ray_cfg), home=pool / "home")
+    assert "signals (ray): 4/4" in said, said[-3000:]
+    states = sorted((pool / "frozen-ray" / "frozen").glob("states-1-*"))
+    assert len(states) == 3, states  # one per task's probe set, shared by the 4 actors
+    for folder in states:
+        assert (folder / "states.safetensors").is_file() and (folder / "manifest.json").is_file()
+    assert not list((pool / "frozen-ray" / "frozen").glob(".*"))  # no lock or partial left
+    pattern = "signals/*/*.safetensors"
+    assert files(pool / "frozen-ray", pattern) == files(pool / "frozen-local", pattern)
+    assert files(pool / "frozen-ray", "frozen/*/states.safetensors") == files(
+        pool / "frozen-local", "frozen/*/states.safetensors")
 
 
 def _expert_workers() -> list[psutil.Process]:

@@ -68,14 +68,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "swarm", help="train and score random mixtures: headroom above uniform, RegMix, and "
                       "whether each energy ranks mixtures the way training does",
         description="Run the stages up to the weights, then train and score N mixtures drawn "
-                    "from a Dirichlet around uniform (one evaluation training each, resumable) "
-                    "and write RUN/swarm.json: every mixture's score, the best against "
-                    "uniform, RegMix's predicted best mixture (linear and LightGBM) and the "
-                    "Spearman correlation of each energy with the scores.")
+                    "from a Dirichlet around uniform, or around mrf.anchor.prior with --around "
+                    "prior (one evaluation training each, resumable) and write RUN/swarm.json: "
+                    "every mixture's score, the best against uniform, RegMix's mixture (the "
+                    "mean of its 128 best-predicted candidates, and their argmax; linear and "
+                    "LightGBM) and the Spearman correlation of each energy, and of MixMin's "
+                    "loss, with the scores.")
     p.add_argument("config", type=Path, help="run config (YAML)")
     p.add_argument("--mixtures", type=int, default=32, help="swarm size")
     p.add_argument("--concentration", type=float, default=1.0,
                    help="Dirichlet concentration a (1: uniform over the simplex)")
+    p.add_argument("--around", choices=("uniform", "prior"), default="uniform",
+                   help="uniform: Dirichlet(a 1), the draw the fidelity table needs; prior: "
+                        "as RegMix draws, Dirichlet(s T q) around mrf.anchor.prior q with s "
+                        "log-uniform on [0.1, 5] per mixture")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config>)")
     _overrides(p)
     p.set_defaults(handler=cmd_swarm)
@@ -93,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="at most K tasks (default: the run's mrf.budget)")
     p.add_argument("--rho-path", action="store_true",
                    help="print the weights along rho from 0 to 2/T instead")
+    p.add_argument("--anchor-path", action="store_true",
+                   help="print the weights along the anchor's strength lambda instead: 0 "
+                        "(the plain energy), 1e-4 .. 1e2, and infinity (the prior)")
     _json(p, "print the solution (or the rho path) as JSON")
     p.set_defaults(handler=cmd_solve)
 
@@ -207,13 +216,15 @@ def cmd_swarm(args: argparse.Namespace) -> int:
                           f"{args.mixtures}")
     cfg = config_mod.load(args.config, args.overrides)
     out = args.out or default_run_dir(args.config)
-    result = run_swarm(cfg, out, mixtures=args.mixtures, concentration=args.concentration)
+    result = run_swarm(cfg, out, mixtures=args.mixtures, concentration=args.concentration,
+                       around=args.around)
     print(f"uniform {result['uniform']:.3f}; best of {args.mixtures} mixtures "
           f"{result['best']['score']:.3f} ({result['best']['minus_uniform']:+.3f})")
-    for kind, fit in result["regmix"].items():
-        top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
-        print(f"regmix {kind}: predicted {fit['predicted']:.3f}; "
-              + ", ".join(f"{t} {w:.3f}" for t, w in top))
+    for name, fits in (("regmix", result["regmix"]), ("regmix-argmax", result["regmix_argmax"])):
+        for kind, fit in fits.items():
+            top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
+            print(f"{name} {kind}: predicted {fit['predicted']:.3f}; "
+                  + ", ".join(f"{t} {w:.3f}" for t, w in top))
     for row in result["fidelity"]:
         print(f"fidelity {row['energy']:<9} rho={row['rho']:<6.3g} Spearman "
               f"{row['spearman']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]")
@@ -325,7 +336,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     from taskpgm.readers import open_relations
-    from taskpgm.weights import rho_path, solve, with_intervals
+    from taskpgm.weights import anchor_path, rho_path, solve, with_intervals
 
     cfg = _run_config(args.run_dir, [])
     files = RunDir(args.run_dir)
@@ -339,8 +350,28 @@ def cmd_solve(args: argparse.Namespace) -> int:
     rho = cfg.mrf.rho if args.rho is None else args.rho
     tasks = relations.tasks
     width = max(len(t) for t in tasks)
+    prior = np.asarray(methods.get("prior", {}).get("weights", np.full(len(tasks),
+                                                                          1.0 / len(tasks))))
+    if args.anchor_path:
+        path = anchor_path(relations, cfg.mrf, caps, prior, cfg.report.rho_path_points, rho)
+        if args.json:
+            print(json.dumps({"anchor_path": [{"strength": p["strength"], "kl": p["kl"],
+                                               "weights": dict(zip(tasks, p["weights"],
+                                                                   strict=True))}
+                                              for p in path]}, indent=1))
+            return 0
+        print(f"anchor path ({cfg.mrf.energy}, rho = {rho:g}, prior "
+              f"{cfg.mrf.anchor.prior}): {len(path)} strengths from 0 (the plain energy) to "
+              "the prior (lambda = inf)")
+        print(f"  {'lambda':>8}  {'KL':>8}  " + "  ".join(f"{t[:10]:>10}" for t in tasks))
+        for p in path:
+            lam = "inf" if p["strength"] is None else f"{p['strength']:.2g}"
+            print(f"  {lam:>8}  {p['kl']:8.4f}  " + "  ".join(f"{w:10.4f}" for w in p["weights"]))
+        return 0
+    if args.rho_path and cfg.mrf.energy == "mixmin":
+        raise ConfigError("mrf.energy: mixmin has no rho, so no rho path; try --anchor-path")
     if args.rho_path:  # the path methods.json holds (the same grid, around this rho)
-        path = rho_path(relations, cfg.mrf, caps, cfg.report.rho_path_points, rho)
+        path = rho_path(relations, cfg.mrf, caps, cfg.report.rho_path_points, rho, prior=prior)
         if args.json:
             print(json.dumps({"rho_path": [{"rho": p["rho"], "weights": dict(
                 zip(tasks, p["weights"], strict=True))} for p in path]}, indent=1))
@@ -355,13 +386,18 @@ def cmd_solve(args: argparse.Namespace) -> int:
         return 0
     budget = args.budget if args.budget is not None else cfg.mrf.budget
     settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.mrf.utility, "caps": caps,
-                                "untrusted": cfg.mrf.untrusted, "energy": cfg.mrf.energy}
+                                "untrusted": cfg.mrf.untrusted, "energy": cfg.mrf.energy,
+                                "anchor": cfg.mrf.anchor.strength, "prior": prior}
     result = with_intervals(relations, solve(relations, rho, **settings), rho, **settings)
     if args.json:
         print(json.dumps(result, indent=1, default=float))
         return 0
-    print(f"{result['method']} rho={rho:g}: energy {result['energy']:.6f}, "
-          f"KKT residual {result['kkt_residual']:.1e}")
+    what = ("MixMin loss" if cfg.mrf.energy == "mixmin" else
+            f"rho={rho:g}: energy") + (f" + {cfg.mrf.anchor.strength:g} KL"
+                                       if cfg.mrf.anchor.strength else "")
+    print(f"{result['method']} {what} {result.get('objective', result['energy']):.6f}, "
+          f"{'gap' if 'gap' in result['certificate'] else 'KKT residual'} "
+          f"{result['kkt_residual']:.1e}")
     if result["untrusted_tasks"]:
         print(f"experts that did not learn ({cfg.mrf.untrusted}): "
               + ", ".join(result["untrusted_tasks"]))
