@@ -92,7 +92,8 @@ class TasksConfig(Section):
     names: list[TaskEntry | TaskSpec] = Field(
         default_factory=list,
         description="Task specs (bigbench:hyperbaton, bigbench:arithmetic/2_digit_addition, a "
-                    "file path) or entries {spec, name, mapping, template, max_examples} "
+                    "file path) or entries {spec, name, mapping, template, max_examples, "
+                    "corrupt_train} "
                     "(docs/tasks.md). Each gets an expert: cost grows linearly with their "
                     "number, the relations quadratically.")
     splits: SplitOptions = Field(

@@ -34,7 +34,19 @@ from taskpgm.tasks.splits import SplitOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 
-__all__ = ["Collection", "FieldMapping", "SplitOptions", "TaskEntry", "read_collection"]
+__all__ = ["Collection", "CorruptLabels", "FieldMapping", "SplitOptions", "TaskEntry",
+           "read_collection"]
+
+
+class CorruptLabels(BaseModel):
+    """Replace training labels by a seeded random choice (a pool with known-noisy tasks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Share of the train split whose label is redrawn (1: every example).
+    share: float = Field(default=1.0, gt=0, le=1)
+    # Seed of the draw; with the example's id it fixes which examples and which labels.
+    seed: int = 0
 
 
 class TaskEntry(BaseModel):
@@ -52,6 +64,10 @@ class TaskEntry(BaseModel):
     template: str | None = None
     # Read at most this many examples of the source (in source order); None: all.
     max_examples: int | None = Field(default=None, ge=1)
+    # Multiple choice only: the train split's labels replaced by a uniformly drawn choice
+    # (the probe and eval splits keep the true labels), e.g. {share: 1.0, seed: 0}; builds
+    # a pool whose noisy tasks are known (docs/results.md, the noise pool). None: off.
+    corrupt_train: CorruptLabels | None = None
     # Line of the collection file that declared this entry (set by read_collection).
     _line: int | None = PrivateAttr(default=None)
 

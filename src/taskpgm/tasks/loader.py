@@ -7,6 +7,8 @@ task of the collection (the count is ``leaked_dropped``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from taskpgm.tasks.builder import TaskBuilder
 from taskpgm.tasks.collection import TaskEntry, read_collection
 from taskpgm.tasks.formatting import parse_template
 from taskpgm.tasks.records import FieldMapping
-from taskpgm.tasks.schema import TaskSplits
+from taskpgm.tasks.schema import Example, TaskSplits
 from taskpgm.tasks.splits import Selected, SplitOptions, split_sizes
 
 
@@ -109,6 +111,11 @@ def _split(loaded: _Loaded, options: SplitOptions, held_out: np.ndarray) -> Task
     train = tuple(ex for ex, key in rest if key not in foreign_set)[:want]
     if len(train) < want:
         return None
+    corrupted = 0
+    if loaded.entry.corrupt_train is not None:
+        train, corrupted = corrupt_labels(train, loaded.entry.corrupt_train.share,
+                                          loaded.entry.corrupt_train.seed,
+                                          where=_where(loaded.entry))
     examples = sel.total
     prompts = [len(e.prompt) for e in (*probe, *evals, *train)]
     choices = [len(e.choices) for e in (*probe, *evals, *train) if e.choices is not None]
@@ -118,12 +125,36 @@ def _split(loaded: _Loaded, options: SplitOptions, held_out: np.ndarray) -> Task
         "template": loaded.entry.template,
         "split_options": options.model_dump(),
     }
+    if loaded.entry.corrupt_train is not None:
+        meta["corrupt_train"] = {**loaded.entry.corrupt_train.model_dump(),
+                                 "changed": corrupted}
     return TaskSplits(
         name=loaded.name, spec=loaded.entry.spec, kind=loaded.kind,  # type: ignore[arg-type]
         train=train, probe=probe, eval=evals, examples=examples,
         duplicates_dropped=sel.total - sel.distinct, leaked_dropped=leaked, meta=meta,
         capped=available - len(train),
     )
+
+
+def corrupt_labels(train: Sequence[Example], share: float, seed: int, *, where: str = ""
+                   ) -> tuple[tuple[Example, ...], int]:
+    """The train split with ``share`` of its labels redrawn uniformly over each example's
+    choices (the draw may repeat the true label), decided by (seed, the example's id)
+    alone, so it does not depend on the order or on the other examples. Returns the split
+    and how many labels changed."""
+    out, changed = [], 0
+    for ex in train:
+        if ex.choices is None:
+            raise ConfigError(f"{where}: corrupt_train applies to multiple-choice tasks; this "
+                              "one is generative; remove corrupt_train from it")
+        digest = int(hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()[:16], 16)
+        rng = np.random.default_rng(digest)
+        if rng.random() < share:
+            label = int(rng.integers(len(ex.choices)))
+            changed += label != ex.answer
+            ex = dataclasses.replace(ex, correct=(label,))
+        out.append(ex)
+    return tuple(out), changed
 
 
 def load_entries(entries: Sequence[TaskEntry | str], options: SplitOptions | None = None,
