@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -130,10 +131,15 @@ def tight_clarabel(problem: cp.Problem) -> None:
     problem.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
 
 
-def feasible(x: np.ndarray, caps: np.ndarray | None) -> np.ndarray:
-    """cvxpy's point made exactly feasible (it may return -1e-13), to value it fairly."""
-    p = np.clip(x, 0.0, None if caps is None else caps)
-    return p / p.sum()
+def cvxpy_on_simplex(n: int, objective: Any, caps: np.ndarray | None,
+                     value: Any) -> float:
+    """cvxpy + Clarabel (tolerances 1e-12) on {Σ x = 1, 0 ≤ x ≤ caps}; its point made exactly
+    feasible (it may return -1e-13) and valued by ``value``, our formula, to compare fairly."""
+    x = cp.Variable(n)
+    cons = [cp.sum(x) == 1, x >= 0] + ([x <= caps] if caps is not None else [])
+    tight_clarabel(cp.Problem(cp.Minimize(objective(x)), cons))
+    p = np.clip(np.asarray(x.value), 0.0, None if caps is None else caps)
+    return float(value(p / p.sum()))
 
 
 def bench_anchored(n: int) -> bool:
@@ -151,12 +157,9 @@ def bench_anchored(n: int) -> bool:
                                 repeat=3)
 
             def cvx(lam: float = lam, cap: np.ndarray | None = cap) -> float:
-                x = cp.Variable(n)
-                obj = 0.5 * cp.quad_form(x, cp.psd_wrap(s)) - c @ x \
-                    + lam * cp.sum(cp.rel_entr(x, q))
-                cons = [cp.sum(x) == 1, x >= 0] + ([x <= cap] if cap is not None else [])
-                tight_clarabel(cp.Problem(cp.Minimize(obj), cons))
-                return AnchoredQuadratic(s, c, lam, q).value(feasible(np.asarray(x.value), cap))
+                return cvxpy_on_simplex(
+                    n, lambda x: 0.5 * cp.quad_form(x, cp.psd_wrap(s)) - c @ x
+                    + lam * cp.sum(cp.rel_entr(x, q)), cap, AnchoredQuadratic(s, c, lam, q).value)
 
             best, t_base = timed(cvx)
             ours_total += t_ours
@@ -192,14 +195,10 @@ def bench_mixmin(n: int, per_task: int = 20) -> bool:
             gold, w, caps=cap, strength=lam, prior=q), repeat=2)
 
         def cvx(lam: float = lam, cap: np.ndarray | None = cap) -> float:
-            x = cp.Variable(n)
-            obj = -cp.sum(cp.multiply(w, cp.log(gold.T @ x)))
-            if lam:
-                obj = obj + lam * cp.sum(cp.rel_entr(x, q))
-            cons = [cp.sum(x) == 1, x >= 0] + ([x <= cap] if cap is not None else [])
-            tight_clarabel(cp.Problem(cp.Minimize(obj), cons))
-            return MixtureLoss(gold, w, np.zeros(w.size), lam, q).value(
-                feasible(np.asarray(x.value), cap))
+            return cvxpy_on_simplex(
+                n, lambda x: -cp.sum(cp.multiply(w, cp.log(gold.T @ x)))
+                + (lam * cp.sum(cp.rel_entr(x, q)) if lam else 0), cap,
+                MixtureLoss(gold, w, np.zeros(w.size), lam, q).value)
 
         best, t_base = timed(cvx)
         ours_total += t_ours

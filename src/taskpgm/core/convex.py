@@ -254,10 +254,11 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
         cert = certificate(obj, p, caps)
         if cert["gap"] <= tol:
             return ConvexResult(p, value, cert, it - 1)
-        g = obj.gradient(p)
-        face = _face_direction(obj, p, caps) if interior and obj.prior is not None else None
+        g, h = obj.gradient(p), obj.hessian(p)
+        face = _face_direction(obj, p, caps, g, h) if interior and obj.prior is not None \
+            else None
         d = face if face is not None and float(g @ face) < 0.0 else _newton_direction(
-            obj, p, caps, interior)
+            obj, p, caps, interior, g, h)
         slope = float(g @ d)
         if not slope < 0.0:  # the model sees no descent: p is optimal to rounding
             break
@@ -287,7 +288,22 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
                       f"{cert['gap']:.2e} > {tol:.0e}; please report this with its input")
 
 
-def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray) -> FloatArray | None:
+def _tiny_values(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArray,
+                 tiny: NDArray[np.bool_], among: NDArray[np.bool_]) -> FloatArray:
+    """The closed-form values of the coordinates below :data:`TINY` under a KL term:
+    q_i exp(−(∂h/∂p_i + ν)/λ − 1) under the cap, ν the sum's multiplier read as minus the
+    mean gradient over ``among``."""
+    assert obj.prior is not None
+    nu = -float(g[among].mean())
+    a = obj.smooth_gradient(p)[tiny]
+    with np.errstate(over="ignore"):
+        out: FloatArray = np.minimum(caps[tiny], obj.prior[tiny] * np.exp(
+            np.minimum(-(a + nu) / obj.strength - 1.0, 0.0)))
+    return out
+
+
+def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArray,
+                    h: FloatArray) -> FloatArray | None:
     """Under a KL term (no p_i reaches 0): the Newton step on the face of the tasks at their
     cap, one bordered Cholesky solve instead of a QP. Coordinates below :data:`TINY` move to
     their closed-form value (as in :func:`_newton_direction`); a capped task whose model
@@ -297,8 +313,6 @@ def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray) -> FloatArr
     from scipy.linalg import cho_factor, cho_solve
 
     assert obj.prior is not None
-    g = obj.gradient(p)
-    h = obj.hessian(p)
     d = np.zeros_like(p)
     tiny = p < TINY
     capped = ~tiny & (p >= caps - 1e-12)
@@ -307,12 +321,7 @@ def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray) -> FloatArr
         if not free.any():
             return None
         if tiny.any():
-            inner = free
-            nu0 = -float(g[inner].mean())
-            a_t = obj.smooth_gradient(p)[tiny]
-            with np.errstate(over="ignore"):
-                d[tiny] = np.minimum(caps[tiny], obj.prior[tiny] * np.exp(
-                    np.minimum(-(a_t + nu0) / obj.strength - 1.0, 0.0))) - p[tiny]
+            d[tiny] = _tiny_values(obj, p, caps, g, tiny, free) - p[tiny]
         d[capped] = 0.0
         rhs = g[free] + h[np.ix_(free, tiny)] @ d[tiny]
         try:
@@ -334,27 +343,20 @@ def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray) -> FloatArr
     return None
 
 
-def _newton_direction(obj: Objective, p: FloatArray, caps: FloatArray, interior: bool
-                      ) -> FloatArray:
+def _newton_direction(obj: Objective, p: FloatArray, caps: FloatArray, interior: bool,
+                      g: FloatArray, h: FloatArray) -> FloatArray:
     """x − p, x the exact minimizer of the quadratic model over the capped simplex.
 
     Under a KL term a coordinate below :data:`TINY` would put λ / p_i ≥ 1e9 λ on the
     model's diagonal and spoil the QP's tolerances; those coordinates take their
     closed-form value instead, q_i exp(−(∂h/∂p_i + ν)/λ − 1) under the cap, ν the sum's
     multiplier read from the other coordinates, and the model is solved on the rest."""
-    g = obj.gradient(p)
-    h = obj.hessian(p)
     tiny = (p < TINY) if interior and obj.prior is not None else np.zeros(p.size, dtype=bool)
     big = ~tiny
     target = p.copy()
     if tiny.any():
-        assert obj.prior is not None
         inner = big & (p < caps - 1e-12)
-        nu = -float(g[inner].mean()) if inner.any() else -float(g[big].mean())
-        a = obj.smooth_gradient(p)[tiny]
-        with np.errstate(over="ignore"):
-            target[tiny] = np.minimum(caps[tiny], obj.prior[tiny] * np.exp(
-                np.minimum(-(a + nu) / obj.strength - 1.0, 0.0)))
+        target[tiny] = _tiny_values(obj, p, caps, g, tiny, inner if inner.any() else big)
     hb = h[np.ix_(big, big)]
     hb = 0.5 * (hb + hb.T)
     mass = 1.0 - float(target[tiny].sum())

@@ -157,6 +157,19 @@ def jensen_shannon(p: ArrayLike, q: ArrayLike) -> FloatArray:
     return out
 
 
+def _row_weights(weights: ArrayLike | None, n_examples: int) -> FloatArray:
+    """Row weights: uniform 1/N by default, else (N,) finite, non-negative, summing to 1."""
+    if weights is None:
+        return np.full(n_examples, 1.0 / n_examples)
+    w = _as_float_array(weights, "weights")
+    if w.shape != (n_examples,):
+        raise InvalidInputError(f"weights must have shape ({n_examples},), got {w.shape}")
+    _check_finite(w, "weights")
+    if (w < 0).any() or abs(float(w.sum()) - 1.0) > SUM_TOLERANCE:
+        raise InvalidInputError("weights must be non-negative and sum to 1")
+    return w
+
+
 def jsd_matrix(
     dists: ArrayLike,
     *,
@@ -203,15 +216,7 @@ def jsd_matrix(
     if n_examples == 0:
         raise InvalidInputError("dists has no probe examples (axis 1 is empty)")
     arr = _check_distributions(arr, "dists")
-    row_w = np.full(n_examples, 1.0 / n_examples)
-    if weights is not None:
-        w = _as_float_array(weights, "weights")
-        if w.shape != (n_examples,):
-            raise InvalidInputError(f"weights must have shape ({n_examples},), got {w.shape}")
-        _check_finite(w, "weights")
-        if (w < 0).any() or abs(float(w.sum()) - 1.0) > SUM_TOLERANCE:
-            raise InvalidInputError("weights must be non-negative and sum to 1")
-        row_w = w
+    row_w = _row_weights(weights, n_examples)
     upper = pairs(arr, row_w, block_bytes)
     result: FloatArray = upper + upper.T
     return result
@@ -279,11 +284,7 @@ def jsd_block_sums(
     if blocks.shape != (n_examples,) or n_blocks < 1 or blocks.min() < 0 \
             or blocks.max() >= n_blocks:
         raise InvalidInputError(f"block_of must be ({n_examples},) integers in [0, {n_blocks})")
-    row_w = np.full(n_examples, 1.0 / n_examples) if weights is None \
-        else _as_float_array(weights, "weights")
-    if row_w.shape != (n_examples,) or (row_w < 0).any() \
-            or abs(float(row_w.sum()) - 1.0) > SUM_TOLERANCE:
-        raise InvalidInputError(f"weights must be ({n_examples},), non-negative, summing to 1")
+    row_w = _row_weights(weights, n_examples)
     both = None
     if block_weights is not None:
         bw = _as_float_array(block_weights, "block_weights")
