@@ -108,6 +108,17 @@ def test_a_failed_preflight_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_missing_anchor_prior_file_is_reported_before_any_work(tmp_path, capsys):
+    task = tmp_path / "t.jsonl"
+    task.write_text("\n".join(many()) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"tasks: {{names: ['{task}']}}\n"
+                   f"mrf: {{anchor: {{prior: '{tmp_path / 'nowhere.json'}', strength: 0.1}}}}\n")
+    err = cli_error(["run", str(cfg), "--out", str(tmp_path / "run")], capsys)
+    assert "mrf.anchor.prior" in err and "nowhere.json" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_terminal_escapes_in_file_names_are_not_echoed(tmp_path, capsys):
     path = tmp_path / "evil\x1b[31mred.jsonl"
     path.write_text("not json\n")

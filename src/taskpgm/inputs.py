@@ -144,6 +144,14 @@ def preflight(config: RunConfig, tasks: Tasks, mean_tokens: dict[str, float]
                 f"mrf.budget: the {k} tasks with the most training data hold only "
                 f"{top:.0%} of mixture.token_budget within mrf.max_repeat; raise k, "
                 "mrf.max_repeat, or lower the token budget")
+    if config.mrf.anchor.prior not in ("uniform", "size", "temperature"):
+        from taskpgm.weights import resolve_prior  # a prior file: read it before any work
+
+        try:
+            resolve_prior(config.mrf.anchor, names, [len(tasks[t].train) for t in names],
+                          config.evaluation.temperature)
+        except TaskPGMError as err:
+            problems.append(f"mrf.anchor.prior: {err}")
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the run config:\n  "
                           + "\n  ".join(problems))
