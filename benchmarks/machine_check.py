@@ -1,4 +1,4 @@
-"""Retrain ledger trainings on this machine and say how far they moved (docs/results.md).
+"""Retrain ledger trainings on this machine and say how far they moved (docs/results-2026-12-01.md).
 
     python benchmarks/machine_check.py arith12 test uniform:1000 taskpgm:1000
 

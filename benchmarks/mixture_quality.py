@@ -1,5 +1,5 @@
 """The benchmark that decides: does any mixture beat uniform, does TaskPGM's, and which
-variant should be the default? Pre-registered in docs/results.md before the run.
+variant should be the default? Pre-registered in docs/results-2026-12-01.md before the run.
 
     .venv/bin/python benchmarks/mixture_quality.py                 # both pools, dev then test
     .venv/bin/python benchmarks/mixture_quality.py --phase dev     # only what chooses
@@ -32,8 +32,8 @@ Every training is recorded in benchmarks/results/mixture_quality/POOL.json (the 
 rows, weights, CPU-seconds) as soon as it finishes, and a rerun skips what the ledger
 holds, so a killed run continues where it stopped, on this machine or on another after the
 ledger was committed. The cache's fingerprinted artifacts make the same true within one
-training. ``--render`` (and the end of every run) writes docs/results.json and the
-generated part of docs/results.md from the ledgers alone.
+training. ``--render`` (and the end of every run) writes docs/results-2026-12-01.json and the
+generated part of docs/results-2026-12-01.md from the ledgers alone.
 """
 
 
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-seeds", type=int, default=10)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "mixture-quality")
     parser.add_argument("--ledgers", type=Path, default=LEDGERS)
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
-    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results.json")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results-2026-12-01.md")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results-2026-12-01.json")
     parser.add_argument("--render", action="store_true", help="only write the docs")
     args = parser.parse_args(argv)
     command = "python benchmarks/mixture_quality.py --render"

@@ -7,7 +7,7 @@ same draw, trained in key order with batches regrouped by length) and with crn-k
     .venv/bin/python benchmarks/variance_pilot.py --pools arith12  # one pool
     .venv/bin/python benchmarks/variance_pilot.py --render         # results from the ledgers
 
-On both pools of docs/results.md, at the budget its dev phase chose, three mixtures are
+On both pools of docs/results-2026-12-01.md, at the budget its dev phase chose, three mixtures are
 trained at the dev seeds ``SEEDS`` with each sampler, in one run:
 
 * ``uniform``;
@@ -19,7 +19,7 @@ trained at the dev seeds ``SEEDS`` with each sampler, in one run:
 
 For each sampler, pair (aa − uniform, good − uniform) and metric (macro accuracy; the
 mean gold log-probability, both over tasks, or over families where the pool declares
-them, as in docs/results.md), it reports the paired sd over seeds, the mean difference,
+them, as in docs/results-2026-12-01.md), it reports the paired sd over seeds, the mean difference,
 and the smallest difference ``DETECT_SEEDS`` paired seeds detect at 80% power (two-sided
 5% t-test), and the variance-reduction factor against independent draws (sd before / sd
 after, squared).

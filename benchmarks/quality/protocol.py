@@ -1,5 +1,5 @@
 """The decision benchmark's protocol: its pools, its metric, one training at a time, and
-the phases that choose (dev) and report (test). Pre-registered in docs/results.md.
+the phases that choose (dev) and report (test). Pre-registered in docs/results-2026-12-01.md.
 
 It runs on taskpgm's public modules (the pipeline, ``inputs``, ``evaluation.Recipe``,
 ``RunDir``, the swarm and the weights' solve), never on a private name.

@@ -268,7 +268,7 @@ class RelationsConfig(Section):
 #: Per energy, the rho and untrusted policy a config that names the energy but not them
 #: gets. The default energy (MrfConfig.energy: the paper's reference setting, rho 0.2, every
 #: expert trusted) is the variant the mixture-quality benchmark chose on its dev split
-#: (docs/results.md, "Shipped default"); the other energies keep the settings they had.
+#: (docs/results-2026-12-01.md, "Shipped default"); the other energies keep the settings they had.
 ENERGY_DEFAULTS: dict[str, dict[str, Any]] = {
     "reference": {"rho": 0.2, "untrusted": "keep"},
     "mixmin": {"rho": 0.0, "untrusted": "exclude"},
@@ -340,7 +340,7 @@ class MrfConfig(Section):
                     "benchmark), or mixmin (not an energy: MixMin's loss, the mean over tasks "
                     "of -log sum_i p_i P_i(gold | x) on the probe items, P_i expert i's "
                     "choice distribution; rho does not apply). See docs/design.md, \"The split "
-                    "energy\" and \"MixMin\", and docs/results.md, \"Shipped default\".")
+                    "energy\" and \"MixMin\", and docs/results-2026-12-01.md, \"Shipped default\".")
     target: list[TaskEntry | TaskSpec] = Field(
         default_factory=list,
         description="Target mode: tasks you care about that are not in the pool (task specs, "
