@@ -174,6 +174,13 @@ def test_the_methods_run_from_the_cli_on_the_tiny_model(tmp_path, capsys):
     main_fit = methods["methods"]["taskpgm"]
     assert main_fit["energy_form"] == "mixmin" and main_fit["certificate"]["gap"] <= 1e-10
     assert main_fit["intervals"]["draws"] == 20
+    t = len(methods["tasks"])  # the compute record: counts, the same on every machine
+    assert main_fit["compute"]["solves"] == 21 and main_fit["compute"]["models_read"] == t + 1
+    scorings = main_fit["compute"]["probe_scorings"]  # every model on every probe example
+    assert scorings > 0 and scorings % (t + 1) == 0
+    assert methods["methods"]["mixmin"]["compute"]["solves"] == 21
+    assert methods["methods"]["uniform"]["compute"] == {"solves": 0, "models_read": 0,
+                                                        "probe_scorings": 0}
     from taskpgm.artifacts import read_manifest  # CPU seconds: in the manifest, not the json
 
     stages = json.loads((run / "stages.json").read_text())

@@ -67,6 +67,7 @@ class MethodRecord(TypedDict, total=False):
     selected: list[str]
     untrusted_tasks: list[str]
     fingerprints: dict[str, str]
+    compute: dict[str, int]  # solves, models_read, probe_scorings (weights.compute_record)
 
 
 class RhoPoint(TypedDict):

@@ -403,8 +403,10 @@ def ensure_weights(
         tasks = relations.tasks
         methods: dict[str, dict[str, Any]] = {}
         # each method's CPU seconds (solve and bootstrap draws) go to the manifest, not to
-        # weights.json, whose bytes must not depend on the machine's speed
+        # weights.json, whose bytes must not depend on the machine's speed; weights.json
+        # keeps what the seconds were spent on (compute_record), the same on every machine
         cpu: dict[str, float] = {}
+        draws = len(bootstrap_draws(relations))
         for budget in ([None] if cfg.budget is None else [None, cfg.budget]):
             settings: dict[str, Any] = {"budget": budget, "utility_kind": cfg.utility, "caps": caps,
                                         "untrusted": cfg.untrusted, "energy": cfg.energy,
@@ -412,14 +414,15 @@ def ensure_weights(
             started = time.process_time()
             fit = solve(relations, cfg.rho, **settings)
             fit = with_intervals(relations, fit, cfg.rho, **settings)
-            methods[fit["method"]] = fit
+            methods[fit["method"]] = {**fit, "compute": compute_record(relations, fit, draws)}
             cpu[fit["method"]] = round(time.process_time() - started, 4)
         main = methods["taskpgm"]
         ref = reference_rows(relations, caps)
         given = MethodInputs(relations, cfg, caps, list(map(int, train_sizes)), temperature, ref)
         for kind in baselines:
             started = time.process_time()
-            methods[kind] = {**METHODS[kind](given), "method": kind}
+            fit = {**METHODS[kind](given), "method": kind}
+            methods[kind] = {**fit, "compute": compute_record(relations, fit, draws)}
             cpu[kind] = round(time.process_time() - started, 4)
         path = rho_path(relations, cfg, caps, rho_path_points, prior=prior)
         data = {"tasks": tasks, "chosen": main_name(cfg), "methods": methods,
@@ -439,6 +442,18 @@ def ensure_weights(
     if not computed:
         say(f"weights: reusing {found}", stream)
     return open_weights(found)
+
+
+def compute_record(relations: Relations, fit: dict[str, Any], draws: int) -> dict[str, int]:
+    """What a method's weights cost, in counts that are the same on every machine: the
+    solves it ran (its own and one per bootstrap draw it has intervals from) and the
+    models and probe scorings it read (the experts' and the base's; 0 for a baseline that
+    reads only the task sizes). Its CPU seconds are in the artifact's manifest."""
+    reads_models = "energy_form" in fit or "certificate" in fit
+    models = len(relations.tasks) + 1 if reads_models else 0
+    probe = int(relations.info.get("probe_examples", 0)) if reads_models else 0
+    solves = (1 + (draws if "intervals" in fit else 0)) if reads_models else 0
+    return {"solves": solves, "models_read": models, "probe_scorings": models * probe}
 
 
 def bootstrap_draws(relations: Relations) -> list[Relations]:
