@@ -1,0 +1,156 @@
+"""The rerun of the decision benchmark: its splits, seeds, mixtures, one-training-per-mixture
+rule, shipped-default rule and rendering, without training a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rr():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "benchmarks"))
+        from quality import ledger, protocol, rerun, rerun_render
+    return SimpleNamespace(rerun=rerun, render=rerun_render, protocol=protocol, Ledger=ledger.Ledger)
+
+
+def test_dev_and_test_are_disjoint_on_every_pool_and_only_the_test_phase_reads_test(rr):
+    from taskpgm import config as config_mod
+    from taskpgm.inputs import eval_set, load_tasks
+
+    for spec in rr.rerun.POOLS.values():
+        cfg = config_mod.load(ROOT / spec.pool.config)
+        tasks = load_tasks(cfg)
+        groups = eval_set(cfg, tasks, {}, {}).groups
+        for name in tasks:
+            dev = {ex.id for ex in groups[("dev", name)]}
+            test = {ex.id for ex in groups[("test", name)]}
+            assert dev and test and dev.isdisjoint(test), (spec.pool.name, name)
+        for t in spec.corrupted:
+            assert t in tasks and cfg.tasks.names  # the corrupted tasks are pool tasks
+    for phase in ("sweep", "pilot", "swarm", "dev"):
+        assert rr.protocol.split_of(phase) == "dev"
+    assert rr.protocol.split_of("test") == "test"
+    test_seeds = set(range(rr.rerun.TEST_SEED0, rr.rerun.TEST_SEED0 + rr.rerun.TEST_SEEDS))
+    assert test_seeds.isdisjoint(rr.rerun.DEV_SEEDS)
+    assert test_seeds.isdisjoint(range(1000, 1010))  # the first run's test seeds
+
+
+def test_the_noise_pool_corrupts_exactly_the_declared_tasks(rr):
+    from taskpgm import config as config_mod
+
+    spec = rr.rerun.POOLS["noise"]
+    cfg = config_mod.load(ROOT / spec.pool.config)
+    corrupted = {getattr(e, "name", None) for e in cfg.tasks.names
+                 if getattr(e, "corrupt_train", None) is not None}
+    assert corrupted == set(spec.corrupted)
+
+
+class FakePool:
+    """The part of PoolRun that Rerun.train uses, with trainings that cost nothing."""
+
+    def __init__(self, ledger, names):
+        self.ledger, self.names, self.families = ledger, names, None
+        self.pool = SimpleNamespace(name="p")
+        self.trained: list[tuple[str, str, int]] = []
+
+    def as_dict(self, w):
+        return {t: float(v) for t, v in zip(self.names, w, strict=True)}
+
+    def train(self, phase, budget, method, weights, seed):
+        got = self.ledger.rows(phase, budget, method, seed)
+        if got is not None:
+            return got
+        self.trained.append((phase, method, seed))
+        rows = [{"task": t, "split": "test" if phase == "test" else "dev", "accuracy": weights[t],
+                 "logprob": -1.0} for t in self.names]
+        self.ledger.data["trainings"][self.ledger.key(phase, budget, method, seed)] = {
+            "phase": phase, "budget": budget, "method": method, "seed": seed,
+            "weights": weights, "rows": rows, "cpu_s": 10.0, "wall_s": 5.0, "fresh": True,
+            "machine": 0, "sampler": "crn-keyed"}
+        return rows
+
+
+def test_one_mixture_is_one_training_on_a_split(rr, tmp_path):
+    led = rr.Ledger(tmp_path / "p.json", "p")
+    pr = FakePool(led, ["a", "b"])
+    run = rr.rerun.Rerun(rr.rerun.POOLS["arith12"], pr)  # the spec is not used by train
+    w = {"a": 0.5, "b": 0.5}
+    run.train("swarm", 8000, "uniform", w, 100)
+    run.train("dev", 8000, "reference(kl=0.3)", {"a": 0.5 + 5e-5, "b": 0.5 - 5e-5}, 100)
+    run.train("dev", 8000, "other", {"a": 0.6, "b": 0.4}, 100)  # another mixture: trained
+    run.train("dev", 8000, "uniform", w, 101)  # another seed: trained
+    run.train("test", 8000, "uniform", w, 100)  # another split: trained
+    assert [m for _, m, _ in pr.trained] == ["uniform", "other", "uniform", "uniform"]
+    twin = led.data["trainings"]["dev|8000|reference(kl=0.3)|100"]
+    assert twin["same_as"] == "swarm|8000|uniform|100" and twin["cpu_s"] == 0.0
+    saved = json.loads((tmp_path / "p.json").read_text())["trainings"]  # saved at once
+    assert saved["dev|8000|reference(kl=0.3)|100"]["rows"] == twin["rows"]
+
+
+def test_the_known_answers(rr):
+    names = ["arithmetic.2_digit_addition", "arithmetic.3_digit_addition",
+             "multiemo.all_sentence_en", "intent_recognition"]
+    pr = SimpleNamespace(names=names, as_dict=lambda w: dict(zip(names, w, strict=True)))
+    run = rr.rerun.Rerun(rr.rerun.POOLS["noise"], pr)
+    known = run.known()
+    assert known["arithmetic.3_digit_addition"] == known["multiemo.all_sentence_en"] == 0.0
+    assert known["intent_recognition"] == pytest.approx(0.5)
+    assert sum(known.values()) == pytest.approx(1.0)
+    assert rr.rerun.Rerun(rr.rerun.POOLS["arith12"], pr).known() is None
+
+
+def _decisions(minus: dict[str, float], sd: float) -> dict:
+    path = {"points": [{"strength": s, "dev": 0.5 + v, "minus_uniform": v,
+                        "dev_logprob": -1.0, "logprob_minus_uniform": 0.0,
+                        "weights": {}} for s, v in minus.items() if s != "mixmin"],
+            "chosen": 0.0}
+    path["points"].append({"strength": None, "dev": 0.5, "minus_uniform": 0.0,
+                           "dev_logprob": -1.0, "logprob_minus_uniform": 0.0, "weights": {}})
+    return {"paths": {"reference": path}, "mixmin": {"minus_uniform": minus["mixmin"]},
+            "pilot": {"accuracy": {"sd": sd}}}
+
+
+def test_the_shipped_default_rule(rr):
+    pools = list(rr.rerun.POOLS)
+    sd = 0.04  # dev noise: sqrt(3 * 0.04^2 / 2) / 3 = 0.0163
+    noise = np.sqrt(3 * sd**2 / 2) / 3
+
+    def decide(minus):
+        ledgers = {p: {"decisions": _decisions(minus, sd)} for p in pools}
+        return rr.render.shipped_default(ledgers)[1]
+
+    # better than today's default, but within the dev noise: today's stays
+    got = decide({0.0: 0.0, 0.03: noise - 0.002, 0.3: 0.0, "mixmin": -0.05})
+    assert got["best"] == "reference λ=0.03" and got["default"] == "taskpgm (today)"
+    assert got["noise"] == pytest.approx(noise)
+    # beyond the noise: it replaces today's
+    got = decide({0.0: 0.0, 0.03: noise + 0.002, 0.3: 0.0, "mixmin": -0.05})
+    assert got["default"] == "reference λ=0.03"
+    # uniform best by more than the noise: the reference energy at the largest trained λ
+    got = decide({0.0: -0.05, 0.03: -0.04, 0.3: -0.03, "mixmin": -0.05})
+    assert got["best"] == "uniform" and got["default"] == "reference λ=0.3"
+    # a pool whose dev phase is not done: no decision
+    assert rr.render.shipped_default({pools[0]: {"decisions": {}}})[1] == {}
+
+
+def test_compute_and_known_checks_from_a_ledger(rr):
+    led = {"pool": "noise", "pipeline_cpu_s": 100.0, "trainings": {
+        "swarm|8000|swarm-000|100": {"phase": "swarm", "method": "swarm-000", "cpu_s": 7.0},
+        "dev|8000|split(kl=0.03)|100": {"phase": "dev", "method": "split(kl=0.03)",
+                                        "cpu_s": 5.0},
+        "dev|8000|mixmin|100": {"phase": "dev", "method": "mixmin", "cpu_s": 3.0}},
+        "decisions": {"final_methods": {
+            "uniform": {"arithmetic.3_digit_addition": 0.125, "multiemo.all_sentence_en": 0.125,
+                        "x": 0.75}}}}
+    c = rr.render.compute_of(led)
+    assert c["uniform"] == 0.0 and c["regmix"] == 7.0 and c["split+kl"] == 105.0
+    assert c["affinity+kl"] == 100.0 and c["mixmin"] == 100.0
+    assert rr.render.known_checks(led) == {"uniform": {"corrupted": 0.25}}
