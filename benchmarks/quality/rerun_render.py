@@ -68,6 +68,8 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     per = led.get("per_task", {})
     md += [f"Tasks: {', '.join(tasks)}.{extra} Items a task: dev {per.get('dev')}, test "
            f"{per.get('test')}. {machines_line(led)}", ""]
+    if led.get("pipeline_note"):
+        md += [f"Pipeline compute: {led['pipeline_note']}", ""]
     js: dict[str, Any] = {"primary_metric": PRIMARY, "secondary_metric": SECONDARY}
     if not dec:
         return [*md, "Dev phase not finished.", ""], js
