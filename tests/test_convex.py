@@ -67,6 +67,33 @@ def test_anchored_solve_matches_cvxpy(seed):
     assert (p > 0).all()  # the anchor keeps every prior task above zero
 
 
+@pytest.mark.parametrize("lam", [1e-7, 3e-7, 1e-5, 1e6, 1e7, 1e8])
+def test_very_weak_and_very_strong_anchors_are_certified(lam):
+    """A singular PSD S (rank 3 of 8), as the split energy's redundancy matrix can be: at
+    λ = 1e8 the gap's two terms (each ~λ KL) used to cancel into ~λ ε = 2e-8 of rounding,
+    and at λ ≤ 1e-5 a coordinate that belongs at 0 was sent back up to q_i by a closed form
+    on a rough multiplier, and at λ ≤ 3e-6 the Newton model saw no descent 1e-8 above the
+    optimum; each stopped with a SolverError."""
+    from taskpgm.core.qp import solve_simplex_qp
+
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        a = rng.normal(size=(8, 3))
+        s, c, q = a @ a.T / 3, rng.normal(size=8) * 0.1, rng.dirichlet(np.ones(8))
+        got = anchored_solve(s, c, lam, q, None)
+        # minimize's acceptance: 1e-10, or 1e-9 of |f| where the line search's rounding
+        # stops it first (at λ = 1e8, λ KL's rounding is above 1e-10)
+        assert got.certificate["gap"] <= max(1e-10, 1e-9 * max(1.0, abs(got.value))), seed
+        energy = 0.5 * got.p @ s @ got.p - c @ got.p
+        plain = solve_simplex_qp(s, c, np.full(8, np.inf)).p
+        e0 = 0.5 * plain @ s @ plain - c @ plain
+        kl0 = float(np.sum(plain[plain > 0] * np.log(plain[plain > 0] / q[plain > 0])))
+        # E(p_λ) + λ KL(p_λ) ≤ E(p_0) + λ KL(p_0), so E(p_λ) − E(p_0) ≤ λ KL(p_0 ‖ q)
+        assert e0 - 1e-10 <= energy <= e0 + lam * kl0 + 1e-10, seed
+        if lam >= 1e6:
+            np.testing.assert_allclose(got.p, q, atol=1e-5)
+
+
 def test_large_strength_returns_the_prior_and_zero_strength_the_plain_solve():
     rng = np.random.default_rng(5)
     s, c, q, _ = random_problem(rng, 10)

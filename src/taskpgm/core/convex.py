@@ -49,8 +49,14 @@ FloatArray = NDArray[np.float64]
 GAP_TOLERANCE = 1e-10
 #: With a KL term, a step goes at most this fraction of the way to the first zero.
 TO_BOUNDARY = 0.99
-#: With a KL term, coordinates below this leave the Newton model (:func:`_newton_direction`).
+#: With a KL term, coordinates below TINY · min(1, λ) leave the Newton model
+#: (:func:`_newton_direction`): there λ / p_i exceeds 1e9 (a weak anchor keeps its small
+#: coordinates in the model, where their closed form would rest on too rough a multiplier).
 TINY = 1e-9
+
+
+def _tiny(obj: Objective, p: FloatArray) -> NDArray[np.bool_]:
+    return p < TINY * min(1.0, float(obj.strength))
 
 
 class Objective(Protocol):
@@ -189,6 +195,31 @@ def entropic_minimum(a: FloatArray, strength: float, prior: FloatArray, caps: Fl
     """argmin over {0 ≤ x ≤ caps, Σ x = 1} of aᵀx + λ KL(x ‖ q), exactly: x_i =
     min(c_i, exp(z_i − s)) with z_i = log q_i − a_i / λ − 1 and s set so that Σ x = 1
     (the capped set only grows while s is re-solved on the rest: at most T rounds)."""
+    return _entropic(a, strength, prior, caps)[0]
+
+
+def entropic_gap(a: FloatArray, strength: float, prior: FloatArray, caps: FloatArray,
+                 p: FloatArray) -> float:
+    """aᵀp + λ KL(p ‖ q) − min_x [aᵀx + λ KL(x ‖ q)] over the capped simplex, without the
+    cancellation of subtracting the two: with x the minimizer (:func:`entropic_minimum`)
+    it equals λ KL(p ‖ x) + Σ_capped μ_i (c_i − p_i), μ_i = λ (z_i − s − log c_i) ≥ 0 the
+    caps' multipliers. KL(p ‖ x) is summed as Σ x_i φ(p_i / x_i − 1), φ(u) = (1 + u)
+    log1p(u) − u ≥ 0, so a p within δ of x costs ~ε δ of rounding, not ~ε λ (which at
+    λ = 1e8 is 2e-8, above the accepted gap)."""
+    x, log_x, capped, z, s = _entropic(a, strength, prior, caps)
+    live = x > 1e-300
+    u = np.where(live, p / np.where(live, x, 1.0) - 1.0, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near = np.where(live, x * ((1.0 + u) * np.log1p(u) - u), 0.0)
+        far = np.where(~live & (p > 0), p * (np.log(np.where(p > 0, p, 1.0)) - log_x) - p, 0.0)
+    mu = strength * (z[capped] - s - log_x[capped])
+    gap = strength * float(near.sum() + far.sum()) + float(mu @ (caps[capped] - p[capped]))
+    return gap if math.isfinite(gap) else math.inf
+
+
+def _entropic(a: FloatArray, strength: float, prior: FloatArray, caps: FloatArray
+              ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_], FloatArray, float]:
+    """:func:`entropic_minimum`'s x with log x, the capped set, z and s."""
     with np.errstate(divide="ignore"):
         z = np.log(prior) - a / strength - 1.0
     log_cap = np.log(np.where(np.isfinite(caps), caps, np.inf))
@@ -202,8 +233,9 @@ def entropic_minimum(a: FloatArray, strength: float, prior: FloatArray, caps: Fl
         if (now == capped).all():
             break
         capped = now
+    log_x: FloatArray = np.where(capped, log_cap, z - s)
     x: FloatArray = np.where(capped, caps, np.exp(z - s))
-    return x
+    return x, log_x, capped, z, s
 
 
 def certificate(obj: Objective, p: FloatArray, caps: FloatArray) -> dict[str, float]:
@@ -220,10 +252,8 @@ def certificate(obj: Objective, p: FloatArray, caps: FloatArray) -> dict[str, fl
         return {"gap": math.inf, "primal": primal}
     if not obj.strength or obj.prior is None:
         return {"gap": max(0.0, frank_wolfe_gap(a, p, caps)), "primal": primal}
-    x = entropic_minimum(a, obj.strength, obj.prior, caps)
-    here = float(a @ p) + obj.strength * kl_divergence(p, obj.prior)
-    there = float(a @ x) + obj.strength * kl_divergence(x, obj.prior)
-    return {"gap": max(0.0, here - there), "primal": primal}
+    return {"gap": max(0.0, entropic_gap(a, obj.strength, obj.prior, caps, p)),
+            "primal": primal}
 
 
 @dataclass(frozen=True)
@@ -260,7 +290,13 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
         d = face if face is not None and float(g @ face) < 0.0 else _newton_direction(
             obj, p, caps, interior, g, h)
         slope = float(g @ d)
-        if not slope < 0.0:  # the model sees no descent: p is optimal to rounding
+        if not slope < 0.0 and interior and obj.prior is not None:
+            # the model sees no descent (a weak anchor on a singular S leaves it too badly
+            # conditioned to resolve the last 1e-8): step towards the linearized problem's
+            # minimizer instead, a descent direction whenever the gap is positive
+            d = entropic_minimum(obj.smooth_gradient(p), obj.strength, obj.prior, caps) - p
+            slope = float(g @ d)
+        if not slope < 0.0:  # no descent left: p is optimal to rounding
             break
         t = 1.0
         if interior:
@@ -292,14 +328,18 @@ def _tiny_values(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArray,
                  tiny: NDArray[np.bool_], among: NDArray[np.bool_]) -> FloatArray:
     """The closed-form values of the coordinates below :data:`TINY` under a KL term:
     q_i exp(−(∂h/∂p_i + ν)/λ − 1) under the cap, ν the sum's multiplier read as minus the
-    mean gradient over ``among``."""
+    mean gradient over ``among``. A coordinate rises at most to 10 p_i or to the model's
+    threshold, whichever is larger: away from the optimum ν is rough, and under a weak
+    anchor (λ ≪ the gradients' spread) the closed form would send a coordinate that
+    belongs at 0 up to q_i; once above the threshold Newton's model moves it."""
     assert obj.prior is not None
     nu = -float(g[among].mean())
     a = obj.smooth_gradient(p)[tiny]
     with np.errstate(over="ignore"):
         out: FloatArray = np.minimum(caps[tiny], obj.prior[tiny] * np.exp(
             np.minimum(-(a + nu) / obj.strength - 1.0, 0.0)))
-    return out
+    rise = np.maximum(10.0 * p[tiny], 2.0 * TINY * min(1.0, float(obj.strength)))
+    return np.minimum(out, rise)
 
 
 def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArray,
@@ -314,7 +354,7 @@ def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArr
 
     assert obj.prior is not None
     d = np.zeros_like(p)
-    tiny = p < TINY
+    tiny = _tiny(obj, p)
     capped = ~tiny & (p >= caps - 1e-12)
     for _ in range(p.size + 1):
         free = ~tiny & ~capped
@@ -351,7 +391,7 @@ def _newton_direction(obj: Objective, p: FloatArray, caps: FloatArray, interior:
     model's diagonal and spoil the QP's tolerances; those coordinates take their
     closed-form value instead, q_i exp(−(∂h/∂p_i + ν)/λ − 1) under the cap, ν the sum's
     multiplier read from the other coordinates, and the model is solved on the rest."""
-    tiny = (p < TINY) if interior and obj.prior is not None else np.zeros(p.size, dtype=bool)
+    tiny = _tiny(obj, p) if interior and obj.prior is not None else np.zeros(p.size, dtype=bool)
     big = ~tiny
     target = p.copy()
     if tiny.any():
