@@ -18,7 +18,8 @@ def rr():
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(ROOT / "benchmarks"))
         from quality import ledger, protocol, rerun, rerun_render
-    return SimpleNamespace(rerun=rerun, render=rerun_render, protocol=protocol, Ledger=ledger.Ledger)
+    return SimpleNamespace(rerun=rerun, render=rerun_render, protocol=protocol,
+                           Ledger=ledger.Ledger)
 
 
 def test_dev_and_test_are_disjoint_on_every_pool_and_only_the_test_phase_reads_test(rr):
