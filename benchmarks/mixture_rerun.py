@@ -21,6 +21,10 @@ the reference, affinity and split energies with the KL anchor at λ = 0, 0.03 an
 is uniform) and MixMin, each at seeds 100 and 101; each energy's λ with the best mean dev
 accuracy (ties to the larger λ).
 
+One pool at a larger budget, on a GPU (its own ledgers, so the CPU run's stay as they are):
+
+    python benchmarks/mixture_rerun.py --pools arith12 --budget 32000 --set base.device=cuda
+
 Test phase: every pool's final table at seeds 2000-2009, seed-major across pools, so a run
 stopped early holds complete paired seeds. Every training is in
 benchmarks/results/mixture_rerun/POOL.json (rows, weights, CPU seconds, machine) as soon as it
@@ -30,6 +34,7 @@ finishes; a rerun skips what the ledgers hold, here or on another machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -58,7 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results.json")
     parser.add_argument("--render", action="store_true", help="only write the docs")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="one pool at this token budget instead of its own (ledgers, "
+                             "work folder and docs get a -bBUDGET suffix)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a config setting for every pool "
+                        "(base.device=cuda for a GPU)")
     args = parser.parse_args(argv)
+    pools = dict(POOLS)
+    if args.budget is not None:
+        if len(args.pools) != 1:
+            parser.error("--budget takes one pool (--pools NAME)")
+        name = args.pools[0]
+        pools[name] = dataclasses.replace(pools[name], budget=args.budget)
+        tag = f"-b{args.budget}"
+        args.ledgers = args.ledgers.with_name(args.ledgers.name + tag)
+        args.work = args.work.with_name(args.work.name + tag)
+        args.doc = args.doc.with_name(args.doc.stem + tag + args.doc.suffix)
+        args.json = args.json.with_name(args.json.stem + tag + args.json.suffix)
+        if not args.doc.exists():
+            args.doc.write_text(f"# The rerun's `{name}` pool at {args.budget:,} tokens\n\n"
+                                "<!-- generated:start -->\n<!-- generated:end -->\n")
     from quality.rerun_render import write_docs
 
     ledgers = {p: Ledger(args.ledgers / f"{p}.json", p) for p in args.pools}
@@ -67,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         write_docs({k: v.data for k, v in ledgers.items()}, args.doc, args.json)
 
     if not args.render:
-        runs = {p: Rerun(POOLS[p], PoolRun(POOLS[p].pool, args.work / p, ledgers[p],
-                                           sampler=SAMPLER, precision=PRECISION))
+        runs = {p: Rerun(pools[p], PoolRun(pools[p].pool, args.work / p, ledgers[p],
+                                           sampler=SAMPLER, precision=PRECISION,
+                                           overrides=tuple(args.overrides)))
                 for p in args.pools}
         if args.phase in ("dev", "all"):
             for r in runs.values():

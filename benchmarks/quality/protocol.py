@@ -103,17 +103,18 @@ class PoolRun:
 
     def __init__(self, pool: Pool, work: Path, ledger: Ledger, *,
                  sampler: Sampler = "independent", precision: str | None = None,
-                 items: bool = False) -> None:
+                 items: bool = False, overrides: tuple[str, ...] = ()) -> None:
         """``sampler``: how each training draws its mixed set; this benchmark's ledgers were
         trained with ``independent`` (sampler version 1), so that stays its default.
         ``precision``: training and scoring precision for every training (None: the
-        config's, ``auto``). ``items``: the ledger keeps every item's scores too."""
+        config's, ``auto``). ``items``: the ledger keeps every item's scores too.
+        ``overrides``: ``KEY=VALUE`` settings on top of the pool's config (``--set``)."""
         from taskpgm.models import Base
 
         self.pool, self.work, self.ledger = pool, work, ledger
         self.sampler: Sampler = sampler
         self.items = items
-        self.cfg = config_mod.load(ROOT / pool.config)
+        self.cfg = config_mod.load(ROOT / pool.config, overrides)
         if precision is not None:
             self.cfg = self.cfg.model_copy(update={
                 "experts": self.cfg.experts.model_copy(update={"precision": precision}),

@@ -148,23 +148,27 @@ class Rerun:
         best = max(sweep, key=lambda s: (round(s["gap"], 9), -s["budget"]))
         return int(best["budget"]), sweep
 
-    def pilot(self, budget: int) -> dict[str, Any]:
+    def pilot(self, budget: int, best: dict[str, float]) -> dict[str, Any]:
         """The paired sd of good − uniform: the variance pilot's crn-keyed rows where it ran
-        this pool, else seeds 100–103 of the known answer against uniform."""
+        this pool at this budget, else seeds 100–103 of the known answer (or, without one,
+        the swarm's best ``best``) against uniform."""
         name = self.pr.pool.name
         pilots = json.loads(PILOT.read_text())["pools"]
-        if name in pilots:
+        if name in pilots and pilots[name]["budget"] == budget:
             arm = pilots[name]["samplers"][SAMPLER]["good"]
             out = {"source": f"{PILOT.relative_to(ROOT)} ({SAMPLER}, good − uniform)",
                    "budget": pilots[name]["budget"]}
             for field_ in (PRIMARY, SECONDARY):
                 out[field_] = {"diffs": arm[field_]["diffs"], "sd": arm[field_]["sd"]}
         else:
-            good = self.known()
-            assert good is not None
-            out = {"source": "seeds 100-103, the known answer against uniform", "budget": budget}
+            known = self.known()
+            good = best if known is None else known
+            out = {"source": "seeds 100-103, the "
+                             f"{'swarm best' if known is None else 'known answer'} against "
+                             "uniform", "budget": budget}
             for field_ in (PRIMARY, SECONDARY):
-                d = [self.score("pilot", budget, "known", good, s, field_)
+                label = "swarm-best" if known is None else "known"
+                d = [self.score("pilot", budget, label, good, s, field_)
                      - self.score("pilot", budget, "uniform", self.uniform, s, field_)
                      for s in DEV_SEEDS]
                 out[field_] = {"diffs": d, "sd": float(np.std(d, ddof=1))}
@@ -205,15 +209,15 @@ class Rerun:
         pr = self.pr
         budget, sweep = self.budget()
         caps = pr.caps(budget)
-        pilot = self.pilot(budget)
         swarm = self.swarm(budget, caps)
         draws = np.asarray(swarm["draws"])
+        y = np.asarray(swarm[PRIMARY])
+        pilot = self.pilot(budget, pr.as_dict(draws[int(np.argmax(y))]))
         fid = {label: {f: fidelity([obj(w) for w in draws], swarm[f])
                        for f in (PRIMARY, SECONDARY)}
                for label, obj in self.objectives().items()}
         # RegMix: the fit with the better leave-one-out Spearman, candidates drawn as the swarm
         q = np.full(self.t, 1.0 / self.t)
-        y = np.asarray(swarm[PRIMARY])
         regmix: dict[str, Any] = {}
         for kind in ("linear", "lightgbm"):
             loo = [float(fit_regmix(np.delete(draws, i, 0), np.delete(y, i), kind)(
