@@ -36,6 +36,16 @@ def compute_of(led: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+#: What each method trained or read to choose its mixture, in words (results.json's compute).
+WORK = {**dict.fromkeys(("uniform", "size", "temperature", "family-uniform", "clean-uniform"),
+                        "none"),
+        **dict.fromkeys(("swarm-top1", "swarm-top3", "regmix", "regmix-argmax"),
+                        "the swarm's dev trainings"),
+        "taskpgm": "the experts and the probe scoring", "mixmin": "the experts and the probe "
+        "scoring", **{f"{e}+kl": "the experts and the probe scoring, and its dev trainings "
+                      "along the λ path" for e in ("reference", "affinity", "split")}}
+
+
 def known_checks(led: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per method: the intent family's total weight (redundancy) or the weight on the
     corrupted tasks (noise)."""
@@ -73,7 +83,8 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     js: dict[str, Any] = {"primary_metric": PRIMARY, "secondary_metric": SECONDARY}
     if not dec:
         return [*md, "Dev phase not finished.", ""], js
-    js["budget"] = dec["budget"]
+    js.update(budget_tokens=dec["budget"], dev_per_task=per.get("dev"),
+              test_per_task=per.get("test"))
     if dec.get("sweep"):
         md += ["**Budget sweep (dev, seed 100).**", "", "| budget | uniform | known answer | gap |",
                "|---|---|---|---|"]
@@ -83,8 +94,9 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     else:
         md += [f"Budget: {dec['budget']:,} tokens (the first run's dev choice).", ""]
     pilot = dec["pilot"]
-    js["detectable"] = pilot[PRIMARY]["detectable"]
-    js["detectable_" + SECONDARY] = pilot[SECONDARY]["detectable"]
+    js["detectable_difference"] = pilot[PRIMARY]["detectable"]  # the first run's key
+    js["detectable"] = {f: pilot[f]["detectable"] for f in METRICS}
+    js["pilot_sd"] = {f: pilot[f]["sd"] for f in METRICS}
     md += [f"**Pilot** ({pilot['source']}, budget {pilot['budget']:,}). " + " ".join(
         f"{f}: differences {', '.join(f'{d:+.3f}' for d in pilot[f]['diffs'])}; paired sd "
         f"{pilot[f]['sd']:.3f}; 80% power at 0.02 needs {pilot[f]['seeds_for_002']} seeds; "
@@ -101,6 +113,9 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
            "|---|---|---|"]
     md += [f"| {label} | {ci(list(v[PRIMARY]), True)} | {ci(list(v[SECONDARY]), True)} |"
            for label, v in dec["fidelity"].items()]
+    js["swarm"] = {"mixtures": len(acc), "uniform": sw["uniform"], "best": float(acc.max()),
+                   "median": float(np.median(acc))}
+    js["fidelity"] = dec["fidelity"]
     rk = dec["regmix_kind"]
     md += ["", "**RegMix.** Leave-one-out Spearman: " + ", ".join(
         f"{k} {v['loo_spearman']:+.2f}" for k, v in dec["regmix"].items()) + f"; used: {rk}.",
@@ -159,7 +174,7 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             "minus_uniform": {f: row[f + "_minus_uniform"] for f in METRICS},
             "minus_swarm": {f: row[f + "_minus_swarm"] for f in METRICS},
             "win_rate": row["win_rate"], "per_task": row["per_task"],
-            "compute_cpu_s": c if np.isfinite(c) else None}
+            "compute_cpu_s": c if np.isfinite(c) else None, "compute": WORK.get(m, "")}
     js["seeds"] = seeds
     md.append("")
     return md, js
