@@ -72,7 +72,8 @@ def test_numeric_generative_targets_in_csv_load_as_text(tmp_path):
     assert first.answer_text.isdigit()
 
 
-def test_a_template_field_missing_from_bigbench_is_a_clear_error(tmp_path, capsys):
+def test_a_template_field_missing_from_bigbench_is_a_clear_error(tmp_path, capsys,
+                                                                 bigbench_archive):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("tasks:\n  names:\n    - spec: bigbench:navigate\n"
                    "      template: '{prompt} {nothere}'\n")

@@ -56,7 +56,7 @@ DEMO_BUDGET = {
 
 
 @pytest.mark.slow
-def test_demo_work_stays_within_its_budget():
+def test_demo_work_stays_within_its_budget(bigbench_archive):
     from transformers import AutoTokenizer
 
     from taskpgm.inputs import load_all_tasks, load_tasks, mean_train_tokens

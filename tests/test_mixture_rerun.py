@@ -22,7 +22,8 @@ def rr():
                            Ledger=ledger.Ledger)
 
 
-def test_dev_and_test_are_disjoint_on_every_pool_and_only_the_test_phase_reads_test(rr):
+def test_dev_and_test_are_disjoint_on_every_pool_and_only_the_test_phase_reads_test(
+        rr, bigbench_archive):
     from taskpgm import config as config_mod
     from taskpgm.inputs import eval_set, load_tasks
 

@@ -198,7 +198,7 @@ def test_status_solve_and_bad_config(first_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_another_bigbench_task_set_runs_end_to_end(tmp_path, capsys):
+def test_another_bigbench_task_set_runs_end_to_end(tmp_path, capsys, bigbench_archive):
     """Real BIG-bench tasks other than the demo's, on the tiny model: no code change needed."""
     cfg = {
         "base": {"model": str(tiny_dir(str(tmp_path)))},

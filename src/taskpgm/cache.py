@@ -23,6 +23,8 @@ from taskpgm.errors import NotFoundError, TaskPGMError
 
 # The package index whose JSON API (PEP 691) serves source archives; pip's own setting wins.
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
+#: How an error says that the index answered but does not list the file (a filtered mirror).
+NOT_SERVED = "does not serve"
 
 
 def home() -> Path:
@@ -49,11 +51,16 @@ def pip_download(requirement: str, *, timeout: float = 1800.0, sdist: bool = Fal
     found = _single_file(folder)
     if found is not None:
         return found
-    with atomic.new_directory(folder) as tmp:  # another process's finished download wins
-        if sdist:
-            _download_sdist(requirement, tmp, timeout)
-        else:
-            _pip_download(requirement, tmp, timeout)
+    try:
+        with atomic.new_directory(folder) as tmp:  # another process's finished download wins
+            if sdist:
+                _download_sdist(requirement, tmp, timeout)
+            else:
+                _pip_download(requirement, tmp, timeout)
+    except NotFoundError as err:
+        raise NotFoundError(f"{err}. Where this machine cannot reach an index that serves it, "
+                            f"fetch the file elsewhere and put it alone in {folder}/ (taskpgm "
+                            "then reads it offline)") from err
     found = _single_file(folder)
     if found is None:  # pragma: no cover - only if the folder was tampered with
         raise NotFoundError(f"the cached download {folder} is empty; delete it and run again")
@@ -95,7 +102,7 @@ def _download_sdist(requirement: str, dest: Path, timeout: float) -> None:
             files = json.load(response)["files"]
         entry = next((f for f in files if f["filename"] in wanted), None)
         if entry is None:
-            raise NotFoundError(f"{index} has no source archive {sorted(wanted)[0]}; {fix}")
+            raise NotFoundError(f"{index} {NOT_SERVED} {sorted(wanted)[0]}; {fix}")
         target = dest / entry["filename"]
         digest = hashlib.sha256()
         with urllib.request.urlopen(entry["url"], timeout=timeout) as response, \
@@ -103,6 +110,8 @@ def _download_sdist(requirement: str, dest: Path, timeout: float) -> None:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+    except NotFoundError:
+        raise
     except (OSError, urllib.error.URLError, ValueError, KeyError) as err:
         raise NotFoundError(f"could not download {requirement} from {index} ({err}); {fix}") \
             from err

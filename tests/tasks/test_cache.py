@@ -64,8 +64,17 @@ def test_corrupt_or_missing_download_leaves_nothing(home: Path, index: dict[str,
     with pytest.raises(TaskPGMError, match="is corrupt"):
         pip_download("demo-pkg==1.0", sdist=True)
     assert list((home / "downloads").iterdir()) == []
-    with pytest.raises(NotFoundError, match="has no source archive"):
+    with pytest.raises(NotFoundError, match=r"does not serve demo-pkg-2\.0\.tar\.gz") as err:
         pip_download("demo-pkg==2.0", sdist=True)
+    folder = home / "downloads" / "demo-pkg==2.0"
+    assert f"put it alone in {folder}/" in str(err.value)  # the offline way in, named
+    assert str(err.value).count("needs the package index once") == 1
     with pytest.raises(NotFoundError, match=r"could not download other==1\.0"):
         pip_download("other==1.0", sdist=True)
     assert list((home / "downloads").iterdir()) == []
+    # The file placed by hand where the error said is read without asking the index.
+    folder.mkdir(parents=True)
+    (folder / "demo_pkg-2.0.tar.gz").write_bytes(PAYLOAD)
+    hits = index["hits"]
+    assert pip_download("demo-pkg==2.0", sdist=True).read_bytes() == PAYLOAD
+    assert index["hits"] == hits

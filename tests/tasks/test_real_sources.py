@@ -17,7 +17,7 @@ TASKS = ["sports_understanding", "arithmetic", "hyperbaton", "linguistic_mapping
          "unit_conversion"]
 
 
-def test_acceptance_command(capsys):
+def test_acceptance_command(capsys, bigbench_archive):
     code = main(["tasks", "show", "bigbench:sports_understanding",
                  "bigbench:arithmetic/1_digit_addition", "mmlu:anatomy", "--json"])
     captured = capsys.readouterr()
@@ -30,7 +30,7 @@ def test_acceptance_command(capsys):
     assert all(r["kind"] == "mc" for r in rows)
 
 
-def test_examples_match_the_task_json_files(capsys):
+def test_examples_match_the_task_json_files(capsys, bigbench_archive):
     """Oracle: count the examples of every task.json of each task straight from the archive."""
     expected = dict.fromkeys(TASKS, 0)
     with tarfile.open(bigbench.archive(), "r:gz") as tar:
