@@ -112,6 +112,11 @@ def test_swarm_cli_on_the_tiny_model(tmp_path, capsys):
     assert set(result["regmix_argmax"]) == {"linear", "lightgbm"}
     assert result["regmix"]["linear"]["top"] == 128
     assert result["regmix_argmax"]["linear"]["top"] == 1
+    olmix = result["olmix"]  # Olmix: the log-linear law and its KL-anchored exact proposal
+    w = np.array(list(olmix["weights"].values()))
+    assert olmix["strength"] == 0.05 and olmix["certificate"]["gap"] <= 1e-9
+    assert w.sum() == pytest.approx(1.0) and (w <= np.array(caps) + 1e-9).all()
+    assert "olmix (lambda 0.05" in printed.out
     # A rerun trains nothing new: every swarm training is a finished artifact.
     assert main(["swarm", str(config), "--mixtures", "4", "--out", str(out)]) == 0
     assert "5 done already" in capsys.readouterr().err

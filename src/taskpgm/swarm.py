@@ -16,6 +16,9 @@
   mixtures drawn the same way as the swarm, and the **mean of the 128 with the best
   predicted score**, as RegMix's code does (``top=1`` is the argmax, kept as
   ``regmix-argmax``).
+* :func:`olmix`: Olmix's log-linear law per task, fitted on the swarm's per-task losses
+  (−logprob), and its exact proposer: the law's macro loss + 0.05 · KL(x ‖ prior) under
+  the caps, minimized to a certified gap (:mod:`taskpgm.core.loglinear`).
 * :func:`fidelity`: does −E(p) rank the swarm's mixtures the way training does?
   The Spearman correlation between −E(p) and the score over the swarm, with a
   bootstrap interval over its mixtures.
@@ -37,6 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from taskpgm import atomic
+from taskpgm.core.loglinear import OLMIX_STRENGTH, fit_law, propose
 from taskpgm.errors import InvalidInputError
 from taskpgm.progress import say
 from taskpgm.rundir import RunDir
@@ -127,6 +131,23 @@ def regmix_weights(predictor: Predictor, n_tasks: int, *, candidates: int = 100_
     best = np.argsort(-predicted, kind="stable")[:max(1, top)]
     mean = pool[best].mean(axis=0)
     return mean, float(predictor(mean[None, :])[0])
+
+
+def olmix(draws: ArrayLike, losses: ArrayLike, *, caps: ArrayLike, prior: ArrayLike | None,
+          names: list[str], seed: int = 0, strength: float = OLMIX_STRENGTH) -> dict[str, Any]:
+    """Olmix (:mod:`taskpgm.core.loglinear`): a log-linear law per task fitted on the swarm's
+    per-task losses (n, T), then the law's macro loss + λ KL(x ‖ prior) minimized exactly
+    under the caps (λ = 0.05, Olmix's shipped value; the prior is the swarm's centre)."""
+    started = time.process_time()
+    x = np.asarray(draws, dtype=np.float64)
+    law = fit_law(x, np.asarray(losses, dtype=np.float64), seed=seed)
+    q = np.full(x.shape[1], 1.0 / x.shape[1]) if prior is None else np.asarray(prior)
+    got = propose(law, strength=strength, prior=q, caps=caps)
+    return {"weights": dict(zip(names, map(float, got.p), strict=True)),
+            "strength": strength, "metric": "loss = -logprob (nats), macro over tasks",
+            "predicted_loss": float(law.predict(got.p[None, :]).mean()),
+            "fit_huber": [float(v) for v in law.huber], "certificate": got.certificate,
+            "newton_steps": got.n_iter, "compute_cpu_s": time.process_time() - started}
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> float:
@@ -255,6 +276,11 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
                           "compute_cpu_s": time.process_time() - started}
     result["regmix"] = regmix  # the mean of the top 128, as RegMix's code
     result["regmix_argmax"] = argmax
+    per_task = np.array([[float(r["logprob"]) for t in names for r in rows
+                          if r["method"] == f"swarm-{i:03d}" and r["split"] == split
+                          and r["task"] == t] for i in range(mixtures)])
+    result["olmix"] = olmix(draws, -per_task, caps=caps, prior=prior, seed=config.mixture.seed,
+                            names=names)
     relations = open_relations(Path(state.stages["relations"]["path"]))
     table = []
     for form, utility, rho_spec in FIDELITY_VARIANTS:

@@ -285,17 +285,21 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
         if cert["gap"] <= tol:
             return ConvexResult(p, value, cert, it - 1)
         g, h = obj.gradient(p), obj.hessian(p)
+        # Σ d = 0 for every step on the simplex, so gᵀd = (g − ḡ)ᵀd: centred, the slope
+        # keeps its digits where a strong anchor adds λ to every g_i (λ = 1e8: gᵀd would
+        # cancel 1e8-sized terms down to a slope of 1e-9)
+        gc = g - float(g.mean())
         face = _face_direction(obj, p, caps, g, h) if interior and obj.prior is not None \
             else None
-        d = face if face is not None and float(g @ face) < 0.0 else _newton_direction(
+        d = face if face is not None and float(gc @ face) < 0.0 else _newton_direction(
             obj, p, caps, interior, g, h)
-        slope = float(g @ d)
+        slope = float(gc @ d)
         if not slope < 0.0 and interior and obj.prior is not None:
             # the model sees no descent (a weak anchor on a singular S leaves it too badly
             # conditioned to resolve the last 1e-8): step towards the linearized problem's
             # minimizer instead, a descent direction whenever the gap is positive
             d = entropic_minimum(obj.smooth_gradient(p), obj.strength, obj.prior, caps) - p
-            slope = float(g @ d)
+            slope = float(gc @ d)
         if not slope < 0.0:  # no descent left: p is optimal to rounding
             break
         t = 1.0
