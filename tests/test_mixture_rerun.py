@@ -154,5 +154,40 @@ def test_compute_and_known_checks_from_a_ledger(rr):
                         "x": 0.75}}}}
     c = rr.render.compute_of(led)
     assert c["uniform"] == 0.0 and c["regmix"] == 7.0 and c["split+kl"] == 105.0
+    assert c["olmix"] == 7.0  # the swarm's trainings, as RegMix
     assert c["affinity+kl"] == 100.0 and c["mixmin"] == 100.0
     assert rr.render.known_checks(led) == {"uniform": {"corrupted": 0.25}}
+
+
+def test_olmix_reads_the_swarm_rows_of_the_ledger_and_avoids_a_noise_task(rr, tmp_path):
+    """Amendment 1: Olmix's mixture from the swarm's per-task dev losses in the ledger. The
+    fake trainings score each task by a known law in which task c's data is noise."""
+    from taskpgm.core.loglinear import LogLinearLaw
+    from taskpgm.swarm import draw_around
+
+    names = ["a", "b", "c"]
+    slopes = np.array([[-1.5, 0.2, 1.0], [0.2, -1.5, 1.0], [0.2, 0.2, 1.0]])
+    law = LogLinearLaw(np.full(3, 0.2), slopes, np.zeros(3))
+
+    class LawPool(FakePool):
+        cfg = SimpleNamespace(mixture=SimpleNamespace(seed=0))
+
+        def train(self, phase, budget, method, weights, seed):
+            got = self.ledger.rows(phase, budget, method, seed)
+            if got is None:
+                loss = law.predict(np.array([[weights[t] for t in names]]))[0]
+                self.ledger.data["trainings"][self.ledger.key(phase, budget, method, seed)] = {
+                    "phase": phase, "budget": budget, "seed": seed, "weights": weights,
+                    "rows": [{"task": t, "split": "dev", "accuracy": 0.5, "logprob": -v}
+                             for t, v in zip(names, loss, strict=True)]}
+                self.trained.append((phase, method, seed))
+            return self.ledger.rows(phase, budget, method, seed)
+
+    pr = LawPool(rr.Ledger(tmp_path / "p.json", "p"), names)
+    run = rr.rerun.Rerun(rr.rerun.POOLS["noise"], pr)
+    draws = draw_around(np.full(3, 1 / 3), 24, seed=0)
+    got = run.olmix(8000, draws, np.ones(3))
+    assert len(pr.trained) == 24 and all(p == "swarm" for p, _, _ in pr.trained)
+    assert got["weights"]["c"] < 0.05 and got["certificate"]["gap"] <= 1e-9
+    again = run.olmix(8000, draws, np.ones(3))  # from the ledger: nothing trained again
+    assert len(pr.trained) == 24 and again["weights"] == got["weights"]

@@ -4,7 +4,8 @@ method at its best, chosen on dev and reported on test. Pre-registered in docs/r
 Built on the first run's pieces (:mod:`quality.protocol`: the pool, one training at a time,
 the ledger); what differs is written here: the noise pool, the paired sampler
 (``crn-keyed``) and fp32 on every machine, the swarm drawn around the prior, RegMix's top-128
-mean, MixMin, and each energy with its KL anchor chosen on dev along the λ path.
+mean, Olmix's log-linear law and exact proposer (amendment 1), MixMin, and each energy
+with its KL anchor chosen on dev along the λ path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from quality.protocol import LEDGERS, ROOT, Pool, PoolRun, metric, split_of
 from taskpgm.core.mixture import apply_caps
 from taskpgm.core.stats import detectable, seeds_for_power
-from taskpgm.swarm import draw_around, fidelity, fit_regmix, regmix_weights, spearman
+from taskpgm.swarm import draw_around, fidelity, fit_regmix, olmix, regmix_weights, spearman
 from taskpgm.weights import anchored_limit, energy_terms, mixmin_inputs, solve
 
 RERUN_LEDGERS = LEDGERS.parent / "mixture_rerun"
@@ -192,6 +193,18 @@ class Rerun:
                           for f in (PRIMARY, SECONDARY)}
         return out
 
+    def olmix(self, budget: int, draws: np.ndarray, caps: np.ndarray) -> dict[str, Any]:
+        """Olmix (:func:`taskpgm.swarm.olmix`) on the swarm: the log-linear law per task fitted
+        on each swarm mixture's per-task dev loss (−logprob), proposed at λ = 0.05 against
+        uniform under the caps. Reads the swarm's ledger rows only (no training)."""
+        losses = np.array([[-float(r["logprob"]) for t in self.pr.names
+                            for r in self.train("swarm", budget, f"swarm-{i:03d}",
+                                                self.pr.as_dict(w), DEV_SEEDS[0])
+                            if r["task"] == t and r["split"] == "dev"]
+                           for i, w in enumerate(draws)])
+        return olmix(draws, losses, caps=caps, prior=None, names=self.pr.names,
+                     seed=self.pr.cfg.mixture.seed)
+
     def objectives(self) -> dict[str, Callable[[np.ndarray], float]]:
         """Each method's own objective on a mixture (higher: better by that method), for the
         fidelity table: −E(p) for the energies, −(MixMin's loss)."""
@@ -230,6 +243,7 @@ class Rerun:
                 row[label] = {"predicted": predicted, "weights": pr.as_dict(apply_caps(w, caps))}
             regmix[kind] = row
         regmix_kind = max(regmix, key=lambda k: np.nan_to_num(regmix[k]["loo_spearman"], nan=-2))
+        olmix_fit = self.olmix(budget, draws, caps)  # amendment 1 (docs/results.md)
         # candidates on dev, seeds 100 and 101: each energy along its λ path, and MixMin
         base = {s: self.score("dev", budget, "uniform", self.uniform, s) for s in CANDIDATE_SEEDS}
         base_lp = {s: self.score("dev", budget, "uniform", self.uniform, s, SECONDARY)
@@ -281,6 +295,7 @@ class Rerun:
         final["swarm-top3"] = pr.as_dict(draws[order].mean(axis=0))
         final["regmix"] = regmix[regmix_kind]["regmix"]["weights"]
         final["regmix-argmax"] = regmix[regmix_kind]["regmix-argmax"]["weights"]
+        final["olmix"] = olmix_fit["weights"]
         final["mixmin"] = mixmin["weights"]
         final["taskpgm"] = methods_json["taskpgm"]["weights"]  # today's shipped default
         for name, path in paths.items():
@@ -289,6 +304,7 @@ class Rerun:
         decisions = {"budget": budget, "sweep": sweep, "pilot": pilot, "caps": caps.tolist(),
                      "swarm": {k: v for k, v in swarm.items()}, "top3": [int(i) for i in order],
                      "fidelity": fid, "regmix": regmix, "regmix_kind": regmix_kind,
+                     "olmix": olmix_fit,
                      "uniform_dev": u_row, "paths": paths, "mixmin": mixmin,
                      "final_methods": final}
         pr.ledger.data["decisions"] = decisions

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from quality.render import ci, fmt3, machines_line, test_table
-from quality.rerun import CANDIDATE_SEEDS, POOLS, PRIMARY, SECONDARY, TEST_SEEDS
+from quality.rerun import CANDIDATE_SEEDS, POOLS, PRIMARY, SECONDARY, SWARM, TEST_SEEDS
 from taskpgm import atomic
 
 COMMAND = "python benchmarks/mixture_rerun.py --render"
@@ -27,7 +27,8 @@ def compute_of(led: dict[str, Any]) -> dict[str, float]:
     pipe = float(led.get("pipeline_cpu_s", math.nan))
     out = dict.fromkeys(("uniform", "size", "temperature", "family-uniform", "clean-uniform"),
                         0.0)
-    out.update(dict.fromkeys(("swarm-top1", "swarm-top3", "regmix", "regmix-argmax"), swarm))
+    out.update(dict.fromkeys(("swarm-top1", "swarm-top3", "regmix", "regmix-argmax", "olmix"),
+                             swarm))
     out.update({"taskpgm": pipe, "mixmin": pipe})
     for name in ("reference", "affinity", "split"):
         path = sum(e["cpu_s"] for e in tr
@@ -39,7 +40,7 @@ def compute_of(led: dict[str, Any]) -> dict[str, float]:
 #: What each method trained or read to choose its mixture, in words (results.json's compute).
 WORK = {**dict.fromkeys(("uniform", "size", "temperature", "family-uniform", "clean-uniform"),
                         "none"),
-        **dict.fromkeys(("swarm-top1", "swarm-top3", "regmix", "regmix-argmax"),
+        **dict.fromkeys(("swarm-top1", "swarm-top3", "regmix", "regmix-argmax", "olmix"),
                         "the swarm's dev trainings"),
         "taskpgm": "the experts and the probe scoring", "mixmin": "the experts and the probe "
         "scoring", **{f"{e}+kl": "the experts and the probe scoring, and its dev trainings "
@@ -63,11 +64,55 @@ def known_checks(led: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def dev_so_far(led: dict[str, Any]) -> list[str]:
+    """A pool whose dev phase is under way: its budget sweep, its pilot once its four seeds
+    are trained (with the detectable difference at the test seeds) and the swarm's count,
+    read from the ledger's trainings alone."""
+    from quality.protocol import metric
+    from quality.rerun import DEV_SEEDS
+    from taskpgm.core.stats import detectable, seeds_for_power
+
+    fams = led.get("families")
+    held = led["trainings"]
+
+    def score(phase: str, budget: int, method: str, seed: int, field_: str = PRIMARY
+              ) -> float | None:
+        entry = held.get(f"{phase}|{budget}|{method}|{seed}")  # quality.ledger.Ledger.key
+        return None if entry is None else metric(entry["rows"], "dev", field_, fams)
+
+    md = ["Dev phase under way; what its ledger holds so far:", ""]
+    for b in sorted({e["budget"] for k, e in held.items() if k.startswith("sweep|")}):
+        u = score("sweep", b, "uniform", DEV_SEEDS[0])
+        k = score("sweep", b, "known", DEV_SEEDS[0])
+        if u is not None and k is not None:
+            md.append(f"* sweep, {b:,} tokens (seed {DEV_SEEDS[0]}): uniform {fmt3(u)}, known "
+                      f"answer {fmt3(k)}, gap {k - u:+.3f}")
+    for b in sorted({e["budget"] for k, e in held.items() if k.startswith("pilot|")}):
+        for f in METRICS:
+            pairs = [(score("pilot", b, "known", s, f), score("pilot", b, "uniform", s, f))
+                     for s in DEV_SEEDS]
+            diffs = [kn - un for kn, un in pairs if kn is not None and un is not None]
+            if len(diffs) < len(DEV_SEEDS):
+                continue
+            sd = float(np.std(diffs, ddof=1))
+            md.append(f"* pilot at {b:,} tokens ({f}, known answer − uniform, seeds "
+                      f"{DEV_SEEDS[0]}–{DEV_SEEDS[-1]}): differences "
+                      f"{', '.join(f'{d:+.3f}' for d in diffs)}; paired sd {sd:.3f}; 80% power "
+                      f"at 0.02 needs {seeds_for_power(sd)} seeds; at {TEST_SEEDS} seeds the "
+                      f"detectable difference is **{detectable(sd, TEST_SEEDS):.3f}**")
+    n_swarm = len({k for k in held if k.startswith("swarm|") and "|swarm-" in k})
+    md.append(f"* swarm: {n_swarm} of {SWARM} mixtures trained")
+    return md
+
+
 def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     name = led["pool"]
     spec = POOLS[name]
     dec = led.get("decisions", {})
     md = [f"### Pool `{name}`", ""]
+    if not led.get("trainings"):
+        return [*md, "Not started.", ""], {"primary_metric": PRIMARY,
+                                           "secondary_metric": SECONDARY}
     tasks = led.get("tasks", [])
     extra = ""
     if spec.pool.families:
@@ -82,7 +127,7 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         md += [f"Pipeline compute: {led['pipeline_note']}", ""]
     js: dict[str, Any] = {"primary_metric": PRIMARY, "secondary_metric": SECONDARY}
     if not dec:
-        return [*md, "Dev phase not finished.", ""], js
+        return [*md, *dev_so_far(led), ""], js
     js.update(budget_tokens=dec["budget"], dev_per_task=per.get("dev"),
               test_per_task=per.get("test"))
     if dec.get("sweep"):
@@ -118,7 +163,10 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     js["fidelity"] = dec["fidelity"]
     rk = dec["regmix_kind"]
     md += ["", "**RegMix.** Leave-one-out Spearman: " + ", ".join(
-        f"{k} {v['loo_spearman']:+.2f}" for k, v in dec["regmix"].items()) + f"; used: {rk}.",
+        f"{k} {v['loo_spearman']:+.2f}" for k, v in dec["regmix"].items()) + f"; used: {rk}."
+        + (f" **Olmix** (λ {dec['olmix']['strength']:g}, certified gap "
+           f"{dec['olmix']['certificate']['gap']:.0e}): predicted macro loss "
+           f"{dec['olmix']['predicted_loss']:.3f} nats." if "olmix" in dec else ""),
         "", f"**The λ paths (dev, seeds {', '.join(map(str, CANDIDATE_SEEDS))}).** Mean dev "
         f"{PRIMARY} (and {SECONDARY}) against uniform's at the same seeds.", "",
         "| energy | λ | dev | − uniform | dev log-prob | − uniform |", "|---|---|---|---|---|---|"]
