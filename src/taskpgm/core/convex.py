@@ -352,38 +352,50 @@ def _face_direction(obj: Objective, p: FloatArray, caps: FloatArray, g: FloatArr
     cap, one bordered Cholesky solve instead of a QP. Coordinates below :data:`TINY` move to
     their closed-form value (as in :func:`_newton_direction`); a capped task whose model
     multiplier says it would rather decrease is released (the most violating first) and
-    the step solved again; the line search stops a step at the first cap it meets. None
-    when the face system is singular."""
+    the step solved again; free tasks the step would carry past their cap are taken
+    exactly to it (all of them at once) and the rest solved again, so a step can meet
+    many caps. None when the face system is singular."""
     from scipy.linalg import cho_factor, cho_solve
 
     assert obj.prior is not None
     d = np.zeros_like(p)
     tiny = _tiny(obj, p)
     capped = ~tiny & (p >= caps - 1e-12)
-    for _ in range(p.size + 1):
-        free = ~tiny & ~capped
+    clamped = np.zeros(p.size, dtype=bool)  # free tasks the step takes exactly to their cap
+    for _ in range(2 * p.size + 2):
+        free = ~tiny & ~capped & ~clamped
         if not free.any():
             return None
         if tiny.any():
             d[tiny] = _tiny_values(obj, p, caps, g, tiny, free) - p[tiny]
         d[capped] = 0.0
-        rhs = g[free] + h[np.ix_(free, tiny)] @ d[tiny]
+        d[clamped] = caps[clamped] - p[clamped]
+        fixed = tiny | clamped
+        rhs = g[free] + h[np.ix_(free, fixed)] @ d[fixed]
         try:
             factor = cho_factor(h[np.ix_(free, free)])
         except np.linalg.LinAlgError:
             return None
         a = cho_solve(factor, rhs)
         b = cho_solve(factor, np.ones(int(free.sum())))
-        r = -float(d[tiny].sum())  # Σ d_F = r keeps Σ p = 1
+        r = -float(d[fixed].sum())  # Σ d_F = r keeps Σ p = 1
         nu = -(r + float(a.sum())) / float(b.sum())
         d[free] = -(a + nu * b)
-        if not capped.any():
+        # tasks the step would carry past their cap are taken to it and the rest solved again
+        # (all at once: one step, not one a cap, where many caps bind)
+        over = free & np.isfinite(caps) & (p + d > caps + 1e-15)
+        if over.any():
+            clamped |= over
+            continue
+        held = capped | clamped
+        if not held.any():
             return d
-        wants = (g + h @ d)[capped] + nu  # > 0: the model would lower this capped task
+        wants = (g + h @ d)[held] + nu  # > 0: the model would lower this held task
         worst = int(np.argmax(wants))
         if wants[worst] <= 1e-12 * max(1.0, float(np.abs(g).max())):
             return d
-        capped[np.flatnonzero(capped)[worst]] = False
+        i = np.flatnonzero(held)[worst]
+        capped[i] = clamped[i] = False
     return None
 
 
