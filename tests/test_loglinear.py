@@ -136,3 +136,13 @@ def test_olmix_on_a_swarm_gives_a_noise_task_little_weight():
     assert min(got["weights"][k] for k in "abc") > 0.25
     assert got["certificate"]["gap"] <= 1e-9 and got["strength"] == 0.05
     assert got["predicted_loss"] < truth.predict(q).mean()
+
+
+def test_the_task_loss_is_bits_per_byte_for_generative_tasks_else_minus_logprob():
+    from taskpgm.swarm import olmix, task_loss
+
+    assert task_loss({"logprob": -1.25}) == 1.25
+    assert task_loss({"logprob": -40.0, "bpb": 0.9}) == 0.9
+    skipped = olmix(np.full((3, 2), 0.5), np.array([[1.0, np.nan]] * 3), caps=np.ones(2),
+                    prior=None, names=["a", "b"])
+    assert "skipped" in skipped and "finite" in skipped["skipped"]

@@ -21,7 +21,15 @@ import numpy as np
 from quality.protocol import LEDGERS, ROOT, Pool, PoolRun, metric, split_of
 from taskpgm.core.mixture import apply_caps
 from taskpgm.core.stats import detectable, seeds_for_power
-from taskpgm.swarm import draw_around, fidelity, fit_regmix, olmix, regmix_weights, spearman
+from taskpgm.swarm import (
+    draw_around,
+    fidelity,
+    fit_regmix,
+    olmix,
+    regmix_weights,
+    spearman,
+    task_loss,
+)
 from taskpgm.weights import anchored_limit, energy_terms, mixmin_inputs, solve
 
 RERUN_LEDGERS = LEDGERS.parent / "mixture_rerun"
@@ -197,7 +205,7 @@ class Rerun:
         """Olmix (:func:`taskpgm.swarm.olmix`) on the swarm: the log-linear law per task fitted
         on each swarm mixture's per-task dev loss (−logprob), proposed at λ = 0.05 against
         uniform under the caps. Reads the swarm's ledger rows only (no training)."""
-        losses = np.array([[-float(r["logprob"]) for t in self.pr.names
+        losses = np.array([[task_loss(r) for t in self.pr.names
                             for r in self.train("swarm", budget, f"swarm-{i:03d}",
                                                 self.pr.as_dict(w), DEV_SEEDS[0])
                             if r["task"] == t and r["split"] == "dev"]

@@ -133,6 +133,13 @@ def regmix_weights(predictor: Predictor, n_tasks: int, *, candidates: int = 100_
     return mean, float(predictor(mean[None, :])[0])
 
 
+def task_loss(row: dict[str, Any]) -> float:
+    """A task's loss in an evaluation row, for Olmix's law: bits per byte of the gold
+    continuation for a generative task (Olmix's own metric), else the gold choice's
+    length-normalized −log-probability (nats a token)."""
+    return float(row["bpb"]) if "bpb" in row else -float(row["logprob"])
+
+
 def olmix(draws: ArrayLike, losses: ArrayLike, *, caps: ArrayLike, prior: ArrayLike | None,
           names: list[str], seed: int = 0, strength: float = OLMIX_STRENGTH) -> dict[str, Any]:
     """Olmix (:mod:`taskpgm.core.loglinear`): a log-linear law per task fitted on the swarm's
@@ -140,11 +147,15 @@ def olmix(draws: ArrayLike, losses: ArrayLike, *, caps: ArrayLike, prior: ArrayL
     under the caps (λ = 0.05, Olmix's shipped value; the prior is the swarm's centre)."""
     started = time.process_time()
     x = np.asarray(draws, dtype=np.float64)
-    law = fit_law(x, np.asarray(losses, dtype=np.float64), seed=seed)
+    y = np.asarray(losses, dtype=np.float64)
+    if y.shape != x.shape or not np.isfinite(y).all():
+        return {"skipped": f"Olmix needs a finite loss for every task of every swarm mixture "
+                           f"(got {y.shape} for {x.shape} mixtures)"}
+    law = fit_law(x, y, seed=seed)
     q = np.full(x.shape[1], 1.0 / x.shape[1]) if prior is None else np.asarray(prior)
     got = propose(law, strength=strength, prior=q, caps=caps)
     return {"weights": dict(zip(names, map(float, got.p), strict=True)),
-            "strength": strength, "metric": "loss = -logprob (nats), macro over tasks",
+            "strength": strength, "metric": "per-task loss (task_loss), macro over tasks",
             "predicted_loss": float(law.predict(got.p[None, :]).mean()),
             "fit_huber": [float(v) for v in law.huber], "certificate": got.certificate,
             "newton_steps": got.n_iter, "compute_cpu_s": time.process_time() - started}
@@ -276,10 +287,10 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
                           "compute_cpu_s": time.process_time() - started}
     result["regmix"] = regmix  # the mean of the top 128, as RegMix's code
     result["regmix_argmax"] = argmax
-    per_task = np.array([[float(r["logprob"]) for t in names for r in rows
-                          if r["method"] == f"swarm-{i:03d}" and r["split"] == split
-                          and r["task"] == t] for i in range(mixtures)])
-    result["olmix"] = olmix(draws, -per_task, caps=caps, prior=prior, seed=config.mixture.seed,
+    losses = np.array([[task_loss(r) for t in names for r in rows
+                        if r["method"] == f"swarm-{i:03d}" and r["split"] == split
+                        and r["task"] == t] for i in range(mixtures)])
+    result["olmix"] = olmix(draws, losses, caps=caps, prior=prior, seed=config.mixture.seed,
                             names=names)
     relations = open_relations(Path(state.stages["relations"]["path"]))
     table = []

@@ -227,9 +227,13 @@ def cmd_swarm(args: argparse.Namespace) -> int:
             print(f"{name} {kind}: predicted {fit['predicted']:.3f}; "
                   + ", ".join(f"{t} {w:.3f}" for t, w in top))
     fit = result["olmix"]
-    top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
-    print(f"olmix (lambda {fit['strength']:g}, gap {fit['certificate']['gap']:.1e}): predicted "
-          f"loss {fit['predicted_loss']:.3f}; " + ", ".join(f"{t} {w:.3f}" for t, w in top))
+    if "skipped" in fit:
+        print(f"olmix: skipped: {fit['skipped']}")
+    else:
+        top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"olmix (lambda {fit['strength']:g}, gap {fit['certificate']['gap']:.1e}): "
+              f"predicted loss {fit['predicted_loss']:.3f}; "
+              + ", ".join(f"{t} {w:.3f}" for t, w in top))
     for row in result["fidelity"]:
         print(f"fidelity {row['energy']:<9} rho={row['rho']:<6.3g} Spearman "
               f"{row['spearman']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]")
