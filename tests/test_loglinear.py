@@ -94,13 +94,13 @@ def test_the_fit_recovers_a_known_law_and_shrugs_off_one_wild_point():
     truth = random_law(rng, t)
     x = rng.dirichlet(np.ones(t), size=n)
     y = truth.predict(x)
-    law = fit_law(x, y, starts=2)
+    law = fit_law(x, y)
     assert np.abs(law.predict(x) - y).max() < 1e-3  # noiseless data: an exact fit
     fresh = rng.dirichlet(np.ones(t), size=200)  # and it generalizes over the simplex
     assert np.abs(law.predict(fresh) - truth.predict(fresh)).max() < 1e-2
     wild = y.copy()
     wild[0, 0] += 5.0  # one swarm run gone wrong: the Huber loss caps its pull
-    robust = fit_law(x, wild, starts=2)
+    robust = fit_law(x, wild)
     assert np.abs(robust.predict(x[1:, :])[:, 0] - y[1:, 0]).max() < 0.02
 
 
