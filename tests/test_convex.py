@@ -218,6 +218,7 @@ def test_mixture_loss_matches_cvxpy(seed):
     # the solver's contract: 1e-10, or 1e-9 relative where rounding stalls it first (seed 2
     # stops at 2.1e-10 on an AVX-512 CPU: coordinates of 1e-10 the QP leaves at its tolerance)
     assert got.certificate["gap"] <= max(1e-10, 1e-9 * abs(got.value))
+    assert got.n_iter < 50  # the steps taken, also where rounding stalls it (not max_iter)
     q = rng.dirichlet(np.ones(n))
     anchored = minimize(MixtureLoss(probs, w, np.zeros(examples), 0.05, q), cap,
                         start=q, interior=True)

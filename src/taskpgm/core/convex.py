@@ -280,10 +280,11 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
     if interior and (p <= 0).any():
         p = _fill(0.5 * p + 0.5 * _fill(np.full(n, 1.0 / n), caps, 1.0), caps, 1.0)
     value = obj.value(p)
-    for it in range(1, max_iter + 1):
+    steps = 0  # Newton steps taken
+    for _ in range(max_iter):
         cert = certificate(obj, p, caps)
         if cert["gap"] <= tol:
-            return ConvexResult(p, value, cert, it - 1)
+            return ConvexResult(p, value, cert, steps)
         g, h = obj.gradient(p), obj.hessian(p)
         # Σ d = 0 for every step on the simplex, so gᵀd = (g − ḡ)ᵀd: centred, the slope
         # keeps its digits where a strong anchor adds λ to every g_i (λ = 1e8: gᵀd would
@@ -321,9 +322,10 @@ def minimize(obj: Objective, caps: FloatArray, *, start: FloatArray | None = Non
         p = np.clip(trial, 0.0, caps)
         p /= p.sum()
         value = obj.value(p)
+        steps += 1
     cert = certificate(obj, p, caps)
     if cert["gap"] <= max(tol, 1e-9 * max(1.0, abs(value))):
-        return ConvexResult(p, value, cert, max_iter)
+        return ConvexResult(p, value, cert, steps)  # stalled by rounding within the bound
     raise SolverError(f"the projected Newton method stopped with a Frank-Wolfe gap of "
                       f"{cert['gap']:.2e} > {tol:.0e}; please report this with its input")
 
