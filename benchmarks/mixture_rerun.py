@@ -87,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     from quality.rerun_render import write_docs
 
     ledgers = {p: Ledger(args.ledgers / f"{p}.json", p) for p in args.pools}
+    shown = list(POOLS) if args.budget is None else args.pools
 
     def render() -> None:
-        write_docs({k: v.data for k, v in ledgers.items()}, args.doc, args.json)
+        """Every pool's section: this process's pools from memory, the others from their
+        ledger files as they stand (a run of another pool in another process included)."""
+        write_docs({p: (ledgers[p] if p in ledgers else Ledger(args.ledgers / f"{p}.json", p)
+                        ).data for p in shown}, args.doc, args.json)
 
     if not args.render:
         runs = {p: Rerun(pools[p], PoolRun(pools[p].pool, args.work / p, ledgers[p],

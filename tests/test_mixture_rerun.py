@@ -191,3 +191,27 @@ def test_olmix_reads_the_swarm_rows_of_the_ledger_and_avoids_a_noise_task(rr, tm
     assert got["weights"]["c"] < 0.05 and got["certificate"]["gap"] <= 1e-9
     again = run.olmix(8000, draws, np.ones(3))  # from the ledger: nothing trained again
     assert len(pr.trained) == 24 and again["weights"] == got["weights"]
+
+
+def test_a_render_for_one_pool_keeps_every_pools_section(rr, tmp_path):
+    """Two processes run different pools: each one's render writes every pool's section, the
+    other's from its ledger file as it stands."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "benchmarks"))
+        import mixture_rerun
+
+    ledgers = tmp_path / "ledgers"
+    other = rr.Ledger(ledgers / "arith12.json", "arith12")
+    other.data["trainings"]["sweep|8000|uniform|100"] = {
+        "phase": "sweep", "budget": 8000, "method": "uniform", "seed": 100, "weights": {},
+        "rows": [], "cpu_s": 1.0, "wall_s": 1.0, "fresh": True, "machine": 0,
+        "sampler": "crn-keyed"}
+    other.save()
+    doc, out = tmp_path / "results.md", tmp_path / "results.json"
+    assert mixture_rerun.main(["--render", "--pools", "noise", "--ledgers", str(ledgers),
+                               "--doc", str(doc), "--json", str(out)]) == 0
+    text = doc.read_text()
+    arith = text.split("### Pool `arith12`")[1].split("### Pool")[0]
+    assert "Dev phase under way" in arith  # from its file, though this run is noise's
+    assert "Not started." in text.split("### Pool `redundancy`")[1].split("### Pool")[0]
+    assert set(json.loads(out.read_text())["pools"]) == set(rr.rerun.POOLS)
