@@ -151,8 +151,8 @@ def olmix(draws: ArrayLike, losses: ArrayLike, *, caps: ArrayLike, prior: ArrayL
     if y.shape != x.shape or not np.isfinite(y).all():
         return {"skipped": f"Olmix needs a finite loss for every task of every swarm mixture "
                            f"(got {y.shape} for {x.shape} mixtures)"}
-    # every start refined up to 50 tasks (T = 50: 187 CPU-s on 100 mixtures); beyond, the 3
-    # most promising (T = 50: 14 CPU-s; within 5% of the Huber loss in the tests we ran)
+    # every start refined up to 50 tasks (T = 50: 182 CPU-s on 100 mixtures); beyond, the 3
+    # most promising (T = 50: 30 CPU-s, the same fit there; within 5% on noisier data)
     law = fit_law(x, y, seed=seed, polish=None if x.shape[1] <= 50 else 3)
     q = np.full(x.shape[1], 1.0 / x.shape[1]) if prior is None else np.asarray(prior)
     got = propose(law, strength=strength, prior=q, caps=caps)

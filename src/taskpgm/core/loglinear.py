@@ -124,11 +124,12 @@ def fit_law(weights: ArrayLike, losses: ArrayLike, *, delta: float = HUBER_DELTA
     Olmix's kind) is refined by a robust least-squares solve (scipy's trust-region, Huber
     loss) and the best result kept; with ``polish`` = k, every start first gets a few
     evaluations and only the k most promising are refined to convergence (for many tasks:
-    a fit of T = 50 tasks on 100 mixtures took 510 CPU-s with 50 random starts refined,
-    14 CPU-s with k = 3). The linearized starts are exact for noiseless data; on noisy data
-    not of the law's form (T = 8, 24 mixtures, 4 draws) refining every start matched 50
-    refined random starts on 30 of 32 tasks (total Huber loss within 1.9%) in 29-48% of the
-    time, and k = 3 came within 5% in 5-10% of the time.
+    a fit of T = 50 tasks on 100 mixtures took 510 CPU-s with 50 random starts refined, 182
+    with every start here refined and 30 with k = 3, the last two with the same Huber loss).
+    The linearized starts are exact for noiseless data; on noisy data not of the law's form
+    (T = 8, 24 mixtures, 4 draws) refining every start matched 50 refined random starts on
+    30 of 32 tasks (total Huber loss within 1.9%) in 29-48% of the time, and k = 3 came
+    within 5%.
 
     Args:
         weights: (n, T) the swarm's mixtures.
