@@ -193,6 +193,31 @@ def test_olmix_reads_the_swarm_rows_of_the_ledger_and_avoids_a_noise_task(rr, tm
     assert len(pr.trained) == 24 and again["weights"] == got["weights"]
 
 
+def test_olmix_sits_out_on_a_non_finite_swarm_loss_and_the_render_says_why(rr, tmp_path):
+    """A swarm training whose log-probability is not finite (a diverged run) leaves Olmix out
+    of the final table instead of stopping the dev phase; the decisions' sentence says why."""
+    from taskpgm.swarm import draw_around
+
+    class NanPool(FakePool):
+        cfg = SimpleNamespace(mixture=SimpleNamespace(seed=0))
+
+        def train(self, phase, budget, method, weights, seed):
+            rows = super().train(phase, budget, method, weights, seed)
+            if method == "swarm-003":
+                rows[0]["logprob"] = float("nan")
+            return rows
+
+    pr = NanPool(rr.Ledger(tmp_path / "p.json", "p"), ["a", "b", "c"])
+    run = rr.rerun.Rerun(rr.rerun.POOLS["noise"], pr)
+    got = run.olmix(8000, draw_around(np.full(3, 1 / 3), 8, seed=0), np.ones(3))
+    assert "weights" not in got and "finite" in got["skipped"]
+    assert rr.render.olmix_line(got) == f" **Olmix** sat out: {got['skipped']}."
+    fit = {"strength": 0.05, "certificate": {"gap": 3e-11}, "predicted_loss": 1.23456}
+    assert rr.render.olmix_line(fit) == (" **Olmix** (λ 0.05, certified gap 3e-11): predicted "
+                                         "macro loss 1.235 nats.")
+    assert rr.render.olmix_line(None) == ""
+
+
 def test_a_render_for_one_pool_keeps_every_pools_section(rr, tmp_path):
     """Two processes run different pools: each one's render writes every pool's section, the
     other's from its ledger file as it stands."""

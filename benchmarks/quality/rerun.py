@@ -303,7 +303,8 @@ class Rerun:
         final["swarm-top3"] = pr.as_dict(draws[order].mean(axis=0))
         final["regmix"] = regmix[regmix_kind]["regmix"]["weights"]
         final["regmix-argmax"] = regmix[regmix_kind]["regmix-argmax"]["weights"]
-        final["olmix"] = olmix_fit["weights"]
+        if "weights" in olmix_fit:  # skipped (a non-finite swarm loss): said in the render
+            final["olmix"] = olmix_fit["weights"]
         final["mixmin"] = mixmin["weights"]
         final["taskpgm"] = methods_json["taskpgm"]["weights"]  # today's shipped default
         for name, path in paths.items():

@@ -47,6 +47,17 @@ WORK = {**dict.fromkeys(("uniform", "size", "temperature", "family-uniform", "cl
                       "along the λ path" for e in ("reference", "affinity", "split")}}
 
 
+def olmix_line(fit: dict[str, Any] | None) -> str:
+    """The decisions' Olmix sentence: its λ, certificate and predicted loss, or why it sat out."""
+    if fit is None:
+        return ""
+    if "skipped" in fit:
+        return f" **Olmix** sat out: {fit['skipped']}."
+    return (f" **Olmix** (λ {fit['strength']:g}, certified gap "
+            f"{fit['certificate']['gap']:.0e}): predicted macro loss "
+            f"{fit['predicted_loss']:.3f} nats.")
+
+
 def known_checks(led: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per method: the intent family's total weight (redundancy) or the weight on the
     corrupted tasks (noise)."""
@@ -164,9 +175,7 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     rk = dec["regmix_kind"]
     md += ["", "**RegMix.** Leave-one-out Spearman: " + ", ".join(
         f"{k} {v['loo_spearman']:+.2f}" for k, v in dec["regmix"].items()) + f"; used: {rk}."
-        + (f" **Olmix** (λ {dec['olmix']['strength']:g}, certified gap "
-           f"{dec['olmix']['certificate']['gap']:.0e}): predicted macro loss "
-           f"{dec['olmix']['predicted_loss']:.3f} nats." if "olmix" in dec else ""),
+        + olmix_line(dec.get("olmix")),
         "", f"**The λ paths (dev, seeds {', '.join(map(str, CANDIDATE_SEEDS))}).** Mean dev "
         f"{PRIMARY} (and {SECONDARY}) against uniform's at the same seeds.", "",
         "| energy | λ | dev | − uniform | dev log-prob | − uniform |", "|---|---|---|---|---|---|"]
