@@ -240,3 +240,23 @@ def test_a_render_for_one_pool_keeps_every_pools_section(rr, tmp_path):
     assert "Dev phase under way" in arith  # from its file, though this run is noise's
     assert "Not started." in text.split("### Pool `redundancy`")[1].split("### Pool")[0]
     assert set(json.loads(out.read_text())["pools"]) == set(rr.rerun.POOLS)
+
+
+def test_a_ledger_refuses_trainings_on_other_data(rr, tmp_path):
+    """The first run records each task's content digest; a later run on the same data goes
+    on, one on other examples (another BIG-bench source, a changed corruption) stops with
+    the tasks named, before it trains anything or rewrites the file."""
+    from taskpgm.errors import DataError
+
+    path = tmp_path / "p.json"
+    led = rr.Ledger(path, "p")
+    led.check_data({"a": "1111", "b": "2222"})
+    led.save()
+    again = rr.Ledger(path, "p")
+    again.check_data({"a": "1111", "b": "2222"})
+    before = path.read_text()
+    with pytest.raises(DataError, match=r"p\.json: the examples of b differ"):
+        rr.Ledger(path, "p").check_data({"a": "1111", "b": "9999"})
+    with pytest.raises(DataError, match="the examples of c differ"):
+        rr.Ledger(path, "p").check_data({"a": "1111", "b": "2222", "c": "3333"})
+    assert path.read_text() == before

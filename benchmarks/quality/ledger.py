@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from taskpgm import atomic
+from taskpgm.errors import DataError
 
 
 class Training(TypedDict):
@@ -46,6 +47,7 @@ class LedgerData(TypedDict, total=False):
     base: dict[str, list[dict[str, Any]]]
     pipeline: dict[str, Any]
     pipeline_cpu_s: float
+    data: dict[str, str]  # each task's content digest (train, probe and eval examples)
 
 
 class Ledger:
@@ -62,6 +64,23 @@ class Ledger:
     @staticmethod
     def key(phase: str, budget: int, method: str, seed: int) -> str:
         return f"{phase}|{budget}|{method}|{seed}"
+
+    def check_data(self, digests: dict[str, str]) -> None:
+        """Record each task's content digest, or check it against the one recorded: trainings
+        on other data (another BIG-bench source or version, another corruption seed) must not
+        join this ledger's.
+
+        Raises:
+            DataError: a task's examples differ from those the ledger's trainings saw.
+        """
+        held = self.data.setdefault("data", dict(digests))
+        changed = sorted(t for t in set(held) | set(digests) if held.get(t) != digests.get(t))
+        if changed:
+            raise DataError(
+                f"{self.path}: the examples of {', '.join(changed)} differ from those this "
+                "ledger's trainings were run on (another BIG-bench source or version?); run "
+                "with the data the ledger was made with, or move the ledger aside to start "
+                "afresh")
 
     def rows(self, phase: str, budget: int, method: str, seed: int) -> list[dict[str, Any]] | None:
         entry = self.data["trainings"].get(self.key(phase, budget, method, seed))

@@ -24,6 +24,7 @@ from taskpgm.pipeline import run
 from taskpgm.readers import open_relations
 from taskpgm.rundir import RunDir
 from taskpgm.swarm import draw_mixtures, fidelity, fit_regmix, regmix_weights, spearman
+from taskpgm.tasks.schema import examples_fingerprint
 from taskpgm.weights import energy_terms, solve
 from taskpgm.workload import plan_of
 
@@ -134,6 +135,8 @@ class PoolRun:
         full = eval_set(self.cfg, self.tasks, {}, {})
         self.sets = {split: EvalSet({k: v for k, v in full.groups.items() if k[0] == split})
                      for split in ("dev", "test")}
+        self.ledger.check_data({t: examples_fingerprint(s.train + s.probe + s.eval)
+                                for t, s in self.tasks.items()})
         self.ledger.data.setdefault("tasks", self.names)
         self.ledger.data.setdefault("families", self.families)
         self.ledger.data.setdefault("per_task", {s: len(self.sets[s].groups[(s, self.names[0])])

@@ -67,7 +67,7 @@ def connect(execution: ExecutionConfig, *, stream: TextIO | None = None) -> Any:
     """
     ray = _ray()
     if not ray.is_initialized():
-        env = {"TASKPGM_HOME": os.environ["TASKPGM_HOME"]} if "TASKPGM_HOME" in os.environ else {}
+        env = {k: os.environ[k] for k in ("TASKPGM_HOME", "TASKPGM_BIGBENCH") if k in os.environ}
         try:
             ray.init(address=execution.address, log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)

@@ -118,6 +118,31 @@ def test_progress_for_long_loads(tmp_path: Path, home: Path, capsys, monkeypatch
     assert "load t: 400" in capsys.readouterr().err
 
 
+#: Three BIG-bench tasks: one multiple choice, one with two generative subtasks, one
+#: programmatic; the files of both the tiny archive and the tiny checkout.
+TINY_DOCS: dict[str, object] = {
+    "alpha/task.json": {"examples": [{"input": f"a{i}", "target_scores": {"x": 1, "y": 0}}
+                                     for i in range(7)]},
+    "beta/task.json": {"name": "beta"},
+    "beta/one/task.json": {"examples": [{"input": f"b{i}", "target": "t"} for i in range(5)]},
+    "beta/two/task.json": {"examples": [{"input": f"c{i}", "target": "t"} for i in range(4)]},
+    "gamma/task.py": "print('programmatic')",
+    "gamma/README.md": "hi",
+}
+
+
+@pytest.fixture
+def tiny_checkout(tmp_path: Path) -> Path:
+    """A clone of BIG-bench holding the tiny archive's task files (and a folder of its own)."""
+    clone = tmp_path / "BIG-bench"
+    tasks = clone / "bigbench" / "benchmark_tasks"
+    for rel, doc in {**TINY_DOCS, "_private/task.json": {"examples": []}}.items():
+        (tasks / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tasks / rel).write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    (tasks / "README.md").write_text("the tasks")
+    return clone
+
+
 @pytest.fixture
 def tiny_archive(home: Path) -> Path:
     """A bigbench-1.0.0.tar.gz with three tasks, where the real one would be cached."""
@@ -129,19 +154,8 @@ def tiny_archive(home: Path) -> Path:
     folder = home / "downloads" / "bigbench==1.0.0"
     folder.mkdir(parents=True)
     path = folder / "bigbench-1.0.0.tar.gz"
-    docs = {
-        "alpha/task.json": {"examples": [{"input": f"a{i}", "target_scores": {"x": 1, "y": 0}}
-                                         for i in range(7)]},
-        "beta/task.json": {"name": "beta"},
-        "beta/one/task.json": {"examples": [{"input": f"b{i}", "target": "t"}
-                                            for i in range(5)]},
-        "beta/two/task.json": {"examples": [{"input": f"c{i}", "target": "t"}
-                                            for i in range(4)]},
-        "gamma/task.py": "print('programmatic')",
-        "gamma/README.md": "hi",
-    }
     with tarfile.open(path, "w:gz") as tar:
-        for rel, doc in docs.items():
+        for rel, doc in TINY_DOCS.items():
             data = (doc if isinstance(doc, str) else json.dumps(doc)).encode()
             info = tarfile.TarInfo(PREFIX + rel)
             info.size = len(data)
@@ -160,3 +174,84 @@ def test_archive_index_extract_and_list(tiny_archive: Path, home: Path, capsys):
     extracted = sorted(p.relative_to(home / "bigbench-1.0.0" / "tasks").as_posix()
                        for p in (home / "bigbench-1.0.0" / "tasks").rglob("*") if p.is_file())
     assert extracted == ["beta/one/task.json", "beta/task.json", "beta/two/task.json"]
+
+
+def _bigbench_seen(capsys) -> tuple[list[dict[str, object]], dict[str, str]]:
+    """What a user sees of BIG-bench: the catalog, and each task's split contents."""
+    from taskpgm.tasks.schema import examples_fingerprint
+
+    assert main(["tasks", "list", "bigbench", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    splits = {}
+    for spec in ("bigbench:alpha", "bigbench:beta", "bigbench:beta/two"):
+        t = load_task(spec, probe=1, eval=2, max_train=None)
+        splits[spec] = examples_fingerprint(t.train + t.probe + t.eval)
+    return rows, splits
+
+
+def test_a_checkout_is_read_in_place_as_the_archive_is_read(
+        tiny_archive: Path, tiny_checkout: Path, home: Path, monkeypatch, capsys):
+    """$TASKPGM_BIGBENCH names a clone: the same catalog and the same examples as the archive
+    with the same files, nothing extracted or downloaded, and its catalog cached under a name
+    that changes when a task file does."""
+    from taskpgm.tasks.bigbench import CHECKOUT_ENV, folder
+
+    from_archive = _bigbench_seen(capsys)
+    assert (home / "bigbench-1.0.0" / "tasks" / "alpha").is_dir()
+    tiny_archive.unlink()  # the checkout must not need it
+    for where in (tiny_checkout, tiny_checkout / "bigbench",
+                  tiny_checkout / "bigbench" / "benchmark_tasks"):
+        monkeypatch.setenv(CHECKOUT_ENV, str(where))
+        assert _bigbench_seen(capsys) == from_archive
+    assert not (home / "downloads" / "bigbench==1.0.0").exists() or \
+        not any((home / "downloads" / "bigbench==1.0.0").iterdir())
+    catalogs = sorted(folder().glob("catalog-*.json"))
+    assert len(catalogs) == 1 and folder().parent.name == "bigbench-checkout"
+    alpha = tiny_checkout / "bigbench" / "benchmark_tasks" / "alpha" / "task.json"
+    alpha.write_text(json.dumps({"examples": [{"input": f"a{i}", "target_scores": {"x": 1, "y": 0}}
+                                              for i in range(9)]}))
+    rows, _ = _bigbench_seen(capsys)
+    assert {"spec": "bigbench:alpha", "kind": "mc", "examples": 9} in rows
+    assert len(sorted(folder().glob("catalog-*.json"))) == 2
+
+
+def test_a_checkout_that_holds_no_tasks_is_a_clear_error(home: Path, tmp_path: Path,
+                                                         monkeypatch, capsys):
+    from taskpgm.errors import NotFoundError
+    from taskpgm.tasks.bigbench import CHECKOUT_ENV
+
+    monkeypatch.setenv(CHECKOUT_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(NotFoundError) as got:
+        load_task("bigbench:alpha")
+    assert str(got.value).startswith(f"TASKPGM_BIGBENCH={tmp_path / 'nowhere'} holds no "
+                                     "BIG-bench tasks")
+    assert "a clone of https://github.com/google/BIG-bench" in str(got.value)
+    assert main(["tasks", "show", "bigbench:alpha"]) != 0
+    err = capsys.readouterr().err
+    assert "holds no BIG-bench tasks" in err and "Traceback" not in err
+
+
+def test_an_archive_the_index_does_not_serve_names_both_ways_round(home: Path, monkeypatch):
+    """The index's refusal keeps its words (the demo's fallback reads them) and adds the
+    two ways round it: the file put by hand, or a checkout."""
+    from taskpgm import cache
+    from taskpgm.errors import NotFoundError
+    from taskpgm.tasks import bigbench
+
+    class Index:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, *_):
+            return json.dumps({"files": [{"filename": "bigbench-0.0.1.tar.gz"}]}).encode()
+
+    monkeypatch.setattr(cache.urllib.request, "urlopen", lambda request, timeout: Index())
+    with pytest.raises(NotFoundError) as got:
+        bigbench.archive()
+    msg = str(got.value)
+    assert cache.NOT_SERVED in msg and "downloads/bigbench==1.0.0/" in msg
+    assert msg.endswith("set TASKPGM_BIGBENCH to a clone of https://github.com/google/BIG-bench "
+                        "(taskpgm then reads its task.json files in place)")

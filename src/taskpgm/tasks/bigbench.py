@@ -1,10 +1,14 @@
-"""BIG-bench JSON tasks, read from the ``bigbench==1.0.0`` source archive on PyPI.
+"""BIG-bench JSON tasks, read from the ``bigbench==1.0.0`` source archive on PyPI, or from
+a BIG-bench checkout named by ``$TASKPGM_BIGBENCH``.
 
 The archive (358 MB) is downloaded once into the cache and never installed
 (the package needs tensorflow). Its member list is indexed once
 (``bigbench-1.0.0/members.json``) and only the ``task.json`` files of tasks
 that are used are extracted, each task into its own cache folder that is
-renamed into place when complete.
+renamed into place when complete. A checkout (a clone of google/BIG-bench, or
+its ``bigbench/benchmark_tasks`` folder) is read in place: its member list is
+walked on each use (a few hundred folders), and only the task catalog is cached,
+under a name that changes when any of its ``task.json`` files does.
 
 A task is ``bigbench:NAME`` (all its subtasks together, if it has any) or
 ``bigbench:NAME/SUBTASK``. An example with ``target_scores`` is multiple
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import shutil
 import sys
@@ -42,20 +47,81 @@ from taskpgm.tasks.loadprogress import LoadProgress
 
 REQUIREMENT = "bigbench==1.0.0"
 PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+#: The environment variable naming a BIG-bench checkout to read instead of the archive.
+CHECKOUT_ENV = "TASKPGM_BIGBENCH"
+CHECKOUT_URL = "https://github.com/google/BIG-bench"
+
+
+def checkout() -> Path | None:
+    """The ``benchmark_tasks`` folder of ``$TASKPGM_BIGBENCH``, or None where it is unset.
+
+    The variable may name a clone of BIG-bench, its ``bigbench`` package folder, or
+    ``benchmark_tasks`` itself.
+
+    Raises:
+        NotFoundError: it is set, but no folder there holds BIG-bench tasks.
+    """
+    raw = os.environ.get(CHECKOUT_ENV, "").strip()
+    if not raw:
+        return None
+    root = Path(raw).expanduser()
+    for cand in (root / "bigbench" / "benchmark_tasks", root / "benchmark_tasks", root):
+        if cand.is_dir() and (any(cand.glob("*/task.json")) or any(cand.glob("*/*/task.json"))):
+            return cand
+    raise NotFoundError(f"{CHECKOUT_ENV}={raw} holds no BIG-bench tasks (looked for "
+                        "bigbench/benchmark_tasks/*/task.json in it); point it at a clone of "
+                        f"{CHECKOUT_URL}, or unset it to read the {REQUIREMENT} archive")
 
 
 def folder() -> Path:
-    """Where the index and the extracted tasks live."""
-    return home() / "bigbench-1.0.0"
+    """Where the index and the extracted tasks live (for a checkout: its cached catalog)."""
+    root = checkout()
+    if root is None:
+        return home() / "bigbench-1.0.0"
+    return home() / "bigbench-checkout" / hashlib.sha256(str(root.resolve()).encode()) \
+        .hexdigest()[:16]
 
 
 def archive() -> Path:
-    """The source archive, downloaded once."""
-    return pip_download(REQUIREMENT, sdist=True)
+    """The source archive, downloaded once.
+
+    Raises:
+        NotFoundError: the index does not serve it (or cannot be reached); the message says
+            where to put the file by hand, and that a checkout can be read instead.
+    """
+    try:
+        return pip_download(REQUIREMENT, sdist=True)
+    except NotFoundError as err:
+        raise NotFoundError(f"{err}; or set {CHECKOUT_ENV} to a clone of {CHECKOUT_URL} "
+                            "(taskpgm then reads its task.json files in place)") from err
+
+
+def task_root() -> Path:
+    """The folder that holds ``TASK[/SUBTASK]/task.json`` (a checkout's, or the cache's)."""
+    root = checkout()
+    return folder() / "tasks" if root is None else root
+
+
+def _walk(root: Path) -> dict[str, dict[str, Any]]:
+    """The member list of a checkout, in the archive's form."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for task in sorted(p for p in root.iterdir() if p.is_dir()):
+        if task.name.startswith(("_", ".")):
+            continue
+        files = [f"{task.name}/task.json"] if (task / "task.json").is_file() else []
+        files += sorted(f"{task.name}/{sub.name}/task.json" for sub in task.iterdir()
+                        if sub.is_dir() and (sub / "task.json").is_file())
+        py = (task / "task.py").is_file()
+        if files or py:
+            tasks[task.name] = {"json": sorted(files), "py": py}
+    return tasks
 
 
 def members() -> dict[str, dict[str, Any]]:
     """``{task: {"json": [relative task.json paths], "py": bool}}`` for every task."""
+    root = checkout()
+    if root is not None:
+        return _walk(root)
     path = folder() / "members.json"
     if path.exists():
         data: dict[str, dict[str, Any]] = json.loads(path.read_text())
@@ -115,6 +181,8 @@ def resolve(spec_name: str) -> tuple[str, list[str]]:
 
 def extract(tasks: list[str]) -> None:
     """Make sure every ``task.json`` of ``tasks`` is in the cache (one pass over the archive)."""
+    if checkout() is not None:
+        return  # read in place
     index = members()
     missing = [t for t in dict.fromkeys(tasks) if not (folder() / "tasks" / t).is_dir()]
     if not missing:
@@ -167,7 +235,7 @@ def _load(spec_name: str, builder: TaskBuilder, template: Template, max_examples
     _, files = resolve(spec_name)
     task = spec_name.split("/")[0]
     extract([task])
-    base = folder() / "tasks"
+    base = task_root()
     problems = Problems(f"bigbench:{spec_name}")
     progress = LoadProgress(builder.task)
     n = 0
@@ -292,30 +360,30 @@ def choice_order(text: str, choices: list[str]) -> list[int]:
 def catalog() -> dict[str, dict[str, Any]]:
     """``{spec: {"kind", "examples"}}`` of every JSON task and subtask (built once, cached).
 
-    Building it parses every ``task.json`` of the archive (1.7 GB of JSON, a minute or two).
+    Building it parses every ``task.json`` (1.7 GB of JSON, a minute or two). A checkout's
+    catalog is cached under a name made of its files' sizes and modification times, so an
+    update of the checkout builds it again.
     """
-    path = folder() / "catalog.json"
+    index = members()
+    root = checkout()
+    name = "catalog.json"
+    if root is not None:
+        stats = [(f, (root / f).stat()) for t in index.values() for f in t["json"]]
+        key = "\n".join(f"{f} {st.st_size} {st.st_mtime_ns}" for f, st in stats)
+        name = f"catalog-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    path = folder() / name
     if path.exists():
         data: dict[str, dict[str, Any]] = json.loads(path.read_text())
         return data
-    index = members()
-    wanted = {PREFIX + f: f for t in index.values() for f in t["json"]}
     per_file: dict[str, tuple[str, int]] = {}
-    progress = Progress("index bigbench tasks", len(wanted), unit="files")
-    with tarfile.open(archive(), "r:gz") as tar:
-        for m in tar:
-            rel = wanted.get(m.name)
-            if rel is None:
-                continue
-            src = tar.extractfile(m)
-            assert src is not None
-            with src:
-                doc = json.load(src)
-            examples = doc.get("examples") or []
-            mc = bool(examples) and all(isinstance(e, dict) and "target_scores" in e
-                                        for e in examples[:1])
-            per_file[rel] = ("mc" if mc else "gen", len(examples))
-            progress.update()
+    files = [f for t in index.values() for f in t["json"]]
+    progress = Progress("index bigbench tasks", len(files), unit="files")
+    for rel, doc in _documents(files):
+        examples = (doc.get("examples") or []) if isinstance(doc, dict) else []
+        mc = bool(examples) and all(isinstance(e, dict) and "target_scores" in e
+                                    for e in examples[:1])
+        per_file[rel] = ("mc" if mc else "gen", len(examples))
+        progress.update()
     out: dict[str, dict[str, Any]] = {}
     for task, entry in index.items():
         if not entry["json"]:
@@ -331,6 +399,26 @@ def catalog() -> dict[str, dict[str, Any]]:
                                                              "examples": per_file[f][1]}
     atomic.write_text(path, json.dumps(out, indent=1))
     return out
+
+
+def _documents(files: list[str]) -> Iterator[tuple[str, Any]]:
+    """``(relative path, parsed task.json)`` for ``files``, from the checkout or one pass over
+    the archive."""
+    root = checkout()
+    if root is not None:
+        for rel in files:
+            yield rel, json.loads((root / rel).read_text(encoding="utf-8"))
+        return
+    wanted = {PREFIX + f: f for f in files}
+    with tarfile.open(archive(), "r:gz") as tar:
+        for m in tar:
+            found = wanted.get(m.name)
+            if found is None:
+                continue
+            src = tar.extractfile(m)
+            assert src is not None
+            with src:
+                yield found, json.load(src)
 
 
 def _flag(value: object) -> bool:
