@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
               "of three related tasks beside an unrelated one: the three shards of BIG-bench's "
               "intent_recognition that ship with taskpgm and MMLU's miscellaneous questions.",
               flush=True)
-    print(f"taskpgm demo: {path.name} -> {out} (about 20 minutes on 2 CPU cores "
-          "the first time; seconds once its artifacts exist)", flush=True)
+    print(f"taskpgm demo: {path.name} -> {out} (about 5 to 12 minutes on 2 CPU cores the "
+          "first time, by the CPU: docs/demo.md; seconds once its artifacts exist)", flush=True)
     run_pipeline(cfg, out)
     print_weights(out)
     print_evaluation(out)
