@@ -8,6 +8,7 @@ It runs on taskpgm's public modules (the pipeline, ``inputs``, ``evaluation.Reci
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,24 @@ def metric(rows: list[dict[str, Any]], split: str, field_: str = "accuracy",
 
 
 
+def timed_pipeline(ledger: Ledger, cfg: Any, run_dir: Path, *, runner: Callable[..., Any] = run,
+                   clock: Callable[[], float] = time.process_time) -> Any:
+    """The pipeline up to the weights. The first run that does the work (the experts and the
+    probe scoring: over 60 CPU-s; a run from the cache takes seconds) writes its CPU seconds
+    and stage times into the ledger, whichever asked first: the caps at the dev phase's start,
+    or the relations."""
+    cpu = clock()
+    state = runner(cfg, run_dir, until="weights")
+    spent = clock() - cpu
+    if "pipeline_cpu_s" not in ledger.data and spent > 60:
+        stages = state.files.read_stages()
+        ledger.data["pipeline_cpu_s"] = round(spent, 1)
+        ledger.data.setdefault("pipeline", {})["stages"] = {
+            s: stages[s].get("seconds") for s in ("experts", "signals", "relations", "weights")}
+        ledger.save()
+    return state
+
+
 class PoolRun:
     """The loaded pool, its pipeline's relations when the dev phase needs them, and one
     training at a time."""
@@ -153,16 +172,8 @@ class PoolRun:
         The test phase trains the weights its ledger holds, so it never runs the pipeline
         (on a machine without the cache that would be the experts and the probe scoring)."""
         if self._relations is None:
-            cpu = time.process_time()
-            state = run(self.cfg, self.work / "run", until="weights")
-            spent = time.process_time() - cpu
+            state = timed_pipeline(self.ledger, self.cfg, self.work / "run")
             stages = state.files.read_stages()
-            if "pipeline_cpu_s" not in self.ledger.data and spent > 60:  # it did the work now
-                self.ledger.data["pipeline_cpu_s"] = round(spent, 1)
-                self.ledger.data["pipeline"]["stages"] = {
-                    s: stages[s].get("seconds")
-                    for s in ("experts", "signals", "relations", "weights")}
-                self.ledger.save()
             self._relations = open_relations(Path(stages["relations"]["path"]))
         return self._relations
 
@@ -171,7 +182,7 @@ class PoolRun:
         cfg = self.cfg.model_copy(update={"mixture": self.cfg.mixture.model_copy(
             update={"token_budget": budget})})
         run_dir = self.work / f"run-b{budget}"
-        run(cfg, run_dir, until="weights")
+        timed_pipeline(self.ledger, cfg, run_dir)
         return dict(RunDir(run_dir).read_methods())
 
     def caps(self, budget: int) -> np.ndarray:
