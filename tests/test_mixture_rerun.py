@@ -93,6 +93,10 @@ def test_one_mixture_is_one_training_on_a_split(rr, tmp_path):
     assert [m for _, m, _ in pr.trained] == ["uniform", "other", "uniform", "uniform"]
     twin = led.data["trainings"]["dev|8000|reference(kl=0.3)|100"]
     assert twin["same_as"] == "swarm|8000|uniform|100" and twin["cpu_s"] == 0.0
+    assert twin["phase"] == "dev" and twin["method"] == "reference(kl=0.3)"
+    led.data["machines"] = [{"Model name": "A", "CPU(s)": "2", "flags": [], "torch": "t"}]
+    assert rr.render.machines_line(led.data).endswith(  # the alias is not a training
+        "(trainings: 2 dev, 1 swarm, 1 test).")
     saved = json.loads((tmp_path / "p.json").read_text())["trainings"]  # saved at once
     assert saved["dev|8000|reference(kl=0.3)|100"]["rows"] == twin["rows"]
 

@@ -108,9 +108,13 @@ def ci(tri: list[float], signed: bool = False) -> str:
 def machines_line(led: dict[str, Any]) -> str:
     """Which machines ran the pool's trainings, and how many each (by phase).
 
-    A training without a ``machine`` index predates the field and ran on the first."""
+    A training without a ``machine`` index predates the field and ran on the first; an
+    entry ``same_as`` another (the rerun's same mixture asked for under another name) is not
+    a training."""
     ran: dict[int, dict[str, int]] = {}
     for e in led.get("trainings", {}).values():
+        if "same_as" in e:
+            continue
         by_phase = ran.setdefault(int(e.get("machine", 0)), {})
         by_phase[e["phase"]] = by_phase.get(e["phase"], 0) + 1
     parts = []

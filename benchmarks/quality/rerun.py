@@ -100,7 +100,8 @@ class Rerun:
             twin = self.twin(phase, budget, w, seed)
             if twin is not None:
                 entry = dict(led.data["trainings"][twin])
-                entry.update(method=method, weights=w, same_as=twin, cpu_s=0.0, wall_s=0.0,
+                entry.update(phase=phase, method=method, weights=w, same_as=twin, cpu_s=0.0,
+                             wall_s=0.0,
                              fresh=False)
                 led.data["trainings"][led.key(phase, budget, method, seed)] = entry  # type: ignore[assignment]
                 led.save()
