@@ -293,16 +293,17 @@ def test_the_pipelines_cpu_is_recorded_by_whichever_run_does_the_work(rr, tmp_pa
     """The dev phase first runs the pipeline for the caps, then asks for the relations (from
     the cache, seconds). The compute column of taskpgm, MixMin and the anchored energies reads
     pipeline_cpu_s, so the first run that did the work records it; a cached run leaves it."""
-    stages = {s: {"seconds": i + 1.0} for i, s in enumerate(
+    worked = {s: {"seconds": i + 1.0} for i, s in enumerate(
         ("experts", "signals", "relations", "weights"))}
-    state = SimpleNamespace(files=SimpleNamespace(read_stages=lambda: stages))
+    cached = {s: {"seconds": 0.0} for s in worked}
     ticks = iter([0.0, 250.0, 1000.0, 1004.0])  # the caps' run: 250 CPU-s; the next: 4
     led = rr.Ledger(tmp_path / "p.json", "p")
     calls = []
 
     def runner(cfg, run_dir, until):
         calls.append((run_dir.name, until))
-        return state
+        stages = worked if len(calls) == 1 else cached
+        return SimpleNamespace(files=SimpleNamespace(read_stages=lambda: stages))
 
     for name in ("run-b8000", "run"):
         rr.protocol.timed_pipeline(led, None, tmp_path / name, runner=runner,
@@ -313,7 +314,7 @@ def test_the_pipelines_cpu_is_recorded_by_whichever_run_does_the_work(rr, tmp_pa
     assert saved["pipeline"]["stages"] == {"experts": 1.0, "signals": 2.0, "relations": 3.0,
                                            "weights": 4.0}
     fresh = rr.Ledger(tmp_path / "q.json", "q")  # a run from the cache records nothing
-    ticks = iter([0.0, 4.0])
+    ticks = iter([0.0, 400.0])
     rr.protocol.timed_pipeline(fresh, None, tmp_path / "run", runner=runner,
                                clock=lambda: next(ticks))
     assert "pipeline_cpu_s" not in fresh.data and not (tmp_path / "q.json").exists()
