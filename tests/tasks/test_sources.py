@@ -215,6 +215,19 @@ def test_a_checkout_is_read_in_place_as_the_archive_is_read(
     assert len(sorted(folder().glob("catalog-*.json"))) == 2
 
 
+def test_a_broken_task_file_in_a_checkout_is_a_clear_error(tiny_checkout: Path, home: Path,
+                                                           monkeypatch, capsys):
+    from taskpgm.tasks.bigbench import CHECKOUT_ENV
+
+    monkeypatch.setenv(CHECKOUT_ENV, str(tiny_checkout))
+    broken = tiny_checkout / "bigbench" / "benchmark_tasks" / "alpha" / "task.json"
+    broken.write_text('{"examples": [')
+    for argv in (["tasks", "show", "bigbench:alpha"], ["tasks", "list", "bigbench"]):
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert f"{broken} is not valid JSON" in err and "Traceback" not in err, argv
+
+
 def test_a_checkout_that_holds_no_tasks_is_a_clear_error(home: Path, tmp_path: Path,
                                                          monkeypatch, capsys):
     from taskpgm.errors import NotFoundError

@@ -241,7 +241,7 @@ def _load(spec_name: str, builder: TaskBuilder, template: Template, max_examples
     n = 0
     for rel in files:
         path = base / rel
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = _parse(path)
         where_file = f"{path.relative_to(base)}"
         for i, ex in _examples(doc, where_file, problems):
             add_example(doc, ex, f"{where_file} example {i}", builder, template, problems,
@@ -401,13 +401,23 @@ def catalog() -> dict[str, dict[str, Any]]:
     return out
 
 
+def _parse(path: Path) -> Any:
+    """One task.json, or a DataError that names it (a checkout's file may be mid-edit)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); restore the file (git checkout "
+                        "-- it, in a clone) or delete the extracted copy to extract it again")\
+            from err
+
+
 def _documents(files: list[str]) -> Iterator[tuple[str, Any]]:
     """``(relative path, parsed task.json)`` for ``files``, from the checkout or one pass over
     the archive."""
     root = checkout()
     if root is not None:
         for rel in files:
-            yield rel, json.loads((root / rel).read_text(encoding="utf-8"))
+            yield rel, _parse(root / rel)
         return
     wanted = {PREFIX + f: f for f in files}
     with tarfile.open(archive(), "r:gz") as tar:
