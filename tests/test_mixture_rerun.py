@@ -22,18 +22,27 @@ def rr():
                            Ledger=ledger.Ledger)
 
 
+def assert_dev_and_test_disjoint(pool: str, cfg, *, even: bool = False) -> list[str]:
+    """Every task of ``cfg`` has dev and test items, and none in both (``even``: and the two
+    halves within one item of each other); returns the task names."""
+    from taskpgm.inputs import eval_set, load_tasks
+
+    tasks = load_tasks(cfg)
+    groups = eval_set(cfg, tasks, {}, {}).groups
+    for name in tasks:
+        dev = {ex.id for ex in groups[("dev", name)]}
+        test = {ex.id for ex in groups[("test", name)]}
+        assert dev and test and dev.isdisjoint(test), (pool, name)
+        assert not even or abs(len(dev) - len(test)) <= 1, (pool, name)
+    return list(tasks)
+
+
 def test_dev_and_test_are_disjoint_on_every_pool(rr, bigbench_archive):
     from taskpgm import config as config_mod
-    from taskpgm.inputs import eval_set, load_tasks
 
     for spec in rr.rerun.POOLS.values():
         cfg = config_mod.load(ROOT / spec.pool.config)
-        tasks = load_tasks(cfg)
-        groups = eval_set(cfg, tasks, {}, {}).groups
-        for name in tasks:
-            dev = {ex.id for ex in groups[("dev", name)]}
-            test = {ex.id for ex in groups[("test", name)]}
-            assert dev and test and dev.isdisjoint(test), (spec.pool.name, name)
+        tasks = assert_dev_and_test_disjoint(spec.pool.name, cfg)
         for t in spec.corrupted:
             assert t in tasks and cfg.tasks.names  # the corrupted tasks are pool tasks
 
@@ -43,20 +52,13 @@ def test_dev_and_test_are_disjoint_at_every_pools_split_settings(rr):
     settings, on the three intent_recognition shards that ship with taskpgm (tasks of the
     redundancy pool)."""
     from taskpgm import config as config_mod
-    from taskpgm.inputs import eval_set, load_tasks
 
     shards = [str(ROOT / "configs" / "redundancy" / f"intent_{x}.jsonl") for x in "abc"]
     for spec in rr.rerun.POOLS.values():
         cfg = config_mod.load(ROOT / spec.pool.config)
         cfg = cfg.model_copy(update={"tasks": cfg.tasks.model_copy(update={"names": shards})})
         assert cfg.evaluation.test_share == 0.5
-        tasks = load_tasks(cfg)
-        groups = eval_set(cfg, tasks, {}, {}).groups
-        for name in tasks:
-            dev = {ex.id for ex in groups[("dev", name)]}
-            test = {ex.id for ex in groups[("test", name)]}
-            assert dev and test and dev.isdisjoint(test), (spec.pool.name, name)
-            assert abs(len(dev) - len(test)) <= 1, (spec.pool.name, name)
+        assert_dev_and_test_disjoint(spec.pool.name, cfg, even=True)
 
 
 def test_only_the_test_phase_reads_test_and_its_seeds_are_fresh(rr):
