@@ -94,8 +94,46 @@ def check_prior(prior: ArrayLike, n: int) -> FloatArray:
     return q
 
 
+class KLAnchored:
+    """The λ KL(p ‖ q) term on top of a smooth part h: ``value``, ``gradient`` and
+    ``hessian`` of f = h + λ KL from the subclass's ``smooth_value``, ``smooth_gradient`` and
+    ``smooth_hessian`` (λ = 0 or no prior: h alone). ∇ KL = log(p / q) + 1, ∇² KL =
+    diag(1 / p)."""
+
+    strength: float
+    prior: FloatArray | None
+
+    def smooth_value(self, p: FloatArray) -> float:
+        raise NotImplementedError
+
+    def smooth_gradient(self, p: FloatArray) -> FloatArray:
+        raise NotImplementedError
+
+    def smooth_hessian(self, p: FloatArray) -> FloatArray:
+        raise NotImplementedError
+
+    def value(self, p: FloatArray) -> float:
+        out = self.smooth_value(p)
+        if self.strength and self.prior is not None:
+            out += self.strength * kl_divergence(p, self.prior)
+        return out
+
+    def gradient(self, p: FloatArray) -> FloatArray:
+        g = self.smooth_gradient(p)
+        if self.strength and self.prior is not None:
+            with np.errstate(divide="ignore"):
+                g = g + self.strength * (np.log(p / self.prior) + 1.0)
+        return g
+
+    def hessian(self, p: FloatArray) -> FloatArray:
+        h = self.smooth_hessian(p)
+        if self.strength and self.prior is not None:
+            h = h + np.diag(self.strength / p)
+        return h
+
+
 @dataclass(frozen=True)
-class AnchoredQuadratic:
+class AnchoredQuadratic(KLAnchored):
     """f(p) = ½ pᵀ S p − cᵀ p + λ KL(p ‖ q), for q > 0 (restrict to q's support first).
 
     ∇f = S p − c + λ (log(p / q) + 1), ∇²f = S + λ diag(1 / p): strictly convex on the
@@ -107,30 +145,19 @@ class AnchoredQuadratic:
     strength: float
     prior: FloatArray
 
-    def value(self, p: FloatArray) -> float:
-        return float(0.5 * p @ self.S @ p - self.c @ p) + self.strength * kl_divergence(
-            p, self.prior)
+    def smooth_value(self, p: FloatArray) -> float:
+        return float(0.5 * p @ self.S @ p - self.c @ p)
 
     def smooth_gradient(self, p: FloatArray) -> FloatArray:
         g: FloatArray = self.S @ p - self.c
         return g
 
-    def gradient(self, p: FloatArray) -> FloatArray:
-        g: FloatArray = self.S @ p - self.c
-        if self.strength:
-            with np.errstate(divide="ignore"):
-                g = g + self.strength * (np.log(p / self.prior) + 1.0)
-        return g
-
-    def hessian(self, p: FloatArray) -> FloatArray:
-        if not self.strength:
-            return self.S
-        out: FloatArray = self.S + np.diag(self.strength / p)
-        return out
+    def smooth_hessian(self, p: FloatArray) -> FloatArray:
+        return self.S
 
 
 @dataclass(frozen=True)
-class MixtureLoss:
+class MixtureLoss(KLAnchored):
     """f(p) = −Σ_x w_x log(b_x + Σ_i p_i P_ix) + λ KL(p ‖ q): MixMin's ensemble loss.
 
     P (T, N): each source model's probability of example x's gold answer; w (N,) the
@@ -149,30 +176,17 @@ class MixtureLoss:
         m: FloatArray = self.b + self.P.T @ p
         return m
 
-    def value(self, p: FloatArray) -> float:
-        m = self._mix(p)
+    def smooth_value(self, p: FloatArray) -> float:
         with np.errstate(divide="ignore"):
-            loss = -float(self.w @ np.log(m))
-        if self.strength and self.prior is not None:
-            loss += self.strength * kl_divergence(p, self.prior)
-        return loss
+            return -float(self.w @ np.log(self._mix(p)))
 
     def smooth_gradient(self, p: FloatArray) -> FloatArray:
         g: FloatArray = -(self.P @ (self.w / self._mix(p)))
         return g
 
-    def gradient(self, p: FloatArray) -> FloatArray:
-        g: FloatArray = -(self.P @ (self.w / self._mix(p)))
-        if self.strength and self.prior is not None:
-            with np.errstate(divide="ignore"):
-                g = g + self.strength * (np.log(p / self.prior) + 1.0)
-        return g
-
-    def hessian(self, p: FloatArray) -> FloatArray:
+    def smooth_hessian(self, p: FloatArray) -> FloatArray:
         m = self._mix(p)
         h: FloatArray = (self.P * (self.w / (m * m))) @ self.P.T
-        if self.strength and self.prior is not None:
-            h = h + np.diag(self.strength / p)
         return h
 
 

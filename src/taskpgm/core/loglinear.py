@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from taskpgm.core.convex import ConvexResult, check_prior, kl_divergence, minimize
+from taskpgm.core.convex import ConvexResult, KLAnchored, check_prior, minimize
 from taskpgm.core.qp import FloatArray, _fill, check_caps
 from taskpgm.errors import InvalidInputError
 
@@ -175,7 +175,7 @@ def fit_law(weights: ArrayLike, losses: ArrayLike, *, delta: float = HUBER_DELTA
 
 
 @dataclass(frozen=True)
-class ExpSumLoss:
+class ExpSumLoss(KLAnchored):
     """f(x) = Σ_j w_j exp(t_jᵀ x) + λ KL(x ‖ q): the law's loss without its constants.
 
     ∇f = Tᵀ(w ⊙ e) with e_j = exp(t_jᵀx), ∇²f = Tᵀ diag(w ⊙ e) T (PSD), plus the KL
@@ -191,27 +191,15 @@ class ExpSumLoss:
         e: FloatArray = self.w * np.exp(self.slopes @ p)
         return e
 
-    def value(self, p: FloatArray) -> float:
-        out = float(self._terms(p).sum())
-        if self.strength and self.prior is not None:
-            out += self.strength * kl_divergence(p, self.prior)
-        return out
+    def smooth_value(self, p: FloatArray) -> float:
+        return float(self._terms(p).sum())
 
     def smooth_gradient(self, p: FloatArray) -> FloatArray:
         g: FloatArray = self.slopes.T @ self._terms(p)
         return g
 
-    def gradient(self, p: FloatArray) -> FloatArray:
-        g = self.smooth_gradient(p)
-        if self.strength and self.prior is not None:
-            with np.errstate(divide="ignore"):
-                g = g + self.strength * (np.log(p / self.prior) + 1.0)
-        return g
-
-    def hessian(self, p: FloatArray) -> FloatArray:
+    def smooth_hessian(self, p: FloatArray) -> FloatArray:
         h: FloatArray = (self.slopes.T * self._terms(p)) @ self.slopes
-        if self.strength and self.prior is not None:
-            h = h + np.diag(self.strength / p)
         return h
 
 
