@@ -289,9 +289,10 @@ def run_swarm(config: Any, run_dir: Path, *, mixtures: int, concentration: float
                           "compute_cpu_s": time.process_time() - started}
     result["regmix"] = regmix  # the mean of the top 128, as RegMix's code
     result["regmix_argmax"] = argmax
-    losses = np.array([[task_loss(r) for t in names for r in rows
-                        if r["method"] == f"swarm-{i:03d}" and r["split"] == split
-                        and r["task"] == t] for i in range(mixtures)])
+    loss_of = {(r["method"], r["task"]): task_loss(r) for r in rows
+               if r["split"] == split and r["method"].startswith("swarm-")}
+    losses = np.array([[loss_of.get((f"swarm-{i:03d}", t), np.nan) for t in names]
+                       for i in range(mixtures)])  # a missing row: nan, and Olmix sits out
     result["olmix"] = olmix(draws, losses, caps=caps, prior=prior, seed=config.mixture.seed,
                             names=names)
     relations = open_relations(Path(state.stages["relations"]["path"]))

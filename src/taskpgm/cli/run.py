@@ -207,6 +207,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top3(weights: dict[str, float]) -> str:
+    """The three largest weights, ``"task 0.412, task 0.301, task 0.102"``."""
+    top = sorted(weights.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{t} {w:.3f}" for t, w in top)
+
+
 def cmd_swarm(args: argparse.Namespace) -> int:
     """``taskpgm swarm CONFIG --mixtures N``: the swarm, RegMix, Olmix and the fidelity
     table."""
@@ -223,17 +229,13 @@ def cmd_swarm(args: argparse.Namespace) -> int:
           f"{result['best']['score']:.3f} ({result['best']['minus_uniform']:+.3f})")
     for name, fits in (("regmix", result["regmix"]), ("regmix-argmax", result["regmix_argmax"])):
         for kind, fit in fits.items():
-            top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
-            print(f"{name} {kind}: predicted {fit['predicted']:.3f}; "
-                  + ", ".join(f"{t} {w:.3f}" for t, w in top))
+            print(f"{name} {kind}: predicted {fit['predicted']:.3f}; {_top3(fit['weights'])}")
     fit = result["olmix"]
     if "skipped" in fit:
         print(f"olmix: skipped: {fit['skipped']}")
     else:
-        top = sorted(fit["weights"].items(), key=lambda kv: -kv[1])[:3]
         print(f"olmix (lambda {fit['strength']:g}, gap {fit['certificate']['gap']:.1e}): "
-              f"predicted loss {fit['predicted_loss']:.3f}; "
-              + ", ".join(f"{t} {w:.3f}" for t, w in top))
+              f"predicted loss {fit['predicted_loss']:.3f}; {_top3(fit['weights'])}")
     for row in result["fidelity"]:
         print(f"fidelity {row['energy']:<9} rho={row['rho']:<6.3g} Spearman "
               f"{row['spearman']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]")
