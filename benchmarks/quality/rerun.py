@@ -101,8 +101,7 @@ class Rerun:
             if twin is not None:
                 entry = dict(led.data["trainings"][twin])
                 entry.update(phase=phase, method=method, weights=w, same_as=twin, cpu_s=0.0,
-                             wall_s=0.0,
-                             fresh=False)
+                             wall_s=0.0, fresh=False)
                 led.data["trainings"][led.key(phase, budget, method, seed)] = entry  # type: ignore[assignment]
                 led.save()
                 print(f"[{self.pr.pool.name}] {phase} b={budget} {method} s{seed}: the "

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from quality.ledger import Ledger
 from quality.render import ci, fmt3, machines_line, test_table
 from quality.rerun import CANDIDATE_SEEDS, POOLS, PRIMARY, SECONDARY, SWARM, TEST_SEEDS
 from taskpgm import atomic
@@ -45,6 +46,14 @@ WORK = {**dict.fromkeys(("uniform", "size", "temperature", "family-uniform", "cl
         "taskpgm": "the experts and the probe scoring", "mixmin": "the experts and the probe "
         "scoring", **{f"{e}+kl": "the experts and the probe scoring, and its dev trainings "
                       "along the λ path" for e in ("reference", "affinity", "split")}}
+
+
+def power_text(diffs: list[float], sd: float, seeds_002: int, det: float) -> str:
+    """A pilot's paired differences, their sd, the seeds 80% power at 0.02 needs and the
+    difference the test seeds detect."""
+    return (f"differences {', '.join(f'{d:+.3f}' for d in diffs)}; paired sd {sd:.3f}; 80% "
+            f"power at 0.02 needs {seeds_002} seeds; at {TEST_SEEDS} seeds the detectable "
+            f"difference is **{det:.3f}**")
 
 
 def olmix_line(fit: dict[str, Any] | None) -> str:
@@ -88,7 +97,7 @@ def dev_so_far(led: dict[str, Any]) -> list[str]:
 
     def score(phase: str, budget: int, method: str, seed: int, field_: str = PRIMARY
               ) -> float | None:
-        entry = held.get(f"{phase}|{budget}|{method}|{seed}")  # quality.ledger.Ledger.key
+        entry = held.get(Ledger.key(phase, budget, method, seed))
         return None if entry is None else metric(entry["rows"], "dev", field_, fams)
 
     md = ["Dev phase under way; what its ledger holds so far:", ""]
@@ -107,10 +116,8 @@ def dev_so_far(led: dict[str, Any]) -> list[str]:
                 continue
             sd = float(np.std(diffs, ddof=1))
             md.append(f"* pilot at {b:,} tokens ({f}, known answer − uniform, seeds "
-                      f"{DEV_SEEDS[0]}–{DEV_SEEDS[-1]}): differences "
-                      f"{', '.join(f'{d:+.3f}' for d in diffs)}; paired sd {sd:.3f}; 80% power "
-                      f"at 0.02 needs {seeds_for_power(sd)} seeds; at {TEST_SEEDS} seeds the "
-                      f"detectable difference is **{detectable(sd, TEST_SEEDS):.3f}**")
+                      f"{DEV_SEEDS[0]}–{DEV_SEEDS[-1]}): "
+                      + power_text(diffs, sd, seeds_for_power(sd), detectable(sd, TEST_SEEDS)))
     n_swarm = len({k for k in held if k.startswith("swarm|") and "|swarm-" in k})
     md.append(f"* swarm: {n_swarm} of {SWARM} mixtures trained")
     return md
@@ -154,9 +161,8 @@ def pool_section(led: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     js["detectable"] = {f: pilot[f]["detectable"] for f in METRICS}
     js["pilot_sd"] = {f: pilot[f]["sd"] for f in METRICS}
     md += [f"**Pilot** ({pilot['source']}, budget {pilot['budget']:,}). " + " ".join(
-        f"{f}: differences {', '.join(f'{d:+.3f}' for d in pilot[f]['diffs'])}; paired sd "
-        f"{pilot[f]['sd']:.3f}; 80% power at 0.02 needs {pilot[f]['seeds_for_002']} seeds; "
-        f"at {TEST_SEEDS} seeds the detectable difference is **{pilot[f]['detectable']:.3f}**."
+        f"{f}: " + power_text(pilot[f]["diffs"], pilot[f]["sd"], pilot[f]["seeds_for_002"],
+                              pilot[f]["detectable"]) + "."
         for f in METRICS), ""]
     sw = dec["swarm"]
     acc = np.asarray(sw[PRIMARY])
