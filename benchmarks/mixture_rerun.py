@@ -50,6 +50,7 @@ from quality.rerun import (
     Rerun,
     test_round,
 )
+from taskpgm.errors import TaskPGMError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                         ).data for p in shown}, args.doc, args.json)
 
     if not args.render:
-        runs = {p: Rerun(pools[p], PoolRun(pools[p].pool, args.work / p, ledgers[p],
-                                           sampler=SAMPLER, precision=PRECISION,
-                                           overrides=tuple(args.overrides)))
-                for p in args.pools}
+        try:
+            runs = {p: Rerun(pools[p], PoolRun(pools[p].pool, args.work / p, ledgers[p],
+                                               sampler=SAMPLER, precision=PRECISION,
+                                               overrides=tuple(args.overrides)))
+                    for p in args.pools}
+        except TaskPGMError as err:  # a pool's data: not served, or not its ledger's
+            raise SystemExit(f"mixture_rerun: {err}") from None
         if args.phase in ("dev", "all"):
             for r in runs.values():
                 r.dev()

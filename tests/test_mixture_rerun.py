@@ -320,3 +320,25 @@ def test_the_pipelines_cpu_is_recorded_by_whichever_run_does_the_work(rr, tmp_pa
     rr.protocol.timed_pipeline(fresh, None, tmp_path / "run", runner=runner,
                                clock=lambda: next(ticks))
     assert "pipeline_cpu_s" not in fresh.data and not (tmp_path / "q.json").exists()
+
+
+def test_a_pool_whose_data_is_not_its_ledgers_stops_the_script_with_the_reason(rr, tmp_path,
+                                                                               monkeypatch):
+    """The ledger's data check (or BIG-bench not served) ends the script with its message,
+    not a traceback, before any training or any file is written."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import mixture_rerun
+    from taskpgm.errors import DataError
+
+    def refuse(pool, work, ledger, **_):
+        raise DataError(f"{ledger.path}: the examples of a differ from those this ledger's "
+                        "trainings were run on")
+
+    monkeypatch.setattr(mixture_rerun, "PoolRun", refuse)
+    with pytest.raises(SystemExit) as got:
+        mixture_rerun.main(["--pools", "noise", "--phase", "dev", "--ledgers",
+                            str(tmp_path / "ledgers"), "--doc", str(tmp_path / "r.md"),
+                            "--json", str(tmp_path / "r.json")])
+    assert str(got.value.code).startswith(f"mixture_rerun: {tmp_path / 'ledgers' / 'noise.json'}:"
+                                          " the examples of a differ")
+    assert not any(tmp_path.iterdir())
