@@ -52,16 +52,11 @@ def demo_config(offline: bool = False) -> tuple[Path, str | None]:
     (no network at all, a corrupt download) is raised: MMLU would not download either."""
     if offline:
         return OFFLINE_CONFIG, "asked for with --offline"
-    from taskpgm.cache import NOT_SERVED
-    from taskpgm.errors import NotFoundError
     from taskpgm.tasks import bigbench
 
-    try:
-        bigbench.members()  # the archive, downloaded and indexed once (the demo needs it)
-    except NotFoundError as err:
-        if NOT_SERVED not in str(err):
-            raise
-        return OFFLINE_CONFIG, f"the package index does not serve BIG-bench's archive ({err})"
+    refused = bigbench.not_served()  # the archive, downloaded and indexed once (the demo needs it)
+    if refused is not None:
+        return OFFLINE_CONFIG, f"the package index does not serve BIG-bench's archive ({refused})"
     return DEMO_CONFIG, None
 
 

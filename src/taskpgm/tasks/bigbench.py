@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from taskpgm import atomic
-from taskpgm.cache import home, pip_download
+from taskpgm.cache import NOT_SERVED, home, pip_download
 from taskpgm.errors import DataError, NotFoundError
 from taskpgm.progress import Progress
 from taskpgm.tasks.builder import Problems, TaskBuilder
@@ -145,6 +145,19 @@ def members() -> dict[str, dict[str, Any]]:
         v["json"].sort()
     atomic.write_text(path, json.dumps(tasks, indent=1))
     return tasks
+
+
+def not_served() -> str | None:
+    """None where BIG-bench's tasks can be read (the archive, downloaded and indexed once,
+    or a checkout); the index's answer where it does not serve the archive (a filtered
+    mirror). Every other failure to get it (no network at all, a corrupt download) raises."""
+    try:
+        members()
+    except NotFoundError as err:
+        if NOT_SERVED not in str(err):
+            raise
+        return str(err)
+    return None
 
 
 def resolve(spec_name: str) -> tuple[str, list[str]]:
